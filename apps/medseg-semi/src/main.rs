@@ -1,0 +1,5 @@
+//! medseg-semi (not yet available).
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("this application is not available yet")
+}

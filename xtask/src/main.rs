@@ -1,0 +1,38 @@
+//! `cargo xtask <task>`: benchmark suites that run medseg and the Python
+//! reference side by side, experiments and fixture generation.
+//!
+//! ```text
+//! cargo xtask bench io|metrics|ops|unet|transforms
+//! cargo xtask experiment semi
+//! ```
+
+mod bench_io;
+mod bench_metrics;
+mod bench_ops;
+mod bench_transforms;
+mod bench_unet;
+mod experiment_semi;
+mod python;
+
+use anyhow::{bail, Result};
+
+fn usage() -> &'static str {
+    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi> [args]"
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((t, r)) => (t.as_str(), r),
+        None => bail!("{}", usage()),
+    };
+    match (task, rest.first().map(String::as_str)) {
+        ("bench", Some("io")) => bench_io::run(&rest[1..]),
+        ("bench", Some("metrics")) => bench_metrics::run(&rest[1..]),
+        ("bench", Some("ops")) => bench_ops::run(&rest[1..]),
+        ("bench", Some("unet")) => bench_unet::run(&rest[1..]),
+        ("bench", Some("transforms")) => bench_transforms::run(&rest[1..]),
+        ("experiment", Some("semi")) => experiment_semi::run(&rest[1..]),
+        _ => bail!("unknown task {:?}\n{}", args, usage()),
+    }
+}
