@@ -1,5 +1,24 @@
 //! # medseg-ops
 //!
-//! Fast CPU candle custom ops for convolutional networks: conv2d/conv3d, transposed convolution, pooling, up-sampling, fused norms and softmax.
+//! Fast CPU candle custom ops for convolutional networks: conv2d/conv3d,
+//! transposed convolution, pooling, up-sampling, fused norms with activation,
+//! and softmax over channels. Every op has forward and backward; tensors are
+//! channel-first (`[N, C, H, W]` or `[N, C, D, H, W]`).
 
 #![warn(missing_docs)]
+
+pub mod activation;
+pub mod conv;
+pub mod conv_transpose;
+pub mod norm;
+pub mod pool;
+pub mod softmax;
+pub mod upsample;
+
+pub use activation::*;
+pub use conv::*;
+pub use conv_transpose::*;
+pub use norm::*;
+pub use pool::*;
+pub use softmax::*;
+pub use upsample::*;

@@ -1,0 +1,1 @@
+//! pool ops (being written).

@@ -1,0 +1,1 @@
+//! upsample ops (being written).
