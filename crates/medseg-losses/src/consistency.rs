@@ -54,6 +54,9 @@ impl Loss for ConsistencyKlLoss {
         let q = t.probs()?.detach().to_dtype(lp.dtype())?;
         let lq = t.log_probs()?.detach().to_dtype(lp.dtype())?;
         let kl = q.mul(&lq.sub(&lp)?)?.sum_keepdim(1)?;
-        pixel_mean(&kl, weights_only(&lp, target, "ConsistencyKLLoss")?.as_ref())
+        pixel_mean(
+            &kl,
+            weights_only(&lp, target, "ConsistencyKLLoss")?.as_ref(),
+        )
     }
 }

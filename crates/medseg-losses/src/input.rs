@@ -82,7 +82,10 @@ impl Prediction {
             );
         }
         if !self.raw.dtype().is_float() {
-            candle_core::bail!("prediction must be floating point, got {:?}", self.raw.dtype());
+            candle_core::bail!(
+                "prediction must be floating point, got {:?}",
+                self.raw.dtype()
+            );
         }
         Ok(())
     }
@@ -302,7 +305,9 @@ pub(crate) fn pixel_map(m: &Tensor, pred: &Tensor, what: &str) -> Result<Tensor>
 /// `[N, C, ...spatial]`.
 pub(crate) fn resolve(pred: &Tensor, target: &LossTarget, loss: &str) -> Result<Resolved> {
     let labels = target.labels.as_ref().ok_or_else(|| {
-        candle_core::Error::Msg(format!("{loss}: the target has no labels (`labels` is None)"))
+        candle_core::Error::Msg(format!(
+            "{loss}: the target has no labels (`labels` is None)"
+        ))
     })?;
     let c = pred.dim(1)?;
     let dtype = pred.dtype();
@@ -435,7 +440,11 @@ pub(crate) fn class_view(w: &[f64], pred: &Tensor) -> Result<Tensor> {
 
 /// Pixel weights × image weights without labels (`[N, 1, ...spatial]`), for
 /// losses that need no labels (entropy, consistency).
-pub(crate) fn weights_only(pred: &Tensor, target: &LossTarget, loss: &str) -> Result<Option<Tensor>> {
+pub(crate) fn weights_only(
+    pred: &Tensor,
+    target: &LossTarget,
+    loss: &str,
+) -> Result<Option<Tensor>> {
     let pixel = match &target.pixel_weight {
         Some(w) => Some(
             pixel_map(w, pred, "pixel weight")

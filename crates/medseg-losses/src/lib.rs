@@ -19,7 +19,9 @@ pub use supervised::{
     CrossEntropyLoss, DiceLoss, ExpLogLoss, FocalDiceLoss, FocalLoss, GdlWeight,
     GeneralizedDiceLoss, MaeLoss, MseLoss, TverskyLoss,
 };
-pub use weak::{CrfKernel, EntropyLoss, GatedCrfLoss, MumfordShahLoss, Penalty, TotalVariationLoss};
+pub use weak::{
+    CrfKernel, EntropyLoss, GatedCrfLoss, MumfordShahLoss, Penalty, TotalVariationLoss,
+};
 pub use wrappers::{resize_target, CombinedLoss, DeepSupervisionLoss};
 
 /// Errors of building a loss from a name and parameters. Errors while

@@ -46,7 +46,10 @@ impl Loss for GeneralizedCeLoss {
         pred.check()?;
         let p = pred.probs()?;
         let r = resolve(&p, target, "GeneralizedCELoss")?;
-        let mut g = p.powf(self.q)?.affine(-1.0 / self.q, 1.0 / self.q)?.mul(&r.y)?;
+        let mut g = p
+            .powf(self.q)?
+            .affine(-1.0 / self.q, 1.0 / self.q)?
+            .mul(&r.y)?;
         if let Some(w) = &self.class_weight {
             g = g.broadcast_mul(&class_view(w, &p)?)?;
         }
@@ -121,7 +124,10 @@ impl SlsrLoss {
     /// Checks the parameters.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !(0.0..=0.5).contains(&self.epsilon) {
-            return Err(format!("`epsilon` must be in [0, 0.5], got {}", self.epsilon));
+            return Err(format!(
+                "`epsilon` must be in [0, 0.5], got {}",
+                self.epsilon
+            ));
         }
         Ok(())
     }
@@ -136,9 +142,10 @@ impl Loss for SlsrLoss {
             None => r.y.clone(),
             Some(m) => {
                 let m = pixel_map(m, &p, "SLSRLoss noisy mask")?.ne(0.0)?;
-                let smooth = r
-                    .y
-                    .affine(1.0 - 2.0 * self.epsilon, 0.5 - 0.5 * (1.0 - 2.0 * self.epsilon))?;
+                let smooth = r.y.affine(
+                    1.0 - 2.0 * self.epsilon,
+                    0.5 - 0.5 * (1.0 - 2.0 * self.epsilon),
+                )?;
                 m.broadcast_as(p.dims())?.where_cond(&smooth, &r.y)?
             }
         };

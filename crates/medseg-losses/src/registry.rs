@@ -131,27 +131,51 @@ impl LossRegistry {
                 });
             };
         }
-        simple!("CrossEntropyLoss", CrossEntropyLoss, CrossEntropyLoss::validate);
-        simple!("PartialCrossEntropyLoss", CrossEntropyLoss, CrossEntropyLoss::validate);
+        simple!(
+            "CrossEntropyLoss",
+            CrossEntropyLoss,
+            CrossEntropyLoss::validate
+        );
+        simple!(
+            "PartialCrossEntropyLoss",
+            CrossEntropyLoss,
+            CrossEntropyLoss::validate
+        );
         simple!("DiceLoss", DiceLoss, DiceLoss::validate);
         r.register("JaccardLoss", |p, _| {
             let mut l: DiceLoss = parse("JaccardLoss", p)?;
             l.jaccard = true;
             checked("JaccardLoss", l, DiceLoss::validate)
         });
-        simple!("GeneralizedDiceLoss", GeneralizedDiceLoss, GeneralizedDiceLoss::validate);
+        simple!(
+            "GeneralizedDiceLoss",
+            GeneralizedDiceLoss,
+            GeneralizedDiceLoss::validate
+        );
         simple!("FocalLoss", FocalLoss, FocalLoss::validate);
         simple!("FocalDiceLoss", FocalDiceLoss, FocalDiceLoss::validate);
         simple!("TverskyLoss", TverskyLoss, TverskyLoss::validate);
         simple!("ExpLogLoss", ExpLogLoss, ExpLogLoss::validate);
         simple!("MSELoss", MseLoss, ok);
         simple!("MAELoss", MaeLoss, ok);
-        simple!("GeneralizedCELoss", GeneralizedCeLoss, GeneralizedCeLoss::validate);
-        simple!("NoiseRobustDiceLoss", NoiseRobustDiceLoss, NoiseRobustDiceLoss::validate);
+        simple!(
+            "GeneralizedCELoss",
+            GeneralizedCeLoss,
+            GeneralizedCeLoss::validate
+        );
+        simple!(
+            "NoiseRobustDiceLoss",
+            NoiseRobustDiceLoss,
+            NoiseRobustDiceLoss::validate
+        );
         simple!("SLSRLoss", SlsrLoss, SlsrLoss::validate);
         simple!("EntropyLoss", EntropyLoss, ok);
         simple!("TotalVariationLoss", TotalVariationLoss, ok);
-        simple!("MumfordShahLoss", MumfordShahLoss, MumfordShahLoss::validate);
+        simple!(
+            "MumfordShahLoss",
+            MumfordShahLoss,
+            MumfordShahLoss::validate
+        );
         simple!("GatedCRFLoss", GatedCrfLoss, GatedCrfLoss::validate);
         simple!("ConsistencyMSELoss", ConsistencyMseLoss, ok);
         simple!("ConsistencyKLLoss", ConsistencyKlLoss, ok);

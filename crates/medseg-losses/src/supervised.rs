@@ -11,8 +11,7 @@ use candle_core::{Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::input::{
-    class_view, pixel_mean, reduce_axes, resolve, weighted_last_mean, Prediction,
-    Resolved,
+    class_view, pixel_mean, reduce_axes, resolve, weighted_last_mean, Prediction, Resolved,
 };
 use crate::{Loss, LossTarget};
 
@@ -234,7 +233,11 @@ impl DiceLoss {
 
 impl Loss for DiceLoss {
     fn forward(&self, pred: &Prediction, target: &LossTarget) -> Result<Tensor> {
-        let name = if self.jaccard { "JaccardLoss" } else { "DiceLoss" };
+        let name = if self.jaccard {
+            "JaccardLoss"
+        } else {
+            "DiceLoss"
+        };
         let (p, y, w, iw) = region_inputs(pred, target, self.batch, self.include_background, name)?;
         let f = self.scores(&p, &y, w.as_ref())?.affine(-1.0, 1.0)?;
         reduce_class_image(&f, self.class_weight.as_deref(), iw.as_ref())
@@ -357,7 +360,10 @@ impl Loss for GeneralizedDiceLoss {
         let g = s.sy.detach();
         let dims = g.dims().to_vec();
         let c = *dims.last().unwrap_or(&1);
-        let gv = g.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        let gv = g
+            .to_dtype(candle_core::DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
         let mut wv: Vec<f64> = gv
             .iter()
             .map(|&x| match self.w_type {
@@ -431,8 +437,13 @@ impl TverskyLoss {
 
 impl Loss for TverskyLoss {
     fn forward(&self, pred: &Prediction, target: &LossTarget) -> Result<Tensor> {
-        let (p, y, w, iw) =
-            region_inputs(pred, target, self.batch, self.include_background, "TverskyLoss")?;
+        let (p, y, w, iw) = region_inputs(
+            pred,
+            target,
+            self.batch,
+            self.include_background,
+            "TverskyLoss",
+        )?;
         let axes = reduce_axes(p.rank(), self.batch);
         let s = region_stats(&p, &y, w.as_ref(), &axes, false)?;
         // Σ w p (1 − y) = Σ w p − Σ w p y;  Σ w (1 − p) y = Σ w y − Σ w p y
@@ -564,11 +575,11 @@ impl Loss for ExpLogLoss {
         let axes = reduce_axes(p.rank(), true);
         let ymean = match &w {
             None => r.y.mean_keepdim(axes.clone())?,
-            Some(w) => r
-                .y
-                .broadcast_mul(w)?
-                .sum_keepdim(axes.clone())?
-                .broadcast_div(&(w.sum_all()? + 1e-10)?)?,
+            Some(w) => {
+                r.y.broadcast_mul(w)?
+                    .sum_keepdim(axes.clone())?
+                    .broadcast_div(&(w.sum_all()? + 1e-10)?)?
+            }
         };
         let wc = (ymean + 0.1)?.powf(-0.5)?;
         let ce = p.affine(0.99, 0.005)?.log()?.neg()?.powf(self.gamma)?;

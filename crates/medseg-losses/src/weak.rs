@@ -152,11 +152,7 @@ impl Loss for MumfordShahLoss {
         for i in 0..img.dim(1)? {
             let im = img.narrow(1, i, 1)?;
             let centroid = p.broadcast_mul(&im)?.sum_keepdim((2, 3))?.div(&psum)?;
-            let l = im
-                .broadcast_sub(&centroid)?
-                .sqr()?
-                .mul(&p)?
-                .sum_all()?;
+            let l = im.broadcast_sub(&centroid)?.sqr()?.mul(&p)?.sum_all()?;
             level = Some(match level {
                 None => l,
                 Some(a) => a.add(&l)?,
@@ -251,7 +247,9 @@ impl GatedCrfLoss {
         }
         for (i, k) in self.kernels.iter().enumerate() {
             if k.xy.is_none() && k.rgb.is_none() {
-                return Err(format!("kernel {i} uses no feature (set `xy` and/or `rgb`)"));
+                return Err(format!(
+                    "kernel {i} uses no feature (set `xy` and/or `rgb`)"
+                ));
             }
             for s in [k.xy, k.rgb].into_iter().flatten() {
                 if s.is_nan() || s <= 0.0 {
@@ -278,53 +276,55 @@ impl GatedCrfLoss {
         let k2 = d * d;
         let hw = h * w;
         let mut out = vec![0.0f64; n * k2 * hw];
-        out.par_chunks_mut(k2 * hw)
-            .enumerate()
-            .for_each(|(b, kb)| {
-                let img = image.map(|im| &im[b * ci * hw..(b + 1) * ci * hw]);
-                let m = mask.map(|m| &m[b * hw..(b + 1) * hw]);
-                for (k, plane) in kb.chunks_mut(hw).enumerate() {
-                    let dy = (k / d) as isize - r;
-                    let dx = (k % d) as isize - r;
-                    if dy == 0 && dx == 0 {
-                        continue;
-                    }
-                    for y in 0..h {
-                        for x in 0..w {
-                            let (ny, nx) = (y as isize + dy, x as isize + dx);
-                            let inside = ny >= 0 && nx >= 0 && (ny as usize) < h && (nx as usize) < w;
-                            let j = if inside { ny as usize * w + nx as usize } else { 0 };
-                            let i = y * w + x;
-                            let mut kv = 0.0;
-                            for kd in &self.kernels {
-                                let mut q = 0.0;
-                                if let Some(s) = kd.xy {
-                                    let (fx, fy) = (x as f64 / s, y as f64 / s);
-                                    let (gx, gy) = if inside {
-                                        (nx as f64 / s, ny as f64 / s)
-                                    } else {
-                                        (0.0, 0.0)
-                                    };
-                                    q += (gx - fx).powi(2) + (gy - fy).powi(2);
-                                }
-                                if let (Some(s), Some(img)) = (kd.rgb, img) {
-                                    for c in 0..ci {
-                                        let f = img[c * hw + i] / s;
-                                        let g = if inside { img[c * hw + j] / s } else { 0.0 };
-                                        q += (g - f).powi(2);
-                                    }
-                                }
-                                kv += kd.weight * (-0.5 * q).exp();
+        out.par_chunks_mut(k2 * hw).enumerate().for_each(|(b, kb)| {
+            let img = image.map(|im| &im[b * ci * hw..(b + 1) * ci * hw]);
+            let m = mask.map(|m| &m[b * hw..(b + 1) * hw]);
+            for (k, plane) in kb.chunks_mut(hw).enumerate() {
+                let dy = (k / d) as isize - r;
+                let dx = (k % d) as isize - r;
+                if dy == 0 && dx == 0 {
+                    continue;
+                }
+                for y in 0..h {
+                    for x in 0..w {
+                        let (ny, nx) = (y as isize + dy, x as isize + dx);
+                        let inside = ny >= 0 && nx >= 0 && (ny as usize) < h && (nx as usize) < w;
+                        let j = if inside {
+                            ny as usize * w + nx as usize
+                        } else {
+                            0
+                        };
+                        let i = y * w + x;
+                        let mut kv = 0.0;
+                        for kd in &self.kernels {
+                            let mut q = 0.0;
+                            if let Some(s) = kd.xy {
+                                let (fx, fy) = (x as f64 / s, y as f64 / s);
+                                let (gx, gy) = if inside {
+                                    (nx as f64 / s, ny as f64 / s)
+                                } else {
+                                    (0.0, 0.0)
+                                };
+                                q += (gx - fx).powi(2) + (gy - fy).powi(2);
                             }
-                            if let Some(m) = m {
-                                let mj = if inside { m[j] } else { 0.0 };
-                                kv *= m[i] * mj;
+                            if let (Some(s), Some(img)) = (kd.rgb, img) {
+                                for c in 0..ci {
+                                    let f = img[c * hw + i] / s;
+                                    let g = if inside { img[c * hw + j] / s } else { 0.0 };
+                                    q += (g - f).powi(2);
+                                }
                             }
-                            plane[i] = kv;
+                            kv += kd.weight * (-0.5 * q).exp();
                         }
+                        if let Some(m) = m {
+                            let mj = if inside { m[j] } else { 0.0 };
+                            kv *= m[i] * mj;
+                        }
+                        plane[i] = kv;
                     }
                 }
-            });
+            }
+        });
         let denom = match mask {
             Some(m) => m.iter().sum::<f64>().max(1.0),
             None => (n * hw) as f64,
@@ -334,7 +334,15 @@ impl GatedCrfLoss {
 }
 
 /// Area (average) down-sampling of `[N, C, Hin, Win]` host data by integer factors.
-fn area_down(v: &[f64], n: usize, c: usize, hin: usize, win: usize, h: usize, w: usize) -> Vec<f64> {
+fn area_down(
+    v: &[f64],
+    n: usize,
+    c: usize,
+    hin: usize,
+    win: usize,
+    h: usize,
+    w: usize,
+) -> Vec<f64> {
     if hin == h && win == w {
         return v.to_vec();
     }

@@ -89,7 +89,8 @@ pub fn resize_target(target: &LossTarget, size: &[usize]) -> Result<LossTarget> 
         }),
         Some(Labels::Soft(t)) => Some(Labels::Soft(rs(t, true)?)),
     };
-    let opt = |t: &Option<Tensor>| -> Result<Option<Tensor>> { t.as_ref().map(per_pixel).transpose() };
+    let opt =
+        |t: &Option<Tensor>| -> Result<Option<Tensor>> { t.as_ref().map(per_pixel).transpose() };
     Ok(LossTarget {
         labels,
         pixel_weight: opt(&target.pixel_weight)?,
