@@ -70,6 +70,7 @@ impl Geometry {
     /// Spacing is the length of each affine column; direction is the column
     /// divided by it. A zero column gets spacing 1 and the identity direction
     /// for that axis, so that a degenerate header never yields NaN.
+    #[allow(clippy::needless_range_loop)]
     pub fn from_affine(affine: &[[f64; 4]; 4]) -> Self {
         let mut g = Geometry::identity();
         for c in 0..3 {
@@ -90,6 +91,7 @@ impl Geometry {
     }
 
     /// World position (mm) of a continuous array index `(d, h, w)`.
+    #[allow(clippy::needless_range_loop)]
     pub fn index_to_world(&self, index: [f64; 3]) -> [f64; 3] {
         let mut p = self.origin;
         for (r, pr) in p.iter_mut().enumerate() {
