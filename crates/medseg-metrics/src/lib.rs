@@ -1,5 +1,21 @@
-//! # medseg-metrics
-//!
-//! Segmentation metrics on label arrays (ndarray only): overlap and surface distances with voxel spacing, matching MedPy and MONAI, on an exact EDT.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
+
+mod edt;
+mod error;
+mod evaluate;
+mod options;
+mod overlap;
+mod stats;
+mod surface;
+mod util;
+
+pub use edt::distance_transform;
+pub use error::{MetricsError, Result};
+pub use evaluate::{evaluate_case, ClassMetrics};
+pub use options::{
+    AssdDefinition, Connectivity, EmptyPolicies, EmptyPolicy, Hd95Definition, MetricOptions,
+};
+pub use overlap::{confusion, dice, Counts};
+pub use stats::percentile;
+pub use surface::{surface_distances, surface_distances_masks, SurfaceDistances};
