@@ -1,5 +1,112 @@
-//! # medseg-nets
-//!
-//! Segmentation networks as candle modules: the UNet family in 2D and 3D, a registry by name, safetensors checkpoints and PyTorch weight import.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
+
+mod checkpoint;
+pub mod config;
+mod error;
+mod layers;
+mod registry;
+mod summary;
+mod unet;
+mod unetpp;
+
+use candle_core::{Result as CandleResult, Tensor};
+
+pub use checkpoint::{
+    count_parameters, import_pytorch, load_checkpoint, load_network, read_checkpoint_config,
+    save_checkpoint, trainable_vars,
+};
+pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
+pub use error::{NetError, Result};
+pub use layers::LayerRecord;
+pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};
+pub use summary::{summarize, NetSummary};
+pub use unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
+pub use unetpp::UNetPlusPlus;
+
+/// Everything a forward pass returns.
+#[derive(Clone, Debug)]
+pub struct NetOutput {
+    /// Main logits, `[N, class_num, ...spatial]` at the input resolution.
+    pub logits: Tensor,
+    /// Deep-supervision logits (UNet `multiscale_pred`: decoder levels 1, 2,
+    /// ... at their own, coarser, resolution, finest first; UNet++: the
+    /// intermediate nested outputs at full resolution).
+    pub deep: Vec<Tensor>,
+    /// Auxiliary predictions at the input resolution: the second decoder
+    /// (dual decoder), the other decoders (MCNet, training only), the
+    /// perturbed decoders (CCT, training only), the pyramid (URPC).
+    pub aux: Vec<Tensor>,
+}
+
+/// Name and shape of one tensor the network holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamInfo {
+    /// Full VarBuilder path, e.g. `encoder.in_conv.conv_conv.0.weight`.
+    pub name: String,
+    /// Shape (PyTorch layout).
+    pub shape: Vec<usize>,
+    /// False for BatchNorm running statistics.
+    pub trainable: bool,
+}
+
+/// A segmentation network.
+pub trait SegNetwork: Send + Sync {
+    /// Forward pass; `train` selects dropout, batch statistics (and their
+    /// running-average update) and auxiliary training outputs.
+    /// Input `[N, in_chns, H, W]` (2D) or `[N, in_chns, D, H, W]` (3D; a 2D
+    /// network folds depth into the batch and unfolds its outputs).
+    fn forward_t(&self, x: &Tensor, train: bool) -> CandleResult<NetOutput>;
+
+    /// Eval-mode logits.
+    fn forward(&self, x: &Tensor) -> CandleResult<Tensor> {
+        Ok(self.forward_t(x, false)?.logits)
+    }
+
+    /// The complete configuration (defaults filled in) as JSON; it is what
+    /// checkpoints store.
+    fn config(&self) -> serde_json::Value;
+
+    /// Spatial dimensions of the convolutions (2 or 3).
+    fn dimension(&self) -> usize;
+
+    /// Input channels.
+    fn in_chns(&self) -> usize;
+
+    /// Output classes.
+    fn class_num(&self) -> usize;
+
+    /// Every tensor the network holds, in creation order.
+    fn parameters(&self) -> &[ParamInfo];
+
+    /// Number of trainable scalars (running statistics excluded).
+    fn num_parameters(&self) -> usize {
+        self.parameters()
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum()
+    }
+}
+
+/// Folds depth into the batch: `[N, C, D, H, W] -> [N * D, C, H, W]`,
+/// returning `N` and `D` for [`unfold_depth`].
+pub fn fold_depth(x: &Tensor) -> CandleResult<(Tensor, usize, usize)> {
+    let (n, c, d, h, w) = x.dims5()?;
+    let y = x
+        .permute((0, 2, 1, 3, 4))?
+        .contiguous()?
+        .reshape((n * d, c, h, w))?;
+    Ok((y, n, d))
+}
+
+/// Inverse of [`fold_depth`]: `[N * D, C, H, W] -> [N, C, D, H, W]`.
+pub fn unfold_depth(x: &Tensor, n: usize, d: usize) -> CandleResult<Tensor> {
+    let (nd, c, h, w) = x.dims4()?;
+    if nd != n * d {
+        candle_core::bail!("unfold_depth: batch {nd} is not {n} x {d}")
+    }
+    x.reshape((n, d, c, h, w))?
+        .permute((0, 2, 1, 3, 4))?
+        .contiguous()
+}

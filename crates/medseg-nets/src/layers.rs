@@ -1,0 +1,809 @@
+//! Building blocks shared by every network: convolution, transposed
+//! convolution, normalisation, activation, pooling, up-sampling and dropout.
+//!
+//! Every primitive tensor operation the networks use goes through this module,
+//! so that swapping an implementation (candle's own op, a composition, or a
+//! `medseg-ops` kernel) happens in one place. Parameter names follow PyTorch
+//! (`weight`, `bias`, `running_mean`, `running_var`) under the `VarBuilder`
+//! path of the layer, so PyTorch state dicts load by name.
+//!
+//! Tensors are channel-first: `[N, C, H, W]` in 2D, `[N, C, D, H, W]` in 3D.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{Device, Result, Tensor, Var, D};
+use candle_nn::{Init, VarBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{NormType, UpMode};
+use crate::ParamInfo;
+
+// ---------------------------------------------------------------------------
+// Summary recording
+// ---------------------------------------------------------------------------
+
+/// One layer call recorded while a summary is being taken.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerRecord {
+    /// VarBuilder path of the layer (PyTorch module path).
+    pub name: String,
+    /// Layer kind, e.g. `Conv2d`, `BatchNorm`, `MaxPool3d`.
+    pub kind: String,
+    /// Output shape of this call.
+    pub output_shape: Vec<usize>,
+    /// Trainable parameters of the layer (running statistics excluded).
+    pub params: usize,
+    /// Multiply-adds of this call (convolutions only; other layers count 0).
+    pub macs: u64,
+}
+
+thread_local! {
+    static RECORDER: RefCell<Option<Vec<LayerRecord>>> = const { RefCell::new(None) };
+}
+
+/// Starts recording layer calls on this thread.
+pub(crate) fn start_recording() {
+    RECORDER.with(|r| *r.borrow_mut() = Some(Vec::new()));
+}
+
+/// Stops recording and returns what was recorded.
+pub(crate) fn stop_recording() -> Vec<LayerRecord> {
+    RECORDER.with(|r| r.borrow_mut().take().unwrap_or_default())
+}
+
+fn record(name: &str, kind: &str, out: &Tensor, params: usize, macs: u64) {
+    RECORDER.with(|r| {
+        if let Some(v) = r.borrow_mut().as_mut() {
+            v.push(LayerRecord {
+                name: name.to_string(),
+                kind: kind.to_string(),
+                output_shape: out.dims().to_vec(),
+                params,
+                macs,
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Build context: VarBuilder + deterministic initialisation
+// ---------------------------------------------------------------------------
+
+/// What a layer needs at construction: the VarBuilder at its path and the
+/// network's random generators (one for initial weights, one for dropout).
+#[derive(Clone)]
+pub(crate) struct Ctx<'a> {
+    pub vb: VarBuilder<'a>,
+    pub init_rng: Arc<Mutex<ChaCha8Rng>>,
+    pub drop_rng: Arc<Mutex<ChaCha8Rng>>,
+    params: Arc<Mutex<Vec<ParamInfo>>>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context at the root of `vb` with generators seeded from `seed`.
+    pub fn new(vb: VarBuilder<'a>, seed: u64) -> Self {
+        Self {
+            vb,
+            init_rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
+            drop_rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(
+                seed ^ 0x9E37_79B9_7F4A_7C15,
+            ))),
+            params: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The same context one path component deeper.
+    pub fn pp<S: ToString>(&self, s: S) -> Self {
+        Self {
+            vb: self.vb.pp(s),
+            init_rng: self.init_rng.clone(),
+            drop_rng: self.drop_rng.clone(),
+            params: self.params.clone(),
+        }
+    }
+
+    /// The tensors created or fetched so far through this context tree.
+    pub fn params_snapshot(&self) -> Vec<ParamInfo> {
+        self.params.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn prefix(&self) -> String {
+        self.vb.prefix()
+    }
+
+    /// Gets (or creates) a parameter. A parameter that the VarBuilder does
+    /// not hold yet is created and filled from the seeded generator, so the
+    /// same seed gives the same initial network.
+    fn param(&self, shape: &[usize], name: &str, init: ParamInit) -> Result<Tensor> {
+        let fresh = !self.vb.contains_tensor(name);
+        if let Ok(mut v) = self.params.lock() {
+            let prefix = self.vb.prefix();
+            v.push(ParamInfo {
+                name: if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}.{name}")
+                },
+                shape: shape.to_vec(),
+                trainable: name != "running_mean" && name != "running_var",
+            });
+        }
+        let t = self
+            .vb
+            .get_with_hints(shape.to_vec(), name, Init::Const(0.0))?;
+        if fresh && t.is_variable() {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = match init {
+                ParamInit::Const(c) => vec![c; n],
+                ParamInit::Uniform(b) => {
+                    let mut rng = self.init_rng.lock().map_err(|_| {
+                        candle_core::Error::Msg("initialisation generator poisoned".into())
+                    })?;
+                    (0..n)
+                        .map(|_| rng.random_range(-b..=b))
+                        .collect::<Vec<f32>>()
+                }
+            };
+            let v = Tensor::from_vec(values, shape.to_vec(), &Device::Cpu)?
+                .to_dtype(t.dtype())?
+                .to_device(t.device())?;
+            Var::from_tensor(&t)?.set(&v)?;
+        }
+        Ok(t)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ParamInit {
+    Const(f32),
+    /// Uniform in `[-b, b]`.
+    Uniform(f32),
+}
+
+// ---------------------------------------------------------------------------
+// Primitive ops (one place to swap implementations)
+// ---------------------------------------------------------------------------
+
+/// Reshapes a per-channel vector `[C]` to broadcast over `[N, C, ...spatial]`.
+fn per_channel(v: &Tensor, nd: usize) -> Result<Tensor> {
+    let c = v.dim(0)?;
+    let mut shape = vec![1, c];
+    shape.extend(std::iter::repeat_n(1, nd));
+    v.reshape(shape)
+}
+
+/// Convolution of `[N, Cin, ...]` with `[Cout, Cin, k...]`, square kernel,
+/// the same stride and zero padding on every axis.
+fn conv_nd(x: &Tensor, w: &Tensor, nd: usize, stride: usize, pad: usize) -> Result<Tensor> {
+    match nd {
+        2 => x.conv2d(w, pad, stride, 1, 1),
+        3 => {
+            // Depth is handled as a sum over depth taps of 2D convolutions on
+            // [N * Dout, Cin, H, W] slices; differentiable by composition.
+            let (n, cin, d, h, wd) = x.dims5()?;
+            let (cout, _, kd, _, _) = w.dims5()?;
+            let xp = if pad > 0 {
+                x.pad_with_zeros(2, pad, pad)?
+            } else {
+                x.clone()
+            };
+            let dp = d + 2 * pad;
+            if dp < kd {
+                candle_core::bail!("conv3d: depth {d} too small for kernel {kd}")
+            }
+            let dout = (dp - kd) / stride + 1;
+            let xt = xp.permute((0, 2, 1, 3, 4))?.contiguous()?; // [N, Dp, Cin, H, W]
+            let mut acc: Option<Tensor> = None;
+            for a in 0..kd {
+                let slab = if stride == 1 {
+                    xt.narrow(1, a, dout)?
+                } else {
+                    let idx: Vec<u32> = (0..dout).map(|j| (a + j * stride) as u32).collect();
+                    let idx = Tensor::new(idx.as_slice(), x.device())?;
+                    xt.index_select(&idx, 1)?
+                };
+                let slab = slab.reshape((n * dout, cin, h, wd))?;
+                let wa = w.narrow(2, a, 1)?.squeeze(2)?.contiguous()?;
+                let y = slab.conv2d(&wa, pad, stride, 1, 1)?;
+                acc = Some(match acc {
+                    None => y,
+                    Some(s) => (s + y)?,
+                });
+            }
+            let y = acc.ok_or_else(|| candle_core::Error::Msg("conv3d: empty kernel".into()))?;
+            let (_, _, ho, wo) = y.dims4()?;
+            y.reshape((n, dout, cout, ho, wo))?
+                .permute((0, 2, 1, 3, 4))?
+                .contiguous()
+        }
+        _ => candle_core::bail!("convolution needs 2 or 3 spatial dimensions, got {nd}"),
+    }
+}
+
+/// Transposed convolution with kernel == stride and no padding (the only
+/// form the networks use): `[N, Cin, ...]` with `[Cin, Cout, k...]`.
+fn conv_transpose_nd(x: &Tensor, w: &Tensor, nd: usize, stride: usize) -> Result<Tensor> {
+    match nd {
+        2 => x.conv_transpose2d(w, 0, 0, stride, 1),
+        3 => {
+            let (n, cin, d, h, wd) = x.dims5()?;
+            let (_, cout, kd, _, _) = w.dims5()?;
+            if kd != stride {
+                candle_core::bail!("conv_transpose3d: only kernel == stride is supported")
+            }
+            let xf = x
+                .permute((0, 2, 1, 3, 4))?
+                .contiguous()?
+                .reshape((n * d, cin, h, wd))?;
+            let mut taps = Vec::with_capacity(kd);
+            for a in 0..kd {
+                let wa = w.narrow(2, a, 1)?.squeeze(2)?.contiguous()?;
+                let y = xf.conv_transpose2d(&wa, 0, 0, stride, 1)?; // [N*D, Cout, H2, W2]
+                let (_, _, h2, w2) = y.dims4()?;
+                taps.push(y.reshape((n, d, 1, cout, h2, w2))?);
+            }
+            let y = Tensor::cat(&taps, 2)?; // [N, D, kd, Cout, H2, W2]
+            let (h2, w2) = (y.dim(4)?, y.dim(5)?);
+            y.reshape((n, d * kd, cout, h2, w2))?
+                .permute((0, 2, 1, 3, 4))?
+                .contiguous()
+        }
+        _ => candle_core::bail!("transposed convolution needs 2 or 3 spatial dimensions"),
+    }
+}
+
+/// Max pooling with kernel 2 and stride 2 (floor of odd sizes).
+pub(crate) fn max_pool2(x: &Tensor, nd: usize) -> Result<Tensor> {
+    match nd {
+        2 => x.max_pool2d(2),
+        3 => {
+            let (n, c, d, h, w) = x.dims5()?;
+            if d < 2 {
+                candle_core::bail!("max_pool3d: depth {d} smaller than the kernel 2")
+            }
+            let y = x.reshape((n, c * d, h, w))?.max_pool2d(2)?;
+            let (_, _, h2, w2) = y.dims4()?;
+            let d2 = d / 2;
+            y.reshape((n, c, d, h2, w2))?
+                .narrow(2, 0, 2 * d2)?
+                .reshape((n, c, d2, 2, h2, w2))?
+                .max(3)
+        }
+        _ => candle_core::bail!("pooling needs 2 or 3 spatial dimensions"),
+    }
+}
+
+/// Linear interpolation along one axis to `out` samples (PyTorch
+/// `interpolate` semantics for `align_corners` true or false).
+fn interp_axis(x: &Tensor, axis: usize, out: usize, align_corners: bool) -> Result<Tensor> {
+    let n_in = x.dim(axis)?;
+    if n_in == out {
+        return Ok(x.clone());
+    }
+    let mut i0 = Vec::with_capacity(out);
+    let mut i1 = Vec::with_capacity(out);
+    let mut l1 = Vec::with_capacity(out);
+    for i in 0..out {
+        let src = if align_corners {
+            if out > 1 {
+                i as f64 * (n_in as f64 - 1.0) / (out as f64 - 1.0)
+            } else {
+                0.0
+            }
+        } else {
+            ((i as f64 + 0.5) * n_in as f64 / out as f64 - 0.5).max(0.0)
+        };
+        let a = (src.floor() as usize).min(n_in - 1);
+        let b = (a + 1).min(n_in - 1);
+        i0.push(a as u32);
+        i1.push(b as u32);
+        l1.push((src - a as f64) as f32);
+    }
+    let dev = x.device();
+    let l0: Vec<f32> = l1.iter().map(|v| 1.0 - v).collect();
+    let mut wshape = vec![1usize; x.rank()];
+    wshape[axis] = out;
+    let w0 = Tensor::from_vec(l0, wshape.clone(), dev)?.to_dtype(x.dtype())?;
+    let w1 = Tensor::from_vec(l1, wshape, dev)?.to_dtype(x.dtype())?;
+    let x0 = x.index_select(&Tensor::new(i0.as_slice(), dev)?, axis)?;
+    let x1 = x.index_select(&Tensor::new(i1.as_slice(), dev)?, axis)?;
+    x0.broadcast_mul(&w0)? + x1.broadcast_mul(&w1)?
+}
+
+/// Bi/tri-linear resize of the spatial axes to `size`.
+pub(crate) fn resize_linear(x: &Tensor, size: &[usize], align_corners: bool) -> Result<Tensor> {
+    let mut y = x.clone();
+    for (k, &s) in size.iter().enumerate() {
+        y = interp_axis(&y, 2 + k, s, align_corners)?;
+    }
+    Ok(y)
+}
+
+/// Nearest-neighbour resize of the spatial axes to `size` (PyTorch `nearest`).
+pub(crate) fn resize_nearest(x: &Tensor, size: &[usize]) -> Result<Tensor> {
+    let mut y = x.clone();
+    for (k, &out) in size.iter().enumerate() {
+        let axis = 2 + k;
+        let n_in = y.dim(axis)?;
+        if n_in == out {
+            continue;
+        }
+        let idx: Vec<u32> = (0..out)
+            .map(|i| ((i as f64 * n_in as f64 / out as f64).floor() as usize).min(n_in - 1) as u32)
+            .collect();
+        y = y.index_select(&Tensor::new(idx.as_slice(), y.device())?, axis)?;
+    }
+    Ok(y)
+}
+
+/// Zero-pads (or crops) the spatial axes of `x` at the end to `size`.
+pub(crate) fn fit_to(x: &Tensor, size: &[usize]) -> Result<Tensor> {
+    let mut y = x.clone();
+    for (k, &s) in size.iter().enumerate() {
+        let axis = 2 + k;
+        let cur = y.dim(axis)?;
+        if cur < s {
+            y = y.pad_with_zeros(axis, 0, s - cur)?;
+        } else if cur > s {
+            y = y.narrow(axis, 0, s)?;
+        }
+    }
+    Ok(y)
+}
+
+/// Spatial size of a `[N, C, ...]` tensor.
+pub(crate) fn spatial(x: &Tensor) -> Vec<usize> {
+    x.dims()[2..].to_vec()
+}
+
+// ---------------------------------------------------------------------------
+// Layers
+// ---------------------------------------------------------------------------
+
+/// Convolution (2D or 3D) with a square kernel, PyTorch initialisation.
+pub(crate) struct Conv {
+    w: Tensor,
+    b: Option<Tensor>,
+    nd: usize,
+    stride: usize,
+    pad: usize,
+    name: String,
+    macs_per_out: u64,
+}
+
+impl Conv {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ctx: &Ctx,
+        nd: usize,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let mut shape = vec![cout, cin];
+        shape.extend(std::iter::repeat_n(k, nd));
+        let fan_in = cin * k.pow(nd as u32);
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let w = ctx.param(&shape, "weight", ParamInit::Uniform(bound))?;
+        let b = if bias {
+            Some(ctx.param(&[cout], "bias", ParamInit::Uniform(bound))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            w,
+            b,
+            nd,
+            stride,
+            pad,
+            name: ctx.prefix(),
+            macs_per_out: fan_in as u64,
+        })
+    }
+
+    /// 1x1 convolution with bias.
+    pub fn pointwise(ctx: &Ctx, nd: usize, cin: usize, cout: usize) -> Result<Self> {
+        Self::new(ctx, nd, cin, cout, 1, 1, 0, true)
+    }
+
+    /// 3x3 convolution, padding 1, with bias.
+    pub fn k3(ctx: &Ctx, nd: usize, cin: usize, cout: usize) -> Result<Self> {
+        Self::new(ctx, nd, cin, cout, 3, 1, 1, true)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = conv_nd(x, &self.w, self.nd, self.stride, self.pad)?;
+        if let Some(b) = &self.b {
+            y = y.broadcast_add(&per_channel(b, self.nd)?)?;
+        }
+        let params = self.w.elem_count() + self.b.as_ref().map_or(0, |b| b.elem_count());
+        let kind = if self.nd == 2 { "Conv2d" } else { "Conv3d" };
+        record(
+            &self.name,
+            kind,
+            &y,
+            params,
+            y.elem_count() as u64 * self.macs_per_out,
+        );
+        Ok(y)
+    }
+}
+
+/// Transposed convolution with kernel == stride (PyTorch layout
+/// `[Cin, Cout, k...]`).
+pub(crate) struct ConvTranspose {
+    w: Tensor,
+    b: Tensor,
+    nd: usize,
+    k: usize,
+    name: String,
+}
+
+impl ConvTranspose {
+    pub fn new(ctx: &Ctx, nd: usize, cin: usize, cout: usize, k: usize) -> Result<Self> {
+        let mut shape = vec![cin, cout];
+        shape.extend(std::iter::repeat_n(k, nd));
+        // PyTorch computes the fan-in of a transposed convolution from
+        // weight.shape[1] * prod(kernel).
+        let fan_in = cout * k.pow(nd as u32);
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let w = ctx.param(&shape, "weight", ParamInit::Uniform(bound))?;
+        let b = ctx.param(&[cout], "bias", ParamInit::Uniform(bound))?;
+        Ok(Self {
+            w,
+            b,
+            nd,
+            k,
+            name: ctx.prefix(),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = conv_transpose_nd(x, &self.w, self.nd, self.k)?
+            .broadcast_add(&per_channel(&self.b, self.nd)?)?;
+        let cout = self.b.elem_count() as u64;
+        let macs = x.elem_count() as u64 * cout * (self.k.pow(self.nd as u32) as u64);
+        let kind = if self.nd == 2 {
+            "ConvTranspose2d"
+        } else {
+            "ConvTranspose3d"
+        };
+        record(
+            &self.name,
+            kind,
+            &y,
+            self.w.elem_count() + self.b.elem_count(),
+            macs,
+        );
+        Ok(y)
+    }
+}
+
+/// Normalisation layer: BatchNorm (running statistics updated in training
+/// mode with momentum 0.1 and the unbiased batch variance, as PyTorch does),
+/// InstanceNorm (no affine parameters, as PyTorch's default) or GroupNorm.
+pub(crate) enum Norm {
+    Batch {
+        gamma: Tensor,
+        beta: Tensor,
+        running_mean: Var,
+        running_var: Var,
+        name: String,
+    },
+    Instance {
+        name: String,
+    },
+    Group {
+        groups: usize,
+        gamma: Tensor,
+        beta: Tensor,
+        name: String,
+    },
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+impl Norm {
+    pub fn new(ctx: &Ctx, kind: NormType, c: usize, groups: usize) -> Result<Self> {
+        let name = ctx.prefix();
+        Ok(match kind {
+            NormType::BatchNorm => {
+                let gamma = ctx.param(&[c], "weight", ParamInit::Const(1.0))?;
+                let beta = ctx.param(&[c], "bias", ParamInit::Const(0.0))?;
+                let rm = ctx.param(&[c], "running_mean", ParamInit::Const(0.0))?;
+                let rv = ctx.param(&[c], "running_var", ParamInit::Const(1.0))?;
+                Norm::Batch {
+                    gamma,
+                    beta,
+                    running_mean: Var::from_tensor(&rm)?,
+                    running_var: Var::from_tensor(&rv)?,
+                    name,
+                }
+            }
+            NormType::InstanceNorm => Norm::Instance { name },
+            NormType::GroupNorm => {
+                if groups == 0 || c % groups != 0 {
+                    candle_core::bail!(
+                        "group_norm: {c} channels are not divisible into {groups} groups"
+                    )
+                }
+                let gamma = ctx.param(&[c], "weight", ParamInit::Const(1.0))?;
+                let beta = ctx.param(&[c], "bias", ParamInit::Const(0.0))?;
+                Norm::Group {
+                    groups,
+                    gamma,
+                    beta,
+                    name,
+                }
+            }
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let nd = x.rank() - 2;
+        let (y, name, kind, params) = match self {
+            Norm::Batch {
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                name,
+            } => {
+                let y = if train {
+                    let dims: Vec<usize> = std::iter::once(0).chain(2..x.rank()).collect();
+                    let count = x.elem_count() / x.dim(1)?;
+                    let mean = x.mean_keepdim(dims.as_slice())?;
+                    let xc = x.broadcast_sub(&mean)?;
+                    let var = xc.sqr()?.mean_keepdim(dims.as_slice())?;
+                    let y = xc.broadcast_div(&(var.clone() + BN_EPS)?.sqrt()?)?;
+                    // running statistics, detached from the graph
+                    let bm = mean.detach().flatten_all()?;
+                    let unbias = if count > 1 {
+                        count as f64 / (count as f64 - 1.0)
+                    } else {
+                        1.0
+                    };
+                    let bv = (var.detach().flatten_all()? * unbias)?;
+                    let rm = running_mean.as_tensor().detach();
+                    let rv = running_var.as_tensor().detach();
+                    let new_m = ((rm * (1.0 - BN_MOMENTUM))? + (bm * BN_MOMENTUM)?)?;
+                    let new_v = ((rv * (1.0 - BN_MOMENTUM))? + (bv * BN_MOMENTUM)?)?;
+                    running_mean.set(&new_m)?;
+                    running_var.set(&new_v)?;
+                    y
+                } else {
+                    let m = per_channel(&running_mean.as_tensor().detach(), nd)?;
+                    let v = per_channel(&running_var.as_tensor().detach(), nd)?;
+                    x.broadcast_sub(&m)?.broadcast_div(&(v + BN_EPS)?.sqrt()?)?
+                };
+                let y = y
+                    .broadcast_mul(&per_channel(gamma, nd)?)?
+                    .broadcast_add(&per_channel(beta, nd)?)?;
+                (y, name, "BatchNorm", 2 * gamma.elem_count())
+            }
+            Norm::Instance { name } => {
+                let dims: Vec<usize> = (2..x.rank()).collect();
+                let mean = x.mean_keepdim(dims.as_slice())?;
+                let xc = x.broadcast_sub(&mean)?;
+                let var = xc.sqr()?.mean_keepdim(dims.as_slice())?;
+                let y = xc.broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
+                (y, name, "InstanceNorm", 0)
+            }
+            Norm::Group {
+                groups,
+                gamma,
+                beta,
+                name,
+            } => {
+                let dims = x.dims().to_vec();
+                let n = dims[0];
+                let g = x.reshape((n, *groups, ()))?;
+                let mean = g.mean_keepdim(2)?;
+                let xc = g.broadcast_sub(&mean)?;
+                let var = xc.sqr()?.mean_keepdim(2)?;
+                let y = xc
+                    .broadcast_div(&(var + BN_EPS)?.sqrt()?)?
+                    .reshape(dims)?
+                    .broadcast_mul(&per_channel(gamma, nd)?)?
+                    .broadcast_add(&per_channel(beta, nd)?)?;
+                (y, name, "GroupNorm", 2 * gamma.elem_count())
+            }
+        };
+        record(name, kind, &y, params, 0);
+        Ok(y)
+    }
+}
+
+/// Activation functions used by the networks.
+pub(crate) enum Act {
+    LeakyRelu(f64),
+    Sigmoid,
+    /// PReLU with one shared slope (PyTorch `nn.PReLU()`), parameter `weight`.
+    PRelu(Tensor),
+}
+
+impl Act {
+    /// PyTorch's default `nn.LeakyReLU()` slope.
+    pub fn leaky() -> Self {
+        Act::LeakyRelu(0.01)
+    }
+
+    #[allow(dead_code)] // used by UNet2D5
+    pub fn prelu(ctx: &Ctx) -> Result<Self> {
+        Ok(Act::PRelu(ctx.param(
+            &[1],
+            "weight",
+            ParamInit::Const(0.25),
+        )?))
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::LeakyRelu(s) => x.maximum(&(x * *s)?),
+            Act::Sigmoid => candle_nn::ops::sigmoid(x),
+            Act::PRelu(a) => {
+                let pos = x.relu()?;
+                let neg = x.minimum(0.0)?;
+                pos + neg.broadcast_mul(a)?
+            }
+        }
+    }
+}
+
+/// Element-wise dropout (PyTorch `nn.Dropout`), identity in eval mode,
+/// masks drawn from the network's seeded generator.
+pub(crate) struct Dropout {
+    p: f64,
+    rng: Arc<Mutex<ChaCha8Rng>>,
+}
+
+impl Dropout {
+    pub fn new(ctx: &Ctx, p: f64) -> Self {
+        Self {
+            p,
+            rng: ctx.drop_rng.clone(),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train || self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        if self.p >= 1.0 {
+            return x.zeros_like();
+        }
+        let mask = bernoulli_mask(&self.rng, x.dims(), 1.0 - self.p, x.device())?;
+        x.broadcast_mul(&mask.to_dtype(x.dtype())?)
+    }
+}
+
+/// A `{0, 1/keep}` mask of `shape` with keep probability `keep`.
+pub(crate) fn bernoulli_mask(
+    rng: &Mutex<ChaCha8Rng>,
+    shape: &[usize],
+    keep: f64,
+    dev: &Device,
+) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let scale = (1.0 / keep) as f32;
+    let mut rng = rng
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("dropout generator poisoned".into()))?;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(v, shape.to_vec(), dev)
+}
+
+/// Uniform noise in `[-r, r]` of `shape` from a generator.
+pub(crate) fn uniform_noise(
+    rng: &Mutex<ChaCha8Rng>,
+    shape: &[usize],
+    r: f64,
+    dev: &Device,
+) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let mut rng = rng
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("noise generator poisoned".into()))?;
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-r..=r) as f32).collect();
+    Tensor::from_vec(v, shape.to_vec(), dev)
+}
+
+/// Max pooling layer (kernel 2, stride 2).
+pub(crate) struct Pool {
+    nd: usize,
+    name: String,
+}
+
+impl Pool {
+    pub fn new(ctx: &Ctx, nd: usize) -> Self {
+        Self {
+            nd,
+            name: ctx.prefix(),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = max_pool2(x, self.nd)?;
+        let kind = if self.nd == 2 {
+            "MaxPool2d"
+        } else {
+            "MaxPool3d"
+        };
+        record(&self.name, kind, &y, 0, 0);
+        Ok(y)
+    }
+}
+
+/// Up-sampling to an explicit target size: PyMIC's `scale_factor = 2`
+/// becomes "the size of the skip connection", which equals doubling for
+/// even sizes and also handles odd ones.
+pub(crate) struct Upsample {
+    mode: UpMode,
+    name: String,
+}
+
+impl Upsample {
+    pub fn new(ctx: &Ctx, mode: UpMode) -> Self {
+        Self {
+            mode,
+            name: ctx.prefix(),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, size: &[usize]) -> Result<Tensor> {
+        let y = match self.mode {
+            UpMode::Nearest => resize_nearest(x, size)?,
+            _ => resize_linear(x, size, true)?,
+        };
+        record(&self.name, "Upsample", &y, 0, 0);
+        Ok(y)
+    }
+}
+
+/// Concatenates along channels.
+pub(crate) fn cat_channels(xs: &[&Tensor]) -> Result<Tensor> {
+    Tensor::cat(xs, 1)
+}
+
+/// Mean over channels keeping the axis (used by feature perturbations).
+pub(crate) fn channel_mean(x: &Tensor) -> Result<Tensor> {
+    x.mean_keepdim(1)
+}
+
+/// Softmax over channels.
+pub(crate) fn softmax_channels(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax(x, 1)
+}
+
+/// Log-softmax over channels.
+pub(crate) fn log_softmax_channels(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::log_softmax(x, 1)
+}
+
+/// Flattens everything but the batch axis: `[N, ...] -> [N, M]`.
+pub(crate) fn flatten_batch(x: &Tensor) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    x.reshape((n, ()))
+}
+
+/// `x / (||x||_2 + 1e-8)` per sample.
+pub(crate) fn l2_normalize_per_sample(x: &Tensor) -> Result<Tensor> {
+    let norm = flatten_batch(x)?.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    let mut shape = vec![x.dim(0)?];
+    shape.extend(std::iter::repeat_n(1, x.rank() - 1));
+    x.broadcast_div(&(norm.reshape(shape)? + 1e-8)?)
+}

@@ -1,0 +1,185 @@
+//! Networks by name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use candle_nn::VarBuilder;
+
+use crate::config::UNetConfig;
+use crate::error::{NetError, Result};
+use crate::layers::Ctx;
+use crate::unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
+use crate::unetpp::UNetPlusPlus;
+use crate::SegNetwork;
+
+/// Builds a network from its JSON configuration and a VarBuilder.
+pub type NetBuilder =
+    Arc<dyn Fn(&serde_json::Value, VarBuilder) -> Result<Box<dyn SegNetwork>> + Send + Sync>;
+
+/// Maps network names (the `name` key of a configuration, PyMIC's
+/// `net_type` is accepted too) to builders. Users add their own with
+/// [`NetRegistry::register`].
+#[derive(Clone)]
+pub struct NetRegistry {
+    builders: BTreeMap<String, NetBuilder>,
+}
+
+impl std::fmt::Debug for NetRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetRegistry")
+            .field("names", &self.names())
+            .finish()
+    }
+}
+
+/// Which built-in network a name selects.
+#[derive(Clone, Copy)]
+enum Kind {
+    UNet(Option<usize>),
+    Attention(Option<usize>),
+    UNetpp,
+    Dual,
+    MCNet,
+    Cct,
+    Urpc,
+}
+
+/// Parses a [`UNetConfig`] from JSON, naming unknown keys and bad values.
+pub fn parse_unet_config(config: &serde_json::Value) -> Result<UNetConfig> {
+    let cfg: UNetConfig = serde_json::from_value(config.clone())
+        .map_err(|e| NetError::Config(format!("{e} in {config}")))?;
+    cfg.validate()
+        .map_err(|m| NetError::Config(format!("{}: {m}", cfg.name)))?;
+    Ok(cfg)
+}
+
+fn build_builtin(
+    kind: Kind,
+    config: &serde_json::Value,
+    vb: VarBuilder,
+) -> Result<Box<dyn SegNetwork>> {
+    let mut cfg = parse_unet_config(config)?;
+    let forced = match kind {
+        Kind::UNet(d) | Kind::Attention(d) => d,
+        _ => None,
+    };
+    if let Some(d) = forced {
+        let given = config.get("dimension").and_then(|v| v.as_u64());
+        if given.is_some_and(|g| g as usize != d) {
+            return Err(NetError::Config(format!(
+                "{}: dimension {} contradicts the name",
+                cfg.name, cfg.dimension
+            )));
+        }
+        cfg.dimension = d;
+    }
+    if !matches!(kind, Kind::Cct) {
+        let set = cfg.cct_keys_set();
+        if !set.is_empty() {
+            return Err(NetError::Config(format!(
+                "{}: keys {} apply to CCTNet only",
+                cfg.name,
+                set.join(", ")
+            )));
+        }
+    }
+    let ctx = Ctx::new(vb, cfg.seed);
+    let net: Box<dyn SegNetwork> = match kind {
+        Kind::UNet(_) => Box::new(UNet::build(&ctx, cfg, false)?),
+        Kind::Attention(_) => Box::new(UNet::build(&ctx, cfg, true)?),
+        Kind::UNetpp => Box::new(UNetPlusPlus::build(&ctx, cfg)?),
+        Kind::Dual => Box::new(DualDecoderUNet::build(&ctx, cfg)?),
+        Kind::MCNet => Box::new(MCNet::build(&ctx, cfg)?),
+        Kind::Cct => Box::new(CCTNet::build(&ctx, cfg)?),
+        Kind::Urpc => Box::new(URPCNet::build(&ctx, cfg)?),
+    };
+    Ok(net)
+}
+
+impl NetRegistry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        Self {
+            builders: BTreeMap::new(),
+        }
+    }
+
+    /// The built-in networks:
+    /// `UNet` (2D or 3D by `dimension`), `UNet2D`, `UNet3D`,
+    /// `AttentionUNet`, `AttentionUNet2D`, `AttentionUNet3D`,
+    /// `UNetpp` (alias `UNet++`, `NestedUNet`), `DualDecoderUNet` (alias
+    /// `DBNet`), `MCNet`, `CCTNet`, `URPC`.
+    pub fn with_builtins() -> Self {
+        let mut r = Self::empty();
+        let table: [(&str, Kind); 14] = [
+            ("UNet", Kind::UNet(None)),
+            ("UNet2D", Kind::UNet(Some(2))),
+            ("UNet3D", Kind::UNet(Some(3))),
+            ("AttentionUNet", Kind::Attention(None)),
+            ("AttentionUNet2D", Kind::Attention(Some(2))),
+            ("AttentionUNet3D", Kind::Attention(Some(3))),
+            ("UNetpp", Kind::UNetpp),
+            ("UNet++", Kind::UNetpp),
+            ("NestedUNet", Kind::UNetpp),
+            ("DualDecoderUNet", Kind::Dual),
+            ("DBNet", Kind::Dual),
+            ("MCNet", Kind::MCNet),
+            ("CCTNet", Kind::Cct),
+            ("URPC", Kind::Urpc),
+        ];
+        for (name, kind) in table {
+            r.register(name, move |c, vb| build_builtin(kind, c, vb));
+        }
+        r
+    }
+
+    /// Adds (or replaces) a network under `name`.
+    pub fn register<F>(&mut self, name: &str, builder: F)
+    where
+        F: Fn(&serde_json::Value, VarBuilder) -> Result<Box<dyn SegNetwork>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.builders.insert(name.to_string(), Arc::new(builder));
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.builders.keys().cloned().collect()
+    }
+
+    /// Builds the network named by `config["name"]` (or `config["net_type"]`).
+    pub fn build(&self, config: &serde_json::Value, vb: VarBuilder) -> Result<Box<dyn SegNetwork>> {
+        let name = config
+            .get("name")
+            .or_else(|| config.get("net_type"))
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                NetError::Config(format!(
+                    "missing string key `name` in network config {config}"
+                ))
+            })?;
+        let b = self
+            .builders
+            .get(name)
+            .ok_or_else(|| NetError::UnknownNetwork {
+                name: name.to_string(),
+                known: self.names().join(", "),
+            })?;
+        b(config, vb)
+    }
+}
+
+impl Default for NetRegistry {
+    fn default() -> Self {
+        Self::with_builtins()
+    }
+}
+
+/// Builds a built-in network from its configuration, e.g.
+/// `{"name": "UNet", "dimension": 2, "in_chns": 1, "class_num": 2}`.
+/// Parameters are created in (or read from) `vb` under PyMIC's names.
+pub fn build_network(config: &serde_json::Value, vb: VarBuilder) -> Result<Box<dyn SegNetwork>> {
+    NetRegistry::with_builtins().build(config, vb)
+}

@@ -1,0 +1,191 @@
+//! Parity with PyMIC 0.6.2: weights exported by tools/make_pymic_weights.py
+//! load by name and give PyMIC's outputs to 1e-4, in eval and train mode,
+//! with the same BatchNorm running-statistics update; parameter counts of
+//! the default configurations equal PyMIC's.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use medseg_nets::{build_network, import_pytorch, SegNetwork};
+use serde_json::{json, Value};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("pymic_reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn net_name(case: &str) -> &'static str {
+    if case.starts_with("attention") {
+        "AttentionUNet"
+    } else if case.starts_with("unetpp") {
+        "UNetpp"
+    } else {
+        "UNet"
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn build_case(case: &str, cfg: &Value) -> (VarMap, Box<dyn SegNetwork>) {
+    let mut config = cfg.clone();
+    config["name"] = json!(net_name(case));
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let net = build_network(&config, vb).unwrap();
+    (varmap, net)
+}
+
+fn run_case(case: &str) {
+    let r = reference();
+    let info = &r["cases"][case];
+    let (varmap, net) = build_case(case, &info["config"]);
+    assert_eq!(
+        net.num_parameters() as u64,
+        info["num_parameters"].as_u64().unwrap(),
+        "{case}: parameter count"
+    );
+    import_pytorch(
+        &fixtures().join(format!("{case}.weights.safetensors")),
+        &varmap,
+    )
+    .unwrap();
+    let io: HashMap<String, Tensor> = candle_core::safetensors::load(
+        fixtures().join(format!("{case}.io.safetensors")),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let x = &io["input"];
+    let out = net.forward_t(x, false).unwrap();
+    let d = max_abs_diff(&out.logits, &io["eval"]);
+    assert!(d < 1e-4, "{case}: eval logits differ by {d}");
+    let n_deep = io.keys().filter(|k| k.starts_with("eval_deep")).count();
+    assert_eq!(out.deep.len(), n_deep, "{case}: deep outputs");
+    for (i, t) in out.deep.iter().enumerate() {
+        let d = max_abs_diff(t, &io[&format!("eval_deep{i}")]);
+        assert!(d < 1e-4, "{case}: deep output {i} differs by {d}");
+    }
+    if let Some(train_ref) = io.get("train") {
+        let out = net.forward_t(x, true).unwrap();
+        let d = max_abs_diff(&out.logits, train_ref);
+        assert!(d < 1e-4, "{case}: train logits differ by {d}");
+        let data = varmap.data().lock().unwrap();
+        let mut checked = 0;
+        for (k, v) in &io {
+            if let Some(name) = k.strip_prefix("after_train.") {
+                let ours = data[name].as_tensor();
+                let d = max_abs_diff(ours, v);
+                assert!(d < 1e-4, "{case}: {name} after a train pass differs by {d}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 0);
+    }
+}
+
+#[test]
+fn unet2d_bilinear_matches_pymic() {
+    run_case("unet2d_bilinear");
+}
+
+#[test]
+fn unet2d_transconv_deep_supervision_matches_pymic() {
+    run_case("unet2d_transconv_deep");
+}
+
+#[test]
+fn unet2d_nearest_matches_pymic() {
+    run_case("unet2d_nearest");
+}
+
+#[test]
+fn attention_unet2d_matches_pymic() {
+    run_case("attention_unet2d");
+}
+
+#[test]
+fn unetpp2d_matches_pymic() {
+    run_case("unetpp2d");
+}
+
+#[test]
+fn unet3d_transconv_matches_pymic() {
+    run_case("unet3d_transconv");
+}
+
+#[test]
+fn attention_unet3d_trilinear_matches_pymic() {
+    run_case("attention_unet3d");
+}
+
+#[test]
+fn default_parameter_counts_equal_pymic() {
+    let r = reference();
+    for (name, info) in r["defaults"].as_object().unwrap() {
+        let mut config = info["config"].clone();
+        config["name"] = json!(if name.starts_with("AttentionUNet") {
+            "AttentionUNet"
+        } else if name.starts_with("UNetpp") {
+            "UNetpp"
+        } else {
+            "UNet"
+        });
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let net = build_network(&config, vb).unwrap();
+        assert_eq!(
+            net.num_parameters() as u64,
+            info["num_parameters"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(medseg_nets::count_parameters(&varmap), net.num_parameters());
+    }
+}
+
+#[test]
+fn import_names_missing_and_unexpected_tensors() {
+    // A UNet with other feature sizes cannot take the fixture's weights.
+    let r = reference();
+    let mut cfg = r["cases"]["unet2d_bilinear"]["config"].clone();
+    cfg["feature_chns"] = json!([2, 4, 4, 8, 16]);
+    let (varmap, _net) = build_case("unet2d_bilinear", &cfg);
+    let err = import_pytorch(
+        &fixtures().join("unet2d_bilinear.weights.safetensors"),
+        &varmap,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("mis-shaped"), "{err}");
+    assert!(
+        err.contains("encoder.down4.maxpool_conv.1.conv_conv.0.weight"),
+        "{err}"
+    );
+    // An AttentionUNet has gates that a UNet checkpoint lacks.
+    let cfg = r["cases"]["attention_unet2d"]["config"].clone();
+    let (varmap, _net) = build_case("attention_unet2d", &cfg);
+    let err = import_pytorch(
+        &fixtures().join("unet2d_bilinear.weights.safetensors"),
+        &varmap,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("missing tensors"), "{err}");
+    assert!(err.contains("decoder.up1.ag.conv1_l.weight"), "{err}");
+}
