@@ -1,1 +1,178 @@
-//! conv ops (being written).
+//! Convolutions `conv2d` and `conv3d` with stride, padding, dilation and groups.
+//!
+//! Layouts are PyTorch's: input `[N, Cin, (D,) H, W]`, weight
+//! `[Cout, Cin / groups, (kd,) kh, kw]`, bias `[Cout]`, output
+//! `[N, Cout, (Do,) Ho, Wo]` with `Ho = (H + 2*pad - dil*(kh-1) - 1) / stride + 1`
+//! (per axis, in array axis order). Tensors must be f32 on the CPU; they need
+//! not be contiguous (they are made contiguous first).
+//!
+//! Forward, input gradient and weight gradient are candle custom ops backed by
+//! im2col tiles and the `gemm` crate (see the crate README for threading).
+
+use crate::conv_kernels::{check_f32_cpu, ConvFwdOp, Geom};
+use candle_core::{bail, Result, Tensor};
+
+/// Parameters of a 2-D convolution (per axis `[h, w]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    /// Stride per axis (>= 1).
+    pub stride: [usize; 2],
+    /// Zero padding added on both sides of each axis.
+    pub padding: [usize; 2],
+    /// Kernel dilation per axis (>= 1).
+    pub dilation: [usize; 2],
+    /// Number of channel groups; `Cin` and `Cout` must be multiples of it.
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    /// Stride 1, no padding, dilation 1, one group.
+    fn default() -> Self {
+        Self {
+            stride: [1; 2],
+            padding: [0; 2],
+            dilation: [1; 2],
+            groups: 1,
+        }
+    }
+}
+
+/// Parameters of a 3-D convolution (per axis `[d, h, w]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv3dParams {
+    /// Stride per axis (>= 1).
+    pub stride: [usize; 3],
+    /// Zero padding added on both sides of each axis.
+    pub padding: [usize; 3],
+    /// Kernel dilation per axis (>= 1).
+    pub dilation: [usize; 3],
+    /// Number of channel groups; `Cin` and `Cout` must be multiples of it.
+    pub groups: usize,
+}
+
+impl Default for Conv3dParams {
+    /// Stride 1, no padding, dilation 1, one group.
+    fn default() -> Self {
+        Self {
+            stride: [1; 3],
+            padding: [0; 3],
+            dilation: [1; 3],
+            groups: 1,
+        }
+    }
+}
+
+/// Builds and validates the geometry of a 3-D (or lifted 2-D) convolution.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_geom(
+    op: &str,
+    xd: [usize; 5],
+    wd: [usize; 5],
+    stride: [usize; 3],
+    padding: [usize; 3],
+    dilation: [usize; 3],
+    groups: usize,
+) -> Result<Geom> {
+    let [n, cin, _, _, _] = xd;
+    let [cout, cin_g, _, _, _] = wd;
+    if groups == 0 || cin % groups != 0 || cout % groups != 0 {
+        bail!("medseg-ops {op}: groups {groups} must divide in channels {cin} and out channels {cout}");
+    }
+    if cin_g * groups != cin {
+        bail!("medseg-ops {op}: weight has {cin_g} input channels per group, input has {cin} channels and {groups} groups");
+    }
+    let mut out = [0usize; 3];
+    for i in 0..3 {
+        let (len, k) = (xd[2 + i], wd[2 + i]);
+        if stride[i] == 0 || dilation[i] == 0 || k == 0 {
+            bail!("medseg-ops {op}: stride, dilation and kernel size must be >= 1 (got {stride:?}, {dilation:?}, kernel {k})");
+        }
+        let span = dilation[i] * (k - 1) + 1;
+        let padded = len + 2 * padding[i];
+        if padded < span {
+            bail!("medseg-ops {op}: kernel extent {span} exceeds padded input size {padded} on spatial axis {i}");
+        }
+        out[i] = (padded - span) / stride[i] + 1;
+    }
+    Ok(Geom {
+        n,
+        cin,
+        cout,
+        groups,
+        inp: [xd[2], xd[3], xd[4]],
+        out,
+        k: [wd[2], wd[3], wd[4]],
+        s: stride,
+        p: padding,
+        d: dilation,
+    })
+}
+
+/// Applies a convolution on 5-D contiguous tensors (bias optional).
+pub(crate) fn apply_conv(
+    g: Geom,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    op: &str,
+) -> Result<Tensor> {
+    match bias {
+        None => x.apply_op2(w, ConvFwdOp(g)),
+        Some(b) => {
+            check_f32_cpu(b, op, "bias")?;
+            if b.dims() != [g.cout] {
+                bail!(
+                    "medseg-ops {op}: bias must have shape [{}], got {:?}",
+                    g.cout,
+                    b.dims()
+                );
+            }
+            x.apply_op3(w, &b.contiguous()?, ConvFwdOp(g))
+        }
+    }
+}
+
+/// 2-D convolution of `x [N, Cin, H, W]` with `w [Cout, Cin/groups, kh, kw]`
+/// and optional `bias [Cout]`; returns `[N, Cout, Ho, Wo]`. Differentiable in
+/// `x`, `w` and `bias`.
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<Tensor> {
+    const OP: &str = "conv2d";
+    check_f32_cpu(x, OP, "input")?;
+    check_f32_cpu(w, OP, "weight")?;
+    let (n, cin, h, wi) = x.dims4()?;
+    let (cout, cin_g, kh, kw) = w.dims4()?;
+    let g = conv_geom(
+        OP,
+        [n, cin, 1, h, wi],
+        [cout, cin_g, 1, kh, kw],
+        [1, p.stride[0], p.stride[1]],
+        [0, p.padding[0], p.padding[1]],
+        [1, p.dilation[0], p.dilation[1]],
+        p.groups,
+    )?;
+    let x5 = x.contiguous()?.reshape(g.x_dims().to_vec())?;
+    let w5 = w.contiguous()?.reshape(g.w_dims().to_vec())?;
+    let y = apply_conv(g, &x5, &w5, bias, OP)?;
+    y.reshape((n, cout, g.out[1], g.out[2]))
+}
+
+/// 3-D convolution of `x [N, Cin, D, H, W]` with `w [Cout, Cin/groups, kd, kh, kw]`
+/// and optional `bias [Cout]`; returns `[N, Cout, Do, Ho, Wo]`. Differentiable
+/// in `x`, `w` and `bias`.
+pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv3dParams) -> Result<Tensor> {
+    const OP: &str = "conv3d";
+    check_f32_cpu(x, OP, "input")?;
+    check_f32_cpu(w, OP, "weight")?;
+    let xd: [usize; 5] = dims5(x, OP, "input")?;
+    let wd: [usize; 5] = dims5(w, OP, "weight")?;
+    let g = conv_geom(OP, xd, wd, p.stride, p.padding, p.dilation, p.groups)?;
+    apply_conv(g, &x.contiguous()?, &w.contiguous()?, bias, OP)
+}
+
+/// The dimensions of a rank-5 tensor.
+pub(crate) fn dims5(t: &Tensor, op: &str, what: &str) -> Result<[usize; 5]> {
+    match t.dims() {
+        &[a, b, c, d, e] => Ok([a, b, c, d, e]),
+        d => bail!("medseg-ops {op}: {what} must have rank 5, got shape {d:?}"),
+    }
+}

@@ -9,6 +9,7 @@
 
 pub mod activation;
 pub mod conv;
+mod conv_kernels;
 pub mod conv_transpose;
 pub mod norm;
 pub mod pool;
