@@ -642,7 +642,11 @@ impl CCTNet {
                 Some(g) => g.clone(),
                 None => dv.as_tensor().zeros_like()?,
             };
-            d = l2_normalize_per_sample(&g)?;
+            // In f32 a tiny `xi` can make the gradient vanish exactly; keep
+            // the previous (random) direction then.
+            if g.abs()?.max_all()?.to_scalar::<f32>()? > 0.0 {
+                d = l2_normalize_per_sample(&g)?;
+            }
         }
         &f[last] + (d * eps)?
     }
