@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod consistency;
+mod gated_crf;
 mod input;
 mod noisy;
 mod registry;
@@ -12,6 +13,7 @@ mod wrappers;
 use candle_core::Tensor;
 
 pub use consistency::{ConsistencyKlLoss, ConsistencyMseLoss};
+pub use gated_crf::{CrfKernel, GatedCrfLoss};
 pub use input::{resize_nearest, Labels, LossTarget, PredKind, Prediction};
 pub use noisy::{GeneralizedCeLoss, NoiseRobustDiceLoss, SlsrLoss};
 pub use registry::{LossCtor, LossRegistry};
@@ -19,9 +21,7 @@ pub use supervised::{
     CrossEntropyLoss, DiceLoss, ExpLogLoss, FocalDiceLoss, FocalLoss, GdlWeight,
     GeneralizedDiceLoss, MaeLoss, MseLoss, TverskyLoss,
 };
-pub use weak::{
-    CrfKernel, EntropyLoss, GatedCrfLoss, MumfordShahLoss, Penalty, TotalVariationLoss,
-};
+pub use weak::{EntropyLoss, MumfordShahLoss, Penalty, TotalVariationLoss};
 pub use wrappers::{resize_target, CombinedLoss, DeepSupervisionLoss};
 
 /// Errors of building a loss from a name and parameters. Errors while
