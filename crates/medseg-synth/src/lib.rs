@@ -1,5 +1,43 @@
-//! # medseg-synth
-//!
-//! Procedural phantoms (cardiac-like and abdominal-like, 2D and 3D) and annotation simulators: scribbles, noisy labels, partial labels and splits.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
+
+mod abdomen;
+mod cardiac;
+mod grid;
+pub mod noisy;
+pub mod partial;
+mod phantom;
+pub mod scribble;
+pub mod split;
+
+pub use grid::mean_foreground_dice;
+pub use phantom::{
+    generate, generate_subject, subject_seed, NoiseModel, Phantom, PhantomConfig, PhantomKind,
+    PhantomSlice,
+};
+
+/// Class values of the cardiac phantom (as in ACDC).
+pub mod cardiac_classes {
+    /// Background.
+    pub const BACKGROUND: u16 = 0;
+    /// Right-ventricle blood pool.
+    pub const RV: u16 = 1;
+    /// Left-ventricle myocardium.
+    pub const MYOCARDIUM: u16 = 2;
+    /// Left-ventricle blood pool (papillary muscles included).
+    pub const LV: u16 = 3;
+}
+
+/// Class values of the abdominal phantom.
+pub mod abdomen_classes {
+    /// Background.
+    pub const BACKGROUND: u16 = 0;
+    /// Liver.
+    pub const LIVER: u16 = 1;
+    /// Spleen.
+    pub const SPLEEN: u16 = 2;
+    /// Left kidney (patient left, right side of the picture).
+    pub const LEFT_KIDNEY: u16 = 3;
+    /// Right kidney (patient right, left side of the picture).
+    pub const RIGHT_KIDNEY: u16 = 4;
+}
