@@ -424,12 +424,14 @@ impl NiftiHeader {
             (_, 348) => (1, false),
             (540, _) => (2, true),
             (_, 540) => (2, false),
-            (le, _) => return Err(Error::format(
-                path,
-                format!(
+            (le, _) => {
+                return Err(Error::format(
+                    path,
+                    format!(
                     "not a NIfTI file: sizeof_hdr is {le}, expected 348 (NIfTI-1) or 540 (NIfTI-2)"
                 ),
-            )),
+                ))
+            }
         };
         let need = if version == 1 { V1_SIZE } else { V2_SIZE };
         if bytes.len() < need {
