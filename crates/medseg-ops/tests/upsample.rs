@@ -1,0 +1,269 @@
+//! Up-sampling: against candle's nearest and bilinear forward, central finite
+//! differences, and PyTorch fixtures (tests/fixtures/upsample.json) for
+//! nearest 2D/3D, bilinear and trilinear with both `align_corners`.
+
+use candle_core::{DType, Device, Tensor, Var};
+use medseg_ops::{
+    upsample_bilinear2d, upsample_nearest2d, upsample_nearest3d, upsample_trilinear3d,
+};
+
+// ---- test helpers (each test file of medseg-ops carries its own copy) ----
+#[allow(dead_code)]
+mod helpers {
+    use candle_core::{Device, Result, Tensor, Var};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    pub fn rng(seed: u64) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(seed)
+    }
+
+    /// Uniform values in [-1, 1).
+    pub fn rand_t(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// A random permutation of distinct values spaced by `gap` (no ties).
+    pub fn distinct_t(rng: &mut ChaCha8Rng, shape: &[usize], gap: f32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut idx: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = rng.random_range(0..=i);
+            idx.swap(i, j);
+        }
+        let v: Vec<f32> = idx
+            .iter()
+            .map(|&i| (i as f32 - n as f32 / 2.0) * gap)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    pub fn vec(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// Asserts |a - b| <= tol * (1 + |b|) element-wise, and equal shapes.
+    pub fn assert_close(a: &Tensor, b: &Tensor, tol: f32, what: &str) {
+        assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
+        let (va, vb) = (vec(a), vec(b));
+        for (i, (x, y)) in va.iter().zip(&vb).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "{what}: element {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    pub fn assert_close_vec(a: &[f32], b: &[f32], tol: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "{what}: element {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    /// Checks the gradients of `L = sum(f(inputs) * w)` (w random, fixed) with
+    /// respect to every input against central differences at up to `probes`
+    /// random positions per input.
+    pub fn check_grads(
+        f: impl Fn(&[Tensor]) -> Result<Tensor>,
+        inputs: &[Tensor],
+        seed: u64,
+        eps: f32,
+        tol: f32,
+        probes: usize,
+    ) {
+        let mut r = rng(seed);
+        let vars: Vec<Var> = inputs
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = f(&ts).unwrap();
+        let w = rand_t(&mut r, y.dims());
+        let loss = (y * &w).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let wv: Vec<f64> = vec(&w).iter().map(|&v| v as f64).collect();
+        let eval = |xs: &[Tensor]| -> f64 {
+            let y = f(xs).unwrap();
+            vec(&y).iter().zip(&wv).map(|(&a, &b)| a as f64 * b).sum()
+        };
+        for (k, v) in vars.iter().enumerate() {
+            let g = vec(grads.get(v).expect("gradient present"));
+            let base = vec(&inputs[k]);
+            let n = base.len();
+            for p in 0..probes.min(n) {
+                let i = if probes >= n { p } else { r.random_range(0..n) };
+                let mut plus = base.clone();
+                plus[i] += eps;
+                let mut minus = base.clone();
+                minus[i] -= eps;
+                let mk = |v: Vec<f32>| Tensor::from_vec(v, inputs[k].dims(), &Device::Cpu).unwrap();
+                let mut xp: Vec<Tensor> = inputs.to_vec();
+                xp[k] = mk(plus);
+                let mut xm: Vec<Tensor> = inputs.to_vec();
+                xm[k] = mk(minus);
+                let num = ((eval(&xp) - eval(&xm)) / (2.0 * eps as f64)) as f32;
+                assert!(
+                    (num - g[i]).abs() <= tol * (1.0 + num.abs()),
+                    "input {k}, element {i}: analytic {} vs numeric {num}",
+                    g[i]
+                );
+            }
+        }
+    }
+}
+use helpers::*;
+
+#[test]
+fn nearest2d_matches_candle() {
+    for (i, (shape, size)) in [
+        ([2usize, 3, 4, 5], [8usize, 10]),
+        ([1, 2, 3, 3], [9, 6]),
+        ([1, 1, 5, 7], [5, 7]),
+        ([2, 1, 8, 6], [4, 3]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = rand_t(&mut rng(i as u64), &shape);
+        let ours = upsample_nearest2d(&x, size).unwrap();
+        let theirs = x.upsample_nearest2d(size[0], size[1]).unwrap();
+        assert_close(&ours, &theirs, 0.0, "nearest2d");
+    }
+}
+
+#[test]
+fn bilinear_matches_candle_forward() {
+    for (i, (shape, size)) in [
+        ([2usize, 3, 4, 5], [8usize, 10]),
+        ([1, 2, 5, 3], [7, 11]),
+        ([1, 1, 6, 7], [3, 4]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = rand_t(&mut rng(10 + i as u64), &shape);
+        for ac in [false, true] {
+            let ours = upsample_bilinear2d(&x, size, ac).unwrap();
+            let theirs = x.upsample_bilinear2d(size[0], size[1], ac).unwrap();
+            assert_close(&ours, &theirs, 1e-5, "bilinear");
+        }
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let x = rand_t(&mut rng(21), &[1, 2, 3, 4, 5]);
+    for ac in [false, true] {
+        check_grads(
+            |t| upsample_trilinear3d(&t[0], [5, 7, 4], ac),
+            std::slice::from_ref(&x),
+            22,
+            1e-2,
+            2e-3,
+            120,
+        );
+    }
+    check_grads(
+        |t| upsample_nearest3d(&t[0], [4, 9, 7]),
+        std::slice::from_ref(&x),
+        23,
+        1e-2,
+        2e-3,
+        120,
+    );
+    let x2 = rand_t(&mut rng(24), &[2, 1, 5, 4]);
+    for ac in [false, true] {
+        check_grads(
+            |t| upsample_bilinear2d(&t[0], [9, 3], ac),
+            std::slice::from_ref(&x2),
+            25,
+            1e-2,
+            2e-3,
+            40,
+        );
+    }
+    check_grads(
+        |t| upsample_nearest2d(&t[0], [7, 11]),
+        &[x2],
+        26,
+        1e-2,
+        2e-3,
+        40,
+    );
+}
+
+#[test]
+fn matches_pytorch_fixtures() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/upsample.json"
+    ))
+    .unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let get = |c: &serde_json::Value, k: &str| -> Vec<f32> {
+        c[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let dims = |c: &serde_json::Value, k: &str| -> Vec<usize> {
+        c[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect()
+    };
+    let mut n = 0;
+    for c in cases.as_array().unwrap() {
+        let xs = dims(c, "x_shape");
+        let ys = dims(c, "y_shape");
+        let sz = dims(c, "size");
+        let ac = c["align_corners"].as_bool().unwrap_or(false);
+        let op = c["op"].as_str().unwrap();
+        let x = Var::from_vec(get(c, "x"), xs.as_slice(), &Device::Cpu).unwrap();
+        let w = Tensor::from_vec(get(c, "w"), ys.as_slice(), &Device::Cpu).unwrap();
+        let xt = x.as_tensor();
+        let y = match op {
+            "trilinear" => upsample_trilinear3d(xt, [sz[0], sz[1], sz[2]], ac),
+            "nearest3d" => upsample_nearest3d(xt, [sz[0], sz[1], sz[2]]),
+            "bilinear" => upsample_bilinear2d(xt, [sz[0], sz[1]], ac),
+            "nearest2d" => upsample_nearest2d(xt, [sz[0], sz[1]]),
+            other => panic!("unknown op {other}"),
+        }
+        .unwrap();
+        assert_eq!(y.dims(), ys.as_slice(), "{op}");
+        let what = format!("{op} {xs:?}->{sz:?} align_corners={ac}");
+        assert_close_vec(&vec(&y), &get(c, "y"), 1e-5, &what);
+        // the f64 composition fallback agrees too
+        let y64 = match op {
+            "trilinear" => {
+                upsample_trilinear3d(&xt.to_dtype(DType::F64).unwrap(), [sz[0], sz[1], sz[2]], ac)
+            }
+            "nearest3d" => {
+                upsample_nearest3d(&xt.to_dtype(DType::F64).unwrap(), [sz[0], sz[1], sz[2]])
+            }
+            "bilinear" => {
+                upsample_bilinear2d(&xt.to_dtype(DType::F64).unwrap(), [sz[0], sz[1]], ac)
+            }
+            _ => upsample_nearest2d(&xt.to_dtype(DType::F64).unwrap(), [sz[0], sz[1]]),
+        }
+        .unwrap();
+        assert_close_vec(
+            &vec(&y64.to_dtype(DType::F32).unwrap()),
+            &get(c, "y"),
+            1e-5,
+            &what,
+        );
+        let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_close_vec(&vec(g.get(&x).unwrap()), &get(c, "dx"), 1e-5, &what);
+        n += 1;
+    }
+    assert_eq!(n, 21);
+}
