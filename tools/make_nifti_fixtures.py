@@ -120,10 +120,12 @@ def make_nifti():
     # big-endian int16, both forms set (nibabel default: sform aligned)
     d = rng.integers(-1000, 2000, size=(7, 6, 5)).astype(">i2")
     hdr = nib.Nifti1Header(endianness=">")
+    hdr.set_data_dtype(">i2")
     img = nib.Nifti1Image(d, affine_from(np.eye(3), [0.8, 0.9, 2.5], [-10, 20, 30]), hdr)
     img.set_qform(img.affine, code=1)
     save(img, "be_int16.nii")
     assert open(os.path.join(OUT, "be_int16.nii"), "rb").read(4) == struct.pack(">i", 348)
+    assert records[-1]["dtype"] == "int16"
 
     # scaled int16 (.nii.gz): raw ints with slope 0.5 and intercept -10
     d = rng.integers(-300, 300, size=(6, 5, 4)).astype(np.int16)
@@ -133,6 +135,7 @@ def make_nifti():
     patch_scaling(tmp, 0.5, -10.0)
     gzip_file(tmp, tmp + ".gz")
     records.append(nib_record(tmp + ".gz"))
+    assert records[-1]["dtype"] == "int16"
     assert records[-1]["min"] < -10, "scaling was not applied by nibabel"
 
     # float64 with an sform only
@@ -270,6 +273,18 @@ def check_medseg_roundtrip(records):
             ok = ok_aff and ok_codes and ok_q and ok_vals and ok_sitk
             failures += not ok
             print(f"{'ok  ' if ok else 'FAIL'} {name}: affine {ok_aff}, codes {ok_codes}, qform {ok_q}, values {ok_vals}, sitk {ok_sitk}")
+            # without a reference header: both forms from medseg's geometry, codes 1
+            fresh = os.path.join(tmp, "fresh_" + name)
+            subprocess.check_call([exe, src, fresh, "--fresh"])
+            c = nib.load(fresh)
+            ok_f = (
+                np.allclose(a.affine, c.affine, atol=1e-5)
+                and np.allclose(c.header.get_qform(), c.affine, atol=1e-5)
+                and (int(c.header["qform_code"]), int(c.header["sform_code"])) == (1, 1)
+                and np.allclose(a.get_fdata(), c.get_fdata().reshape(a.shape), atol=1e-5)
+            )
+            failures += not ok_f
+            print(f"{'ok  ' if ok_f else 'FAIL'} {name} written without reference: affine, qform == sform, values")
     print(f"medseg-written files checked in nibabel: {'all ok' if failures == 0 else f'{failures} failed'}")
     return failures == 0
 

@@ -221,3 +221,26 @@ pub fn write_png_label(path: &Path, label: &LabelMap) -> Result<()> {
     let samples = interleave(&planes, c, h * w, sixteen);
     encode_png(path, &samples, c, h, w, sixteen)
 }
+
+/// The on-disk sample type of a PNG/JPEG/TIFF (`uint8`, `uint16` or
+/// `float32`), read from its header without decoding the pixels.
+///
+/// # Errors
+/// [`Error::Io`] or [`Error::Format`] naming the file.
+pub fn raster_sample_type(path: &Path) -> Result<DataType> {
+    use image::ImageDecoder;
+    let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    let dec = reader
+        .into_decoder()
+        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;
+    let ct = dec.color_type();
+    let per_sample = ct.bytes_per_pixel() as usize / ct.channel_count() as usize;
+    Ok(match per_sample {
+        1 => DataType::U8,
+        2 => DataType::U16,
+        _ => DataType::F32,
+    })
+}
