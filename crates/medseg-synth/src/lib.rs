@@ -12,8 +12,8 @@ pub mod split;
 
 pub use grid::mean_foreground_dice;
 pub use phantom::{
-    generate, generate_subject, subject_seed, NoiseModel, Phantom, PhantomConfig, PhantomKind,
-    PhantomSlice,
+    generate, generate_subject, named_seed, subject_seed, NoiseModel, Phantom, PhantomConfig,
+    PhantomKind, PhantomSlice,
 };
 
 /// Class values of the cardiac phantom (as in ACDC).

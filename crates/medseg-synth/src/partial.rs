@@ -42,16 +42,13 @@ pub fn keep_classes(
 }
 
 /// Draws between `min` and `max` classes (inclusive, clamped to the number
-/// available) from `classes`, returned sorted.
+/// available) from `classes`, returned sorted. Deterministic for a given
+/// `seed`.
 ///
 /// # Errors
 /// [`Error::InvalidValue`] when `min > max` or `max == 0`.
-pub fn random_subset<R: Rng>(
-    rng: &mut R,
-    classes: &[u16],
-    min: usize,
-    max: usize,
-) -> Result<Vec<u16>> {
+pub fn random_subset(classes: &[u16], min: usize, max: usize, seed: u64) -> Result<Vec<u16>> {
+    let rng = &mut ChaCha8Rng::seed_from_u64(seed);
     if min > max || max == 0 {
         return Err(Error::invalid(
             "classes per image",

@@ -241,6 +241,18 @@ pub fn subject_seed(seed: u64, index: usize) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Seed for the item called `name` (an image or subject name) derived from
+/// the run's `seed` (FNV-1a of the name mixed with SplitMix64), so that an
+/// item gets the same draw whichever manifest or order it comes in.
+pub fn named_seed(seed: u64, name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    subject_seed(seed ^ h, 0)
+}
+
 /// What a family's scene drawer produces for one subject: a tissue index per
 /// voxel, the class per voxel, and the mean intensity of every tissue index.
 pub(crate) struct Scene {
