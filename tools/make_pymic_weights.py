@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from pymic.net.cnn.unet import UNet  # noqa: E402
 from pymic.net.cnn import unet_attention  # noqa: E402
 from pymic.net.cnn.unet_pp import UNetpp  # noqa: E402
+from pymic.net.cnn.unet2d5 import UNet2D5  # noqa: E402
 
 # PyMIC 0.6.2's DecoderWithAttention reads self.norm_type, which its parent
 # never sets; give the class the value the parent uses (batch norm).
@@ -132,6 +133,9 @@ CASES = [
     ("attention_unet3d", AttentionUNet, {"dimension": 3, "in_chns": 1, "class_num": 2,
                                           "feature_chns": [2, 2, 4, 4, 4], "dropout": [0.0] * 5, "up_mode": 2},
      [1, 1, 16, 16, 16]),
+    ("unet2d5", UNet2D5, {"in_chns": 1, "class_num": 2, "feature_chns": [2, 2, 4, 4, 4],
+                          "dropout": [0.0] * 5, "conv_dims": [2, 2, 3, 3, 3], "up_mode": 2},
+     [1, 1, 8, 16, 16]),
 ]
 
 DEFAULTS = [
@@ -141,6 +145,7 @@ DEFAULTS = [
     ("AttentionUNet", AttentionUNet, {"dimension": 2, "in_chns": 1, "class_num": 2}),
     ("UNetpp", UNetpp, {"dimension": 2, "in_chns": 1, "class_num": 2}),
     ("UNetpp3D", UNetpp, {"dimension": 3, "in_chns": 1, "class_num": 2}),
+    ("UNet2D5", UNet2D5, {"in_chns": 1, "class_num": 2}),
 ]
 
 
@@ -165,7 +170,7 @@ def main():
                 io[f"eval_deep{i}"] = t.numpy()
         else:
             io["eval"] = y.numpy()
-        if len(shape) == 4:  # (3D cases are too small for batch statistics at the bottleneck)
+        if len(shape) == 4 or name == "unet2d5":  # other 3D cases: bottleneck too small for batch stats
             net.train()
             with torch.no_grad():
                 yt = net(x)

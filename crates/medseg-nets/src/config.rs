@@ -164,6 +164,10 @@ pub struct UNetConfig {
     /// Seed of the initial weights and of the dropout masks.
     #[serde(default)]
     pub seed: u64,
+    /// UNet2D5 only: convolution dimension (2 or 3) per level (default
+    /// `[2, 2, 3, 3, 3]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_dims: Option<Vec<usize>>,
     /// CCT only: the auxiliary decoders (default: all four kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cct_aux_decoders: Option<Vec<AuxDecoderType>>,
@@ -196,6 +200,7 @@ impl UNetConfig {
             norm_type: NormType::default(),
             group_num: d_groups(),
             seed: 0,
+            conv_dims: None,
             cct_aux_decoders: None,
             uniform_range: None,
             vat_it: None,

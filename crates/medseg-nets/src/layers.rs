@@ -713,7 +713,6 @@ impl Act {
         Act::LeakyRelu(0.01)
     }
 
-    #[allow(dead_code)] // used by UNet2D5
     pub fn prelu(ctx: &Ctx) -> Result<Self> {
         Ok(Act::PRelu(ctx.param(
             &[1],

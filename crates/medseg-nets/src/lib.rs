@@ -8,6 +8,7 @@ mod layers;
 mod registry;
 mod summary;
 mod unet;
+mod unet2d5;
 mod unetpp;
 
 use candle_core::{Result as CandleResult, Tensor};
@@ -22,6 +23,7 @@ pub use layers::LayerRecord;
 pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};
 pub use summary::{summarize, NetSummary};
 pub use unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
+pub use unet2d5::UNet2D5;
 pub use unetpp::UNetPlusPlus;
 
 /// Everything a forward pass returns.

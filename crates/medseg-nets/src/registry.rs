@@ -9,6 +9,7 @@ use crate::config::UNetConfig;
 use crate::error::{NetError, Result};
 use crate::layers::Ctx;
 use crate::unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
+use crate::unet2d5::UNet2D5;
 use crate::unetpp::UNetPlusPlus;
 use crate::SegNetwork;
 
@@ -42,6 +43,7 @@ enum Kind {
     MCNet,
     Cct,
     Urpc,
+    UNet2D5,
 }
 
 /// Parses a [`UNetConfig`] from JSON, naming unknown keys and bad values.
@@ -73,6 +75,21 @@ fn build_builtin(
         }
         cfg.dimension = d;
     }
+    if matches!(kind, Kind::UNet2D5) {
+        let given = config.get("dimension").and_then(|v| v.as_u64());
+        if given.is_some_and(|g| g != 3) {
+            return Err(NetError::Config(format!(
+                "{}: UNet2D5 takes 3D input; dimension must be 3",
+                cfg.name
+            )));
+        }
+        cfg.dimension = 3;
+    } else if cfg.conv_dims.is_some() {
+        return Err(NetError::Config(format!(
+            "{}: key conv_dims applies to UNet2D5 only",
+            cfg.name
+        )));
+    }
     if !matches!(kind, Kind::Cct) {
         let set = cfg.cct_keys_set();
         if !set.is_empty() {
@@ -92,6 +109,7 @@ fn build_builtin(
         Kind::MCNet => Box::new(MCNet::build(&ctx, cfg)?),
         Kind::Cct => Box::new(CCTNet::build(&ctx, cfg)?),
         Kind::Urpc => Box::new(URPCNet::build(&ctx, cfg)?),
+        Kind::UNet2D5 => Box::new(UNet2D5::build(&ctx, cfg)?),
     };
     Ok(net)
 }
@@ -108,10 +126,10 @@ impl NetRegistry {
     /// `UNet` (2D or 3D by `dimension`), `UNet2D`, `UNet3D`,
     /// `AttentionUNet`, `AttentionUNet2D`, `AttentionUNet3D`,
     /// `UNetpp` (alias `UNet++`, `NestedUNet`), `DualDecoderUNet` (alias
-    /// `DBNet`), `MCNet`, `CCTNet`, `URPC`.
+    /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
-        let table: [(&str, Kind); 14] = [
+        let table: [(&str, Kind); 15] = [
             ("UNet", Kind::UNet(None)),
             ("UNet2D", Kind::UNet(Some(2))),
             ("UNet3D", Kind::UNet(Some(3))),
@@ -126,6 +144,7 @@ impl NetRegistry {
             ("MCNet", Kind::MCNet),
             ("CCTNet", Kind::Cct),
             ("URPC", Kind::Urpc),
+            ("UNet2D5", Kind::UNet2D5),
         ];
         for (name, kind) in table {
             r.register(name, move |c, vb| build_builtin(kind, c, vb));

@@ -46,7 +46,8 @@ pub(crate) struct ConvBlock {
     drop: Dropout,
     conv2: Conv,
     norm2: Norm,
-    act: Act,
+    act1: Act,
+    act2: Act,
 }
 
 impl ConvBlock {
@@ -58,23 +59,52 @@ impl ConvBlock {
         cout: usize,
         p: f64,
     ) -> Result<Self> {
+        Self::with_act(ctx, cfg, nd, cin, cout, p, false)
+    }
+
+    /// `prelu`: PReLU activations (parameters `conv_conv.2.weight` and
+    /// `conv_conv.6.weight`, as PyMIC's `ConvBlockND`) instead of LeakyReLU.
+    pub fn with_act(
+        ctx: &Ctx,
+        cfg: &UNetConfig,
+        nd: usize,
+        cin: usize,
+        cout: usize,
+        p: f64,
+        prelu: bool,
+    ) -> Result<Self> {
         let c = ctx.pp("conv_conv");
+        let conv1 = Conv::k3(&c.pp(0), nd, cin, cout)?;
+        let norm1 = Norm::new(&c.pp(1), cfg.norm_type, cout, cfg.group_num)?;
+        let act1 = if prelu {
+            Act::prelu(&c.pp(2))?
+        } else {
+            Act::leaky()
+        };
+        let conv2 = Conv::k3(&c.pp(4), nd, cout, cout)?;
+        let norm2 = Norm::new(&c.pp(5), cfg.norm_type, cout, cfg.group_num)?;
+        let act2 = if prelu {
+            Act::prelu(&c.pp(6))?
+        } else {
+            Act::leaky()
+        };
         Ok(Self {
-            conv1: Conv::k3(&c.pp(0), nd, cin, cout)?,
-            norm1: Norm::new(&c.pp(1), cfg.norm_type, cout, cfg.group_num)?,
+            conv1,
+            norm1,
             drop: Dropout::new(&c, p),
-            conv2: Conv::k3(&c.pp(4), nd, cout, cout)?,
-            norm2: Norm::new(&c.pp(5), cfg.norm_type, cout, cfg.group_num)?,
-            act: Act::leaky(),
+            conv2,
+            norm2,
+            act1,
+            act2,
         })
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv1.forward(x)?;
-        let y = self.act.forward(&self.norm1.forward(&y, train)?)?;
+        let y = self.act1.forward(&self.norm1.forward(&y, train)?)?;
         let y = self.drop.forward(&y, train)?;
         let y = self.conv2.forward(&y)?;
-        self.act.forward(&self.norm2.forward(&y, train)?)
+        self.act2.forward(&self.norm2.forward(&y, train)?)
     }
 }
 
@@ -140,7 +170,7 @@ enum Up {
 
 /// Up-sampling, concatenation with the skip feature and a [`ConvBlock`]
 /// (PyMIC `UpBlock` / `UpBlockWithAttention`).
-struct UpBlock {
+pub(crate) struct UpBlock {
     up: Up,
     conv: ConvBlock,
     ag: Option<AttentionGate>,
@@ -158,7 +188,34 @@ impl UpBlock {
         p: f64,
         attention: bool,
     ) -> Result<Self> {
-        let nd = cfg.dimension;
+        Self::general(
+            ctx,
+            cfg,
+            cfg.dimension,
+            up_mode,
+            c1,
+            c2,
+            cout,
+            p,
+            attention,
+            false,
+        )
+    }
+
+    /// Any spatial dimension and activation (UNet2D5 mixes 2D and 3D).
+    #[allow(clippy::too_many_arguments)]
+    pub fn general(
+        ctx: &Ctx,
+        cfg: &UNetConfig,
+        nd: usize,
+        up_mode: UpMode,
+        c1: usize,
+        c2: usize,
+        cout: usize,
+        p: f64,
+        attention: bool,
+        prelu: bool,
+    ) -> Result<Self> {
         let up = match up_mode {
             UpMode::TransConv => Up::Trans(ConvTranspose::new(&ctx.pp("up"), nd, c1, c2, 2)?),
             m => Up::Interp(
@@ -173,13 +230,13 @@ impl UpBlock {
         };
         Ok(Self {
             up,
-            conv: ConvBlock::new(&ctx.pp("conv"), cfg, nd, c2 * 2, cout, p)?,
+            conv: ConvBlock::with_act(&ctx.pp("conv"), cfg, nd, c2 * 2, cout, p, prelu)?,
             ag,
         })
     }
 
     /// `x1`: coarse decoder feature; `x2`: skip feature from the encoder.
-    fn forward(&self, x1: &Tensor, x2: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(&self, x1: &Tensor, x2: &Tensor, train: bool) -> Result<Tensor> {
         let size = spatial(x2);
         let skip = match &self.ag {
             Some(ag) => ag.forward(x2, x1)?,

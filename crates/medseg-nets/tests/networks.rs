@@ -390,3 +390,29 @@ fn trainable_vars_leave_out_running_statistics() {
     assert_eq!(n, net.num_parameters());
     assert!(vars.len() < vm.all_vars().len());
 }
+
+#[test]
+fn unet2d5_shapes_with_odd_sizes_and_conv_dims() {
+    for dims in [
+        json!([2, 2, 3, 3]),
+        json!([3, 3, 3, 3]),
+        json!([2, 2, 2, 2]),
+    ] {
+        let mut cfg = tiny("UNet2D5", 3);
+        cfg["conv_dims"] = dims.clone();
+        cfg["up_mode"] = json!("transconv");
+        let (_vm, net) = build(cfg);
+        let y = net
+            .forward_t(&randn(&[1, 2, 9, 13, 11]), true)
+            .unwrap()
+            .logits;
+        assert_eq!(y.dims(), &[1, 3, 9, 13, 11], "{dims}");
+    }
+    // conv_dims is UNet2D5's own key
+    let mut cfg = tiny("UNet", 3);
+    cfg["conv_dims"] = json!([2, 2, 3, 3]);
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let err = build_network(&cfg, vb).err().unwrap().to_string();
+    assert!(err.contains("conv_dims"), "{err}");
+}

@@ -25,6 +25,8 @@ fn net_name(case: &str) -> &'static str {
         "AttentionUNet"
     } else if case.starts_with("unetpp") {
         "UNetpp"
+    } else if case.starts_with("unet2d5") {
+        "UNet2D5"
     } else {
         "UNet"
     }
@@ -136,6 +138,11 @@ fn attention_unet3d_trilinear_matches_pymic() {
 }
 
 #[test]
+fn unet2d5_matches_pymic() {
+    run_case("unet2d5");
+}
+
+#[test]
 fn default_parameter_counts_equal_pymic() {
     let r = reference();
     for (name, info) in r["defaults"].as_object().unwrap() {
@@ -144,6 +151,8 @@ fn default_parameter_counts_equal_pymic() {
             "AttentionUNet"
         } else if name.starts_with("UNetpp") {
             "UNetpp"
+        } else if name == "UNet2D5" {
+            "UNet2D5"
         } else {
             "UNet"
         });
