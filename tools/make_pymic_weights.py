@@ -44,6 +44,7 @@ from pymic.net.cnn.unet import UNet  # noqa: E402
 from pymic.net.cnn import unet_attention  # noqa: E402
 from pymic.net.cnn.unet_pp import UNetpp  # noqa: E402
 from pymic.net.cnn.unet2d5 import UNet2D5  # noqa: E402
+from pymic.net.cnn.unet_scse import UNet_ScSE  # noqa: E402
 
 # PyMIC 0.6.2's DecoderWithAttention reads self.norm_type, which its parent
 # never sets; give the class the value the parent uses (batch norm).
@@ -136,6 +137,9 @@ CASES = [
     ("unet2d5", UNet2D5, {"in_chns": 1, "class_num": 2, "feature_chns": [2, 2, 4, 4, 4],
                           "dropout": [0.0] * 5, "conv_dims": [2, 2, 3, 3, 3], "up_mode": 2},
      [1, 1, 8, 16, 16]),
+    ("unet_scse2d", UNet_ScSE, {"dimension": 2, "in_chns": 1, "class_num": 2,
+                                "feature_chns": [2, 4, 4, 8, 8], "dropout": [0.0] * 5, "up_mode": 2},
+     [2, 1, 16, 16]),
 ]
 
 DEFAULTS = [
@@ -146,6 +150,7 @@ DEFAULTS = [
     ("UNetpp", UNetpp, {"dimension": 2, "in_chns": 1, "class_num": 2}),
     ("UNetpp3D", UNetpp, {"dimension": 3, "in_chns": 1, "class_num": 2}),
     ("UNet2D5", UNet2D5, {"in_chns": 1, "class_num": 2}),
+    ("UNet_ScSE", UNet_ScSE, {"dimension": 2, "in_chns": 1, "class_num": 2}),
 ]
 
 

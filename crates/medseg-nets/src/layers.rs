@@ -79,6 +79,8 @@ pub(crate) struct Ctx<'a> {
     pub init_rng: Arc<Mutex<ChaCha8Rng>>,
     pub drop_rng: Arc<Mutex<ChaCha8Rng>>,
     params: Arc<Mutex<Vec<ParamInfo>>>,
+    /// Blocks built through this context get scSE recalibration (UNet_ScSE).
+    pub scse: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -91,6 +93,7 @@ impl<'a> Ctx<'a> {
                 seed ^ 0x9E37_79B9_7F4A_7C15,
             ))),
             params: Arc::new(Mutex::new(Vec::new())),
+            scse: false,
         }
     }
 
@@ -101,7 +104,15 @@ impl<'a> Ctx<'a> {
             init_rng: self.init_rng.clone(),
             drop_rng: self.drop_rng.clone(),
             params: self.params.clone(),
+            scse: self.scse,
         }
+    }
+
+    /// The same context with scSE blocks switched on or off.
+    pub fn with_scse(&self, on: bool) -> Self {
+        let mut c = self.clone();
+        c.scse = on;
+        c
     }
 
     /// The tensors created or fetched so far through this context tree.
@@ -511,6 +522,27 @@ impl Conv {
             y.elem_count() as u64 * self.macs_per_out,
         );
         Ok(y)
+    }
+}
+
+/// Fully connected layer (PyTorch `nn.Linear`): `weight [out, in]`, `bias [out]`.
+pub(crate) struct Linear {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    pub fn new(ctx: &Ctx, cin: usize, cout: usize) -> Result<Self> {
+        let bound = 1.0 / (cin as f32).sqrt();
+        Ok(Self {
+            w: ctx.param(&[cout, cin], "weight", ParamInit::Uniform(bound))?,
+            b: ctx.param(&[cout], "bias", ParamInit::Uniform(bound))?,
+        })
+    }
+
+    /// `[N, in] -> [N, out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.w.t()?)?.broadcast_add(&self.b)
     }
 }
 

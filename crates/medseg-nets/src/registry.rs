@@ -44,6 +44,7 @@ enum Kind {
     Cct,
     Urpc,
     UNet2D5,
+    ScSE,
 }
 
 /// Parses a [`UNetConfig`] from JSON, naming unknown keys and bad values.
@@ -110,6 +111,7 @@ fn build_builtin(
         Kind::Cct => Box::new(CCTNet::build(&ctx, cfg)?),
         Kind::Urpc => Box::new(URPCNet::build(&ctx, cfg)?),
         Kind::UNet2D5 => Box::new(UNet2D5::build(&ctx, cfg)?),
+        Kind::ScSE => Box::new(UNet::build(&ctx.with_scse(true), cfg, false)?),
     };
     Ok(net)
 }
@@ -126,10 +128,10 @@ impl NetRegistry {
     /// `UNet` (2D or 3D by `dimension`), `UNet2D`, `UNet3D`,
     /// `AttentionUNet`, `AttentionUNet2D`, `AttentionUNet3D`,
     /// `UNetpp` (alias `UNet++`, `NestedUNet`), `DualDecoderUNet` (alias
-    /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`.
+    /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`, `UNet_ScSE`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
-        let table: [(&str, Kind); 15] = [
+        let table: [(&str, Kind); 16] = [
             ("UNet", Kind::UNet(None)),
             ("UNet2D", Kind::UNet(Some(2))),
             ("UNet3D", Kind::UNet(Some(3))),
@@ -145,6 +147,7 @@ impl NetRegistry {
             ("CCTNet", Kind::Cct),
             ("URPC", Kind::Urpc),
             ("UNet2D5", Kind::UNet2D5),
+            ("UNet_ScSE", Kind::ScSE),
         ];
         for (name, kind) in table {
             r.register(name, move |c, vb| build_builtin(kind, c, vb));

@@ -12,7 +12,7 @@ use crate::config::{AuxDecoderType, UNetConfig, UpMode};
 use crate::layers::{
     bernoulli_mask, cat_channels, channel_mean, fit_to, l2_normalize_per_sample,
     log_softmax_channels, resize_linear, softmax_channels, spatial, uniform_noise, Act, Conv,
-    ConvTranspose, Ctx, Dropout, Norm, Pool,
+    ConvTranspose, Ctx, Dropout, Linear, Norm, Pool,
 };
 use crate::{fold_depth, unfold_depth, NetOutput, ParamInfo, SegNetwork};
 
@@ -48,6 +48,7 @@ pub(crate) struct ConvBlock {
     norm2: Norm,
     act1: Act,
     act2: Act,
+    scse: Option<ScSE>,
 }
 
 impl ConvBlock {
@@ -96,6 +97,11 @@ impl ConvBlock {
             norm2,
             act1,
             act2,
+            scse: if ctx.scse {
+                Some(ScSE::new(&ctx.pp("scse"), nd, cout)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -104,27 +110,78 @@ impl ConvBlock {
         let y = self.act1.forward(&self.norm1.forward(&y, train)?)?;
         let y = self.drop.forward(&y, train)?;
         let y = self.conv2.forward(&y)?;
-        self.act2.forward(&self.norm2.forward(&y, train)?)
+        let y = self.act2.forward(&self.norm2.forward(&y, train)?)?;
+        match &self.scse {
+            Some(s) => s.forward(&y),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Concurrent spatial and channel squeeze & excitation (Roy et al. 2018,
+/// PyMIC `ChannelSpatialSELayer`): `max(x * cSE(x), x * sSE(x))`, with
+/// `cSE` = sigmoid(fc2(relu(fc1(spatial mean)))) (reduction 2) and `sSE` =
+/// sigmoid(1x1 convolution to one channel).
+pub(crate) struct ScSE {
+    fc1: Linear,
+    fc2: Linear,
+    sconv: Conv,
+}
+
+impl ScSE {
+    pub fn new(ctx: &Ctx, nd: usize, c: usize) -> Result<Self> {
+        if c < 2 {
+            candle_core::bail!("scSE needs at least 2 channels, got {c}")
+        }
+        Ok(Self {
+            fc1: Linear::new(&ctx.pp("cSE").pp("fc1"), c, c / 2)?,
+            fc2: Linear::new(&ctx.pp("cSE").pp("fc2"), c / 2, c)?,
+            sconv: Conv::pointwise(&ctx.pp("sSE").pp("conv"), nd, c, 1)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c) = (x.dim(0)?, x.dim(1)?);
+        let squeeze = x.reshape((n, c, ()))?.mean(2)?;
+        let s = self.fc1.forward(&squeeze)?.relu()?;
+        let s = Act::Sigmoid.forward(&self.fc2.forward(&s)?)?;
+        let mut shape = vec![n, c];
+        shape.extend(std::iter::repeat_n(1, x.rank() - 2));
+        let cse = x.broadcast_mul(&s.reshape(shape)?)?;
+        let sse = x.broadcast_mul(&Act::Sigmoid.forward(&self.sconv.forward(x)?)?)?;
+        cse.maximum(&sse)
     }
 }
 
 /// Max pooling then a [`ConvBlock`] (PyMIC `DownBlock`, module `maxpool_conv`).
+/// With scSE (PyMIC `DownScSEBlock`) the recalibration `scse` follows the
+/// convolutions.
 struct DownBlock {
     pool: Pool,
     conv: ConvBlock,
+    scse: Option<ScSE>,
 }
 
 impl DownBlock {
     fn new(ctx: &Ctx, cfg: &UNetConfig, cin: usize, cout: usize, p: f64) -> Result<Self> {
-        let c = ctx.pp("maxpool_conv");
+        let c = ctx.pp("maxpool_conv").with_scse(false);
         Ok(Self {
             pool: Pool::new(&c.pp(0), cfg.dimension),
             conv: ConvBlock::new(&c.pp(1), cfg, cfg.dimension, cin, cout, p)?,
+            scse: if ctx.scse {
+                Some(ScSE::new(&ctx.pp("scse"), cfg.dimension, cout)?)
+            } else {
+                None
+            },
         })
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.conv.forward(&self.pool.forward(x)?, train)
+        let y = self.conv.forward(&self.pool.forward(x)?, train)?;
+        match &self.scse {
+            Some(s) => s.forward(&y),
+            None => Ok(y),
+        }
     }
 }
 
@@ -451,7 +508,8 @@ pub struct UNet {
 }
 
 impl UNet {
-    /// Builds the network; `attention` adds attention gates on the skips.
+    /// Builds the network; `attention` adds attention gates on the skips;
+    /// a context with `scse` set gives PyMIC's UNet_ScSE.
     pub(crate) fn build(ctx: &Ctx, cfg: UNetConfig, attention: bool) -> Result<Self> {
         let encoder = Encoder::new(&ctx.pp("encoder"), &cfg)?;
         let decoder = Decoder::new(

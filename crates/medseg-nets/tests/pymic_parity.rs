@@ -27,6 +27,8 @@ fn net_name(case: &str) -> &'static str {
         "UNetpp"
     } else if case.starts_with("unet2d5") {
         "UNet2D5"
+    } else if case.starts_with("unet_scse") {
+        "UNet_ScSE"
     } else {
         "UNet"
     }
@@ -143,6 +145,11 @@ fn unet2d5_matches_pymic() {
 }
 
 #[test]
+fn unet_scse2d_matches_pymic() {
+    run_case("unet_scse2d");
+}
+
+#[test]
 fn default_parameter_counts_equal_pymic() {
     let r = reference();
     for (name, info) in r["defaults"].as_object().unwrap() {
@@ -151,8 +158,8 @@ fn default_parameter_counts_equal_pymic() {
             "AttentionUNet"
         } else if name.starts_with("UNetpp") {
             "UNetpp"
-        } else if name == "UNet2D5" {
-            "UNet2D5"
+        } else if name == "UNet2D5" || name == "UNet_ScSE" {
+            name.as_str()
         } else {
             "UNet"
         });
