@@ -138,3 +138,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::test_support::{dataset, temp_dir};
+    use crate::synth::Kind;
+    use medseg_io::Manifest;
+
+    #[test]
+    fn noisy_dice_column_matches_files_and_target() {
+        let d = temp_dir("noisy");
+        dataset(&d, Kind::Cardiac2d, 3);
+        let args = |ops: &str| Args {
+            manifest: d.join("all.csv"),
+            out: d.join("n"),
+            probability: 1.0,
+            ops: ops.into(),
+            radius: (1.5, 4.5),
+            elastic: (1.5, 4.0),
+            shift: (1.5, 5.0),
+            flip: 0.0,
+            target_dice: Some((0.6, 0.85)),
+            ignore: 255,
+            seed: 2,
+            preview: 2,
+        };
+        run(args("dilate-erode,elastic,shift")).unwrap();
+        let clean = Manifest::read(&d.join("all.csv"), None).unwrap();
+        let noisy = Manifest::read(&d.join("n/all.csv"), None).unwrap();
+        let mut inside = 0;
+        for (c, n) in clean.rows.iter().zip(&noisy.rows) {
+            let cl = medseg_io::read_label(&clean.resolve(c.label.as_ref().unwrap())).unwrap();
+            let nl = medseg_io::read_label(&noisy.resolve(n.label.as_ref().unwrap())).unwrap();
+            let dice = medseg_synth::mean_foreground_dice(&cl, &nl, Some(255)).unwrap();
+            let col: f64 = n.extra["noisy_dice"].parse().unwrap();
+            assert!((dice - col).abs() < 1e-4, "column {col} vs files {dice}");
+            assert_eq!(n.extra["corrupted"], "1");
+            inside += (0.6..=0.85).contains(&dice) as usize;
+        }
+        assert!(
+            inside * 10 >= clean.len() * 9,
+            "{inside} of {} in range",
+            clean.len()
+        );
+        assert!(run(args("dilate,blur")).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

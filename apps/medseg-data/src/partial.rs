@@ -193,3 +193,71 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::test_support::{dataset, temp_dir};
+    use crate::synth::Kind;
+    use medseg_io::Manifest;
+
+    fn args(d: &std::path::Path, mode: Mode, dropped: DroppedAs) -> Args {
+        Args {
+            manifest: d.join("all.csv"),
+            out: d.join(format!("p_{mode:?}_{dropped:?}")),
+            mode,
+            sites: "1;2;3,4".into(),
+            classes_per_image: (1.0, 2.0),
+            classes: None,
+            dropped,
+            ignore: 255,
+            subject_column: "subject".into(),
+            seed: 4,
+            preview: 2,
+        }
+    }
+
+    #[test]
+    fn partial_labels_keep_only_their_classes() {
+        let d = temp_dir("partial");
+        dataset(&d, Kind::Abdomen2d, 6);
+        let clean = Manifest::read(&d.join("all.csv"), None).unwrap();
+        for (mode, dropped) in [
+            (Mode::PerSite, DroppedAs::Background),
+            (Mode::PerImage, DroppedAs::Ignore),
+        ] {
+            let a = args(&d, mode, dropped);
+            let out = a.out.clone();
+            run(a).unwrap();
+            let m = Manifest::read(&out.join("all.csv"), None).unwrap();
+            let mut site_of_subject = std::collections::HashMap::new();
+            for (c, p) in clean.rows.iter().zip(&m.rows) {
+                let cl = medseg_io::read_label(&clean.resolve(c.label.as_ref().unwrap())).unwrap();
+                let pl = medseg_io::read_label(&m.resolve(p.label.as_ref().unwrap())).unwrap();
+                let kept: Vec<u16> = p
+                    .annotated_classes
+                    .clone()
+                    .unwrap()
+                    .into_iter()
+                    .filter(|&c| c != 0)
+                    .collect();
+                for (a, b) in cl.data.iter().zip(pl.data.iter()) {
+                    if kept.contains(a) || *a == 0 {
+                        assert_eq!(a, b);
+                    } else {
+                        assert_eq!(*b, if dropped == DroppedAs::Ignore { 255 } else { 0 });
+                    }
+                }
+                if mode == Mode::PerSite {
+                    let site = p.extra["site"].clone();
+                    // one site per subject
+                    let prev = site_of_subject.insert(p.extra["subject"].clone(), site.clone());
+                    assert!(prev.is_none() || prev == Some(site));
+                } else {
+                    assert!((1..=2).contains(&kept.len()));
+                }
+            }
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

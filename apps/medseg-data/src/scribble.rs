@@ -140,3 +140,65 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn bg_display_class() -> u16 {
     7
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::test_support::{dataset, temp_dir};
+    use crate::synth::Kind;
+    use medseg_io::Manifest;
+
+    fn args(manifest: PathBuf, out: PathBuf) -> Args {
+        Args {
+            manifest,
+            out,
+            method: Method::Skeleton,
+            coverage: (0.1, 0.3),
+            erosion: 1.0,
+            brush: 1.0,
+            no_background: false,
+            margin: 6.0,
+            ignore: 255,
+            seed: 3,
+            preview: 2,
+        }
+    }
+
+    #[test]
+    fn scribbles_agree_with_labels_and_repeat() {
+        let d = temp_dir("scribble");
+        dataset(&d, Kind::Cardiac2d, 3);
+        run(args(d.join("all.csv"), d.join("s1"))).unwrap();
+        run(args(d.join("all.csv"), d.join("s2"))).unwrap();
+        let clean = Manifest::read(&d.join("all.csv"), None).unwrap();
+        let scr = Manifest::read(&d.join("s1/all.csv"), None).unwrap();
+        assert_eq!(clean.len(), scr.len());
+        for (c, s) in clean.rows.iter().zip(&scr.rows) {
+            assert_eq!(
+                clean.resolve(&c.images[0]).canonicalize().unwrap(),
+                scr.resolve(&s.images[0]).canonicalize().unwrap()
+            );
+            let cl = medseg_io::read_label(&clean.resolve(c.label.as_ref().unwrap())).unwrap();
+            let sl = medseg_io::read_label(&scr.resolve(s.label.as_ref().unwrap())).unwrap();
+            let mut annotated = 0;
+            for (a, b) in sl.data.iter().zip(cl.data.iter()) {
+                assert!(*a == 255 || a == b);
+                annotated += (*a != 255) as usize;
+            }
+            let cov: f64 = s.extra["scribble_coverage"].parse().unwrap();
+            assert!(annotated > 0 && cov > 0.05 && cov <= 0.3, "coverage {cov}");
+            let p2 = d.join("s2").join(s.label.as_ref().unwrap());
+            assert_eq!(
+                std::fs::read(scr.resolve(s.label.as_ref().unwrap())).unwrap(),
+                std::fs::read(p2).unwrap()
+            );
+        }
+        assert!(d.join("s1/scribble_preview.png").is_file());
+        let bad = Args {
+            coverage: (0.0, 0.2),
+            ..args(d.join("all.csv"), d.join("s3"))
+        };
+        assert!(run(bad).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

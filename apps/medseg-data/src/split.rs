@@ -149,3 +149,56 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::test_support::{dataset, temp_dir};
+    use crate::synth::Kind;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn split_by_subject_into_another_folder() {
+        let d = temp_dir("split");
+        dataset(&d, Kind::Cardiac2d, 10);
+        let out = d.join("nested/split");
+        let a = |seed| Args {
+            manifest: d.join("all.csv"),
+            out: out.clone(),
+            valid: 0.2,
+            test: 0.3,
+            labelled: 0.5,
+            seed,
+            subject_column: "subject".into(),
+            preview: 2,
+        };
+        run(a(9)).unwrap();
+        let read = |n: &str| Manifest::read(&out.join(n), None).unwrap();
+        let subjects = |m: &Manifest| {
+            m.rows
+                .iter()
+                .map(|r| r.extra["subject"].clone())
+                .collect::<BTreeSet<_>>()
+        };
+        let (tr, va, te) = (read("train.csv"), read("valid.csv"), read("test.csv"));
+        assert_eq!(
+            (
+                subjects(&tr).len(),
+                subjects(&va).len(),
+                subjects(&te).len()
+            ),
+            (5, 2, 3)
+        );
+        assert_eq!(tr.len() + va.len() + te.len(), 20);
+        assert!(subjects(&tr).is_disjoint(&subjects(&te)));
+        let (l, u) = (read("train_labelled.csv"), read("train_unlabelled.csv"));
+        assert_eq!(subjects(&l).len(), 3); // round(5 * 0.5) = 3 (half away from zero)
+        assert!(u.rows.iter().all(|r| r.label.is_none()));
+        // paths were rewritten and still point at the files
+        tr.check_files().unwrap();
+        let first = std::fs::read(out.join("train.csv")).unwrap();
+        run(a(9)).unwrap();
+        assert_eq!(first, std::fs::read(out.join("train.csv")).unwrap());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -185,7 +185,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let info_path = args.out.join("phantom.json");
     util::write_text(&info_path, &serde_json::to_string_pretty(&info)?)?;
     println!(
-        "synth {:?}: {} subjects, {} images of {:?} (spacing {:?} mm) in {:.1} s -> {}",
+        "synth {:?}: {} subjects, {} images of {:?} (spacing {} mm) in {:.1} s -> {}",
         args.kind,
         args.subjects,
         manifest.len(),
@@ -195,10 +195,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             vec![cfg.height, cfg.width]
         },
         if three_d {
-            cfg.spacing.to_vec()
+            &cfg.spacing[..]
         } else {
-            cfg.spacing[1..].to_vec()
-        },
+            &cfg.spacing[1..]
+        }
+        .iter()
+        .map(|v| format!("{v:.2}"))
+        .collect::<Vec<_>>()
+        .join(" x "),
         started.elapsed().as_secs_f64(),
         args.out.display()
     );
@@ -360,7 +364,18 @@ pub mod util {
         } else {
             1
         };
-        let k = pick_slice(Some(label), depth);
+        // show the slice where the annotation (else the label) has most foreground
+        let k = match annotation {
+            Some((ann, _))
+                if ann
+                    .data
+                    .iter()
+                    .any(|&v| v != 0 && v != medseg_core::DEFAULT_IGNORE_LABEL) =>
+            {
+                pick_slice(Some(ann), depth)
+            }
+            _ => pick_slice(Some(label), depth),
+        };
         let im = image_slice(image, k);
         let up = if im.dim().0.max(im.dim().1) <= 160 {
             2
@@ -467,7 +482,8 @@ pub mod util {
             if d.annotated_classes.is_some() {
                 nrow.annotated_classes = d.annotated_classes;
             }
-            if tiles.len() < preview {
+            let stride = (manifest.rows.len() / preview.max(1)).max(1);
+            if tiles.len() < preview && i % stride == 0 {
                 if let Some(ip) = row.images.first() {
                     let ipath = manifest.resolve(ip);
                     let image = medseg_io::read_image(&ipath)
@@ -624,5 +640,37 @@ mod tests {
             preview: 1,
         });
         assert!(r.unwrap_err().to_string().contains("2D images only"));
+    }
+}
+
+/// A small phantom data set for the subcommands' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::{Path, PathBuf};
+
+    /// A fresh temporary folder for test `name`.
+    pub fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("medseg_data_{name}_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Writes `subjects` small phantom subjects (2 slices of 48 x 48 each).
+    pub fn dataset(dir: &Path, kind: super::Kind, subjects: usize) {
+        super::run(super::Args {
+            kind,
+            subjects,
+            seed: 5,
+            out: dir.to_path_buf(),
+            format: super::Format::Nii,
+            slices: Some(2),
+            size: Some(48),
+            valid: 0.2,
+            test: 0.2,
+            labelled: 0.3,
+            preview: 2,
+        })
+        .unwrap();
     }
 }
