@@ -458,6 +458,7 @@ pub mod util {
         let mut new = rebase(&manifest, out);
         new.source = None;
         let mut tiles = Vec::new();
+        let mut written = std::collections::HashSet::new();
         for (i, row) in manifest.rows.iter().enumerate() {
             let lp = row.label.as_ref().ok_or_else(|| {
                 anyhow::anyhow!(
@@ -471,6 +472,13 @@ pub mod util {
                 .with_context(|| format!("reading label {}", full.display()))?;
             let d = f(i, row, &label).with_context(|| format!("{name}: {}", full.display()))?;
             let out_name = format!("{}.{}", stem(lp), label_ext(lp));
+            if !written.insert(out_name.clone()) {
+                anyhow::bail!(
+                    "{}, row {}: a second label file named {out_name}; label file names must be unique",
+                    manifest_path.display(),
+                    i + 1
+                );
+            }
             let out_path = labels_dir.join(&out_name);
             medseg_io::write_label(&out_path, &d.label)
                 .with_context(|| format!("writing {}", out_path.display()))?;

@@ -139,12 +139,25 @@ pub(crate) fn thin(mask: &Array2<bool>) -> Array2<bool> {
     let get = |m: &Array2<bool>, y: isize, x: isize| -> bool {
         y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w && m[[y as usize, x as usize]]
     };
+    // only the bounding box of the mask can change
+    let (mut y0, mut y1, mut x0, mut x1) = (h, 0, w, 0);
+    for ((y, x), &v) in mask.indexed_iter() {
+        if v {
+            y0 = y0.min(y);
+            y1 = y1.max(y + 1);
+            x0 = x0.min(x);
+            x1 = x1.max(x + 1);
+        }
+    }
+    if y0 >= y1 {
+        return m;
+    }
     loop {
         let mut changed = false;
         for step in 0..2 {
             let mut remove = Vec::new();
-            for y in 0..h as isize {
-                for x in 0..w as isize {
+            for y in y0 as isize..y1 as isize {
+                for x in x0 as isize..x1 as isize {
                     if !m[[y as usize, x as usize]] {
                         continue;
                     }

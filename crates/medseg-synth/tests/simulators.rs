@@ -294,3 +294,19 @@ fn splits_by_subject() {
     )
     .is_err());
 }
+
+#[test]
+fn noisy_volumes_reach_target_dice() {
+    let p = generate_subject(&PhantomConfig::cardiac3d(), 4, 0).unwrap();
+    let cfg = NoisyConfig {
+        probability: 1.0,
+        target_dice: Some((0.75, 0.9)),
+        ..NoisyConfig::default()
+    };
+    let (n, rep) = corrupt(&p.label, &cfg, 1).unwrap();
+    assert_eq!(n.data.shape(), p.label.data.shape());
+    assert_eq!(n.geometry, p.label.geometry);
+    assert!(rep.in_target, "{rep:?}");
+    let d = mean_foreground_dice(&p.label, &n, None).unwrap();
+    assert!((0.75..=0.9).contains(&d), "dice {d}");
+}
