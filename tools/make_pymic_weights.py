@@ -6,7 +6,9 @@ feature sizes, randomises every parameter and BatchNorm buffer, and writes
 under crates/medseg-nets/tests/fixtures/:
 
   <case>.weights.safetensors  the state dict, PyMIC's parameter names
-                              (num_batches_tracked included, as int64)
+                              (num_batches_tracked included, as int64);
+                              values are float16-representable and stored
+                              as F16 to halve the size (exact in float32)
   <case>.io.safetensors       `input`, `eval` (eval-mode logits),
                               `eval_deep{i}` (deep-supervision outputs),
                               `train` (train-mode logits, dropout 0) and
@@ -45,6 +47,7 @@ from pymic.net.cnn import unet_attention  # noqa: E402
 from pymic.net.cnn.unet_pp import UNetpp  # noqa: E402
 from pymic.net.cnn.unet2d5 import UNet2D5  # noqa: E402
 from pymic.net.cnn.unet_scse import UNet_ScSE  # noqa: E402
+from pymic.net.cnn.coplenet2d import COPLENet  # noqa: E402
 
 # PyMIC 0.6.2's DecoderWithAttention reads self.norm_type, which its parent
 # never sets; give the class the value the parent uses (batch norm).
@@ -53,7 +56,7 @@ AttentionUNet = unet_attention.AttentionUNet
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "crates", "medseg-nets", "tests", "fixtures")
 
-DTYPES = {np.float32: "F32", np.int64: "I64"}
+DTYPES = {np.float16: "F16", np.float32: "F32", np.int64: "I64"}
 
 
 def save_safetensors(path, tensors, metadata=None):
@@ -80,6 +83,15 @@ def save_safetensors(path, tensors, metadata=None):
             f.write(b)
 
 
+def half(a):
+    """float32 arrays holding float16-representable values, stored as F16."""
+    if a.dtype == np.float32:
+        h = a.astype(np.float16)
+        assert np.array_equal(h.astype(np.float32), a)
+        return h
+    return a
+
+
 def n_params(net):
     return int(sum(p.numel() for p in net.parameters()))
 
@@ -100,6 +112,11 @@ def randomise(net, gen):
                 t.copy_(1.0 + 0.3 * torch.randn(t.shape, generator=gen))
             else:
                 t.copy_(0.3 * torch.randn(t.shape, generator=gen))
+        # Round every value to float16 so the fixtures can store them as F16
+        # losslessly (half the size); the networks still compute in float32.
+        for name, t in net.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
 
 
 def quiet(builder, params):
@@ -140,6 +157,9 @@ CASES = [
     ("unet_scse2d", UNet_ScSE, {"dimension": 2, "in_chns": 1, "class_num": 2,
                                 "feature_chns": [2, 4, 4, 8, 8], "dropout": [0.0] * 5, "up_mode": 2},
      [2, 1, 16, 16]),
+    ("coplenet2d", COPLENet, {"in_chns": 1, "class_num": 2,
+                              "feature_chns": [2, 4, 8, 16, 32], "dropout": [0.0] * 5, "up_mode": 2},
+     [2, 1, 16, 16]),
 ]
 
 DEFAULTS = [
@@ -151,6 +171,8 @@ DEFAULTS = [
     ("UNetpp3D", UNetpp, {"dimension": 3, "in_chns": 1, "class_num": 2}),
     ("UNet2D5", UNet2D5, {"in_chns": 1, "class_num": 2}),
     ("UNet_ScSE", UNet_ScSE, {"dimension": 2, "in_chns": 1, "class_num": 2}),
+    ("COPLENet", COPLENet, {"in_chns": 1, "class_num": 2, "feature_chns": [32, 64, 128, 256, 512],
+                            "dropout": [0.0, 0.0, 0.2, 0.3, 0.4]}),
 ]
 
 
@@ -163,12 +185,12 @@ def main():
     for name, cls, params, shape in CASES:
         net = quiet(cls, params)
         randomise(net, gen)
-        x = torch.randn(shape, generator=gen)
-        sd = {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+        x = torch.randn(shape, generator=gen).half().float()
+        sd = {k: half(v.detach().cpu().numpy().copy()) for k, v in net.state_dict().items()}
         net.eval()
         with torch.no_grad():
             y = net(x)
-        io = {"input": x.numpy()}
+        io = {"input": half(x.numpy())}
         if isinstance(y, (list, tuple)):
             io["eval"] = y[0].numpy()
             for i, t in enumerate(y[1:]):

@@ -201,6 +201,7 @@ fn conv_bias(
     nd: usize,
     stride: usize,
     pad: usize,
+    dil: usize,
 ) -> Result<Tensor> {
     if use_ops(x) {
         return match nd {
@@ -211,7 +212,8 @@ fn conv_bias(
                 &medseg_ops::Conv2dParams {
                     stride: [stride; 2],
                     padding: [pad; 2],
-                    ..Default::default()
+                    dilation: [dil; 2],
+                    groups: 1,
                 },
             ),
             3 => medseg_ops::conv3d(
@@ -221,13 +223,18 @@ fn conv_bias(
                 &medseg_ops::Conv3dParams {
                     stride: [stride; 3],
                     padding: [pad; 3],
-                    ..Default::default()
+                    dilation: [dil; 3],
+                    groups: 1,
                 },
             ),
             _ => candle_core::bail!("convolution needs 2 or 3 spatial dimensions, got {nd}"),
         };
     }
-    let y = conv_nd(x, w, nd, stride, pad)?;
+    let y = match (nd, dil) {
+        (_, 1) => conv_nd(x, w, nd, stride, pad)?,
+        (2, _) => x.conv2d(w, pad, stride, dil, 1)?,
+        _ => candle_core::bail!("dilated 3D convolution needs f32 CPU tensors (medseg-ops)"),
+    };
     match b {
         Some(b) => y.broadcast_add(&per_channel(b, nd)?),
         None => Ok(y),
@@ -463,6 +470,7 @@ pub(crate) struct Conv {
     nd: usize,
     stride: usize,
     pad: usize,
+    dil: usize,
     name: String,
     macs_per_out: u64,
 }
@@ -495,9 +503,24 @@ impl Conv {
             nd,
             stride,
             pad,
+            dil: 1,
             name: ctx.prefix(),
             macs_per_out: fan_in as u64,
         })
+    }
+
+    /// Convolution with bias, kernel `k`, dilation `dil` and "same" padding.
+    pub fn dilated(
+        ctx: &Ctx,
+        nd: usize,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        dil: usize,
+    ) -> Result<Self> {
+        let mut c = Self::new(ctx, nd, cin, cout, k, 1, (k - 1) / 2 * dil, true)?;
+        c.dil = dil;
+        Ok(c)
     }
 
     /// 1x1 convolution with bias.
@@ -511,7 +534,15 @@ impl Conv {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = conv_bias(x, &self.w, self.b.as_ref(), self.nd, self.stride, self.pad)?;
+        let y = conv_bias(
+            x,
+            &self.w,
+            self.b.as_ref(),
+            self.nd,
+            self.stride,
+            self.pad,
+            self.dil,
+        )?;
         let params = self.w.elem_count() + self.b.as_ref().map_or(0, |b| b.elem_count());
         let kind = if self.nd == 2 { "Conv2d" } else { "Conv3d" };
         record(
@@ -949,7 +980,7 @@ mod tests {
             let x = Var::from_tensor(&pseudo(&[2, 3, 7, 6, 5], 0.1)).unwrap();
             let w = Var::from_tensor(&pseudo(&[4, 3, k, k, k], 0.7)).unwrap();
             let b = pseudo(&[4], 0.3);
-            let a = conv_bias(x.as_tensor(), w.as_tensor(), Some(&b), 3, stride, pad).unwrap();
+            let a = conv_bias(x.as_tensor(), w.as_tensor(), Some(&b), 3, stride, pad, 1).unwrap();
             let c = conv_nd(x.as_tensor(), w.as_tensor(), 3, stride, pad)
                 .unwrap()
                 .broadcast_add(&per_channel(&b, 3).unwrap())

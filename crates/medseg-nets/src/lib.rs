@@ -3,6 +3,7 @@
 
 mod checkpoint;
 pub mod config;
+mod coplenet;
 mod error;
 mod layers;
 mod registry;
@@ -18,6 +19,7 @@ pub use checkpoint::{
     save_checkpoint, trainable_vars,
 };
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
+pub use coplenet::COPLENet;
 pub use error::{NetError, Result};
 pub use layers::LayerRecord;
 pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use candle_nn::VarBuilder;
 
 use crate::config::UNetConfig;
+use crate::coplenet::COPLENet;
 use crate::error::{NetError, Result};
 use crate::layers::Ctx;
 use crate::unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
@@ -45,6 +46,7 @@ enum Kind {
     Urpc,
     UNet2D5,
     ScSE,
+    Cople,
 }
 
 /// Parses a [`UNetConfig`] from JSON, naming unknown keys and bad values.
@@ -75,6 +77,12 @@ fn build_builtin(
             )));
         }
         cfg.dimension = d;
+    }
+    if matches!(kind, Kind::Cople) && cfg.dimension != 2 {
+        return Err(NetError::Config(format!(
+            "{}: COPLENet is a 2D network; dimension must be 2",
+            cfg.name
+        )));
     }
     if matches!(kind, Kind::UNet2D5) {
         let given = config.get("dimension").and_then(|v| v.as_u64());
@@ -112,6 +120,7 @@ fn build_builtin(
         Kind::Urpc => Box::new(URPCNet::build(&ctx, cfg)?),
         Kind::UNet2D5 => Box::new(UNet2D5::build(&ctx, cfg)?),
         Kind::ScSE => Box::new(UNet::build(&ctx.with_scse(true), cfg, false)?),
+        Kind::Cople => Box::new(COPLENet::build(&ctx, cfg)?),
     };
     Ok(net)
 }
@@ -128,10 +137,10 @@ impl NetRegistry {
     /// `UNet` (2D or 3D by `dimension`), `UNet2D`, `UNet3D`,
     /// `AttentionUNet`, `AttentionUNet2D`, `AttentionUNet3D`,
     /// `UNetpp` (alias `UNet++`, `NestedUNet`), `DualDecoderUNet` (alias
-    /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`, `UNet_ScSE`.
+    /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`, `UNet_ScSE`, `COPLENet` (2D).
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
-        let table: [(&str, Kind); 16] = [
+        let table: [(&str, Kind); 17] = [
             ("UNet", Kind::UNet(None)),
             ("UNet2D", Kind::UNet(Some(2))),
             ("UNet3D", Kind::UNet(Some(3))),
@@ -148,6 +157,7 @@ impl NetRegistry {
             ("URPC", Kind::Urpc),
             ("UNet2D5", Kind::UNet2D5),
             ("UNet_ScSE", Kind::ScSE),
+            ("COPLENet", Kind::Cople),
         ];
         for (name, kind) in table {
             r.register(name, move |c, vb| build_builtin(kind, c, vb));

@@ -416,3 +416,31 @@ fn unet2d5_shapes_with_odd_sizes_and_conv_dims() {
     let err = build_network(&cfg, vb).err().unwrap().to_string();
     assert!(err.contains("conv_dims"), "{err}");
 }
+
+#[test]
+fn scse_and_coplenet_shapes_with_odd_sizes() {
+    let (_vm, net) = build(tiny("UNet_ScSE", 3));
+    let y = net
+        .forward_t(&randn(&[1, 2, 9, 10, 11]), true)
+        .unwrap()
+        .logits;
+    assert_eq!(y.dims(), &[1, 3, 9, 10, 11]);
+    let cfg = json!({"name": "COPLENet", "in_chns": 2, "class_num": 3,
+                     "feature_chns": [2, 4, 8, 16, 32], "dropout": [0.0, 0.0, 0.1, 0.1, 0.1]});
+    let (_vm, net) = build(cfg.clone());
+    for shape in [[2usize, 2, 17, 21], [1, 2, 32, 19]] {
+        let y = net.forward_t(&randn(&shape), true).unwrap().logits;
+        assert_eq!(y.dims(), &[shape[0], 3, shape[2], shape[3]]);
+    }
+    let y = net
+        .forward_t(&randn(&[1, 2, 3, 16, 16]), false)
+        .unwrap()
+        .logits;
+    assert_eq!(y.dims(), &[1, 3, 3, 16, 16]);
+    // the residual sums need doubling channels
+    let mut bad = cfg;
+    bad["feature_chns"] = json!([2, 4, 8, 16, 16]);
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    assert!(build_network(&bad, vb).is_err());
+}

@@ -29,6 +29,8 @@ fn net_name(case: &str) -> &'static str {
         "UNet2D5"
     } else if case.starts_with("unet_scse") {
         "UNet_ScSE"
+    } else if case.starts_with("coplenet") {
+        "COPLENet"
     } else {
         "UNet"
     }
@@ -76,7 +78,7 @@ fn run_case(case: &str) {
         &Device::Cpu,
     )
     .unwrap();
-    let x = &io["input"];
+    let x = &io["input"].to_dtype(DType::F32).unwrap();
     let out = net.forward_t(x, false).unwrap();
     let d = max_abs_diff(&out.logits, &io["eval"]);
     assert!(d < 1e-4, "{case}: eval logits differ by {d}");
@@ -150,6 +152,11 @@ fn unet_scse2d_matches_pymic() {
 }
 
 #[test]
+fn coplenet2d_matches_pymic() {
+    run_case("coplenet2d");
+}
+
+#[test]
 fn default_parameter_counts_equal_pymic() {
     let r = reference();
     for (name, info) in r["defaults"].as_object().unwrap() {
@@ -158,7 +165,7 @@ fn default_parameter_counts_equal_pymic() {
             "AttentionUNet"
         } else if name.starts_with("UNetpp") {
             "UNetpp"
-        } else if name == "UNet2D5" || name == "UNet_ScSE" {
+        } else if name == "UNet2D5" || name == "UNet_ScSE" || name == "COPLENet" {
             name.as_str()
         } else {
             "UNet"
