@@ -1,12 +1,12 @@
 //! The Gated CRF loss (Obukhov et al. 2019) for weak labels.
 //!
-//! On CPU the pairwise term runs as one fused custom op that evaluates the
-//! kernels on the fly (memory O(N·C·H·W) instead of O(N·(2r+1)²·H·W)); on
-//! other devices it is composed from candle ops on a precomputed kernel tensor.
+//! The pairwise term is evaluated on the host in one pass over the unordered
+//! pixel pairs of each window, with the kernels computed on the fly (memory
+//! O(N·C·H·W) instead of PyMIC's O(N·C·(2r+1)²·H·W)); its gradient `2 Σ_j K_ij p(j)`
+//! (the kernel is symmetric) is attached through a linear candle expression,
+//! so it works on any device.
 
-use std::sync::Arc;
-
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -197,7 +197,13 @@ impl CrfField {
         let d2 = if self.ci > 0 { self.d2(b, i, j) } else { 0.0 };
         self.terms
             .iter()
-            .map(|t| t.weight * t.exy[o] * (-0.5 * d2 * t.inv_rgb).exp())
+            .map(|t| {
+                if t.inv_rgb == 0.0 {
+                    t.weight * t.exy[o]
+                } else {
+                    t.weight * t.exy[o] * (-0.5 * d2 * t.inv_rgb).exp()
+                }
+            })
             .sum()
     }
 
@@ -221,6 +227,7 @@ impl CrfField {
             .sum()
     }
 
+    #[cfg(test)]
     /// Calls `f(o, j)` for every window offset `o ≠ centre` of pixel (y, x)
     /// whose neighbour `j` lies inside the image; returns the number outside.
     #[inline]
@@ -246,16 +253,22 @@ impl CrfField {
         outside
     }
 
-    /// `Σ_i Σ_{j≠i} K_ij` over all window positions, outside ones included.
-    fn total(&self) -> f64 {
+    /// `Σ_i K_i,outside` over the window positions that fall outside the image.
+    fn outside_total(&self) -> f64 {
+        if self.mask.is_some() {
+            return 0.0;
+        }
+        let r = self.radius;
+        let d = 2 * r + 1;
         (0..self.n * self.h)
             .into_par_iter()
             .map(|row| {
                 let (b, y) = (row / self.h, row % self.h);
+                let rows = (y + r).min(self.h - 1) + 1 - y.saturating_sub(r);
                 let mut s = 0.0;
                 for x in 0..self.w {
-                    let i = y * self.w + x;
-                    let out = self.for_neighbours(y, x, |o, j| s += self.pair(b, i, j, o));
+                    let cols = (x + r).min(self.w - 1) + 1 - x.saturating_sub(r);
+                    let out = d * d - rows * cols;
                     if out > 0 {
                         s += out as f64 * self.outside(b, y, x);
                     }
@@ -265,29 +278,56 @@ impl CrfField {
             .sum()
     }
 
-    /// `s_c(i) = Σ_{j∈B(i), j≠i, inside} K_ij p_c(j)` for `p` `[N, C, H, W]`.
-    fn neighbour_sum<T: WithDType>(&self, p: &[T], c: usize) -> Vec<f64> {
+    /// One pass over the in-image pairs (each unordered pair once, `K` being
+    /// symmetric): returns `s_c(i) = Σ_{j∈B(i), j≠i} K_ij p_c(j)` for `p`
+    /// `[N, C, H, W]` and `Σ_i Σ_{j≠i} K_ij`.
+    fn accumulate(&self, p: &[f64], c: usize) -> (Vec<f64>, f64) {
         let hw = self.hw();
+        let r = self.radius as isize;
+        let d = 2 * self.radius + 1;
+        let half: Vec<(isize, isize, usize)> = (0..d * d)
+            .filter_map(|o| {
+                let dy = (o / d) as isize - r;
+                let dx = (o % d) as isize - r;
+                (dy > 0 || (dy == 0 && dx > 0)).then_some((dy, dx, o))
+            })
+            .collect();
         let mut out = vec![0.0f64; self.n * c * hw];
-        out.par_chunks_mut(c * hw).enumerate().for_each(|(b, ob)| {
-            let pb = &p[b * c * hw..(b + 1) * c * hw];
-            for y in 0..self.h {
-                for x in 0..self.w {
-                    let i = y * self.w + x;
-                    self.for_neighbours(y, x, |o, j| {
-                        let k = self.pair(b, i, j, o);
-                        if k != 0.0 {
+        let ksum = out
+            .par_chunks_mut(c * hw)
+            .enumerate()
+            .map(|(b, ob)| {
+                let pb = &p[b * c * hw..(b + 1) * c * hw];
+                let mut ks = 0.0;
+                for y in 0..self.h {
+                    for x in 0..self.w {
+                        let i = y * self.w + x;
+                        for &(dy, dx, o) in &half {
+                            let (ny, nx) = (y as isize + dy, x as isize + dx);
+                            if ny as usize >= self.h || nx < 0 || nx as usize >= self.w {
+                                continue;
+                            }
+                            let j = ny as usize * self.w + nx as usize;
+                            let k = self.pair(b, i, j, o);
+                            if k == 0.0 {
+                                continue;
+                            }
+                            ks += 2.0 * k;
                             for ch in 0..c {
-                                ob[ch * hw + i] += k * pb[ch * hw + j].to_f64();
+                                let (pi, pj) = (pb[ch * hw + i], pb[ch * hw + j]);
+                                ob[ch * hw + i] += k * pj;
+                                ob[ch * hw + j] += k * pi;
                             }
                         }
-                    });
+                    }
                 }
-            }
-        });
-        out
+                ks
+            })
+            .sum();
+        (out, ksum)
     }
 
+    #[cfg(test)]
     /// The kernel tensor `[N, (2r+1)², H, W]` (zero at the centre and outside).
     fn kernel_tensor(&self) -> Vec<f64> {
         let d = 2 * self.radius + 1;
@@ -304,54 +344,6 @@ impl CrfField {
                 }
             });
         out
-    }
-}
-
-/// The fused pairwise term `A = Σ_i Σ_j K_ij Σ_c p_c(i) p_c(j)` (CPU), whose
-/// gradient is `2 Σ_j K_ij p_c(j)` since `K` is symmetric.
-struct Agreement {
-    field: Arc<CrfField>,
-}
-
-fn contiguous_slice<'a, T: WithDType>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => candle_core::bail!("GatedCRFLoss: the prediction must be contiguous"),
-    }
-}
-
-impl Agreement {
-    fn value<T: WithDType>(&self, p: &[T], c: usize) -> f64 {
-        let s = self.field.neighbour_sum(p, c);
-        p.iter().zip(&s).map(|(a, b)| a.to_f64() * b).sum()
-    }
-}
-
-impl CustomOp1 for Agreement {
-    fn name(&self) -> &'static str {
-        "gated-crf-agreement"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let c = layout.dims()[1];
-        let out = match storage {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(vec![self.value(contiguous_slice(v, layout)?, c) as f32])
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(vec![self.value(contiguous_slice(v, layout)?, c)])
-            }
-            _ => candle_core::bail!("GatedCRFLoss: f32 or f64 predictions only"),
-        };
-        Ok((out, Shape::from(())))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let c = arg.dim(1)?;
-        let p = arg.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-        let s = self.field.neighbour_sum(&p, c);
-        let s = Tensor::from_vec(s, arg.dims(), arg.device())?.to_dtype(arg.dtype())?;
-        Ok(Some((s * 2.0)?.broadcast_mul(grad_res)?))
     }
 }
 
@@ -442,7 +434,8 @@ impl GatedCrfLoss {
         Ok((CrfField::new(self, (n, h, w), image, mask), denom))
     }
 
-    /// The pairwise term composed from candle ops on a kernel tensor (any device).
+    /// The pairwise term composed from candle ops on a kernel tensor.
+    #[cfg(test)]
     fn agreement_composed(&self, p: &Tensor, field: &CrfField) -> Result<Tensor> {
         let (n, _, h, w) = p.dims4()?;
         let d = 2 * self.radius + 1;
@@ -473,25 +466,37 @@ impl GatedCrfLoss {
         }
     }
 
-    fn forward_impl(&self, pred: &Prediction, target: &LossTarget, fused: bool) -> Result<Tensor> {
+    fn forward_impl(&self, pred: &Prediction, target: &LossTarget) -> Result<Tensor> {
         pred.check()?;
         let p = fold_depth(&pred.probs()?)?.contiguous()?;
         let (field, denom) = self.field(&p, pred.raw().rank(), target)?;
-        let constant = field.total();
-        let agreement = if fused && p.device().is_cpu() {
-            p.apply_op1(Agreement {
-                field: Arc::new(field),
-            })?
-        } else {
-            self.agreement_composed(&p, &field)?
-        };
+        let (n, c, h, w) = p.dims4()?;
+        let host = p.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        let (s, inside) = field.accumulate(&host, c);
+        let constant = inside + field.outside_total();
+        // A = Σ p·s(p) with s linear in p and K symmetric, so ∂A/∂p = 2 s:
+        // 2 Σ p·s_const − A_const has A's value and A's gradient.
+        let a: f64 = host.iter().zip(&s).map(|(x, y)| x * y).sum();
+        let s = Tensor::from_vec(s, (n, c, h, w), p.device())?.to_dtype(p.dtype())?;
+        let agreement = ((p.mul(&s)?.sum_all()? * 2.0)? - a)?;
+        (agreement.neg()? + constant)? / denom
+    }
+
+    /// The loss composed from candle ops on the full kernel tensor, PyMIC's way:
+    /// the independent reference of the unit tests.
+    #[cfg(test)]
+    fn forward_composed(&self, pred: &Prediction, target: &LossTarget) -> Result<Tensor> {
+        let p = fold_depth(&pred.probs()?)?.contiguous()?;
+        let (field, denom) = self.field(&p, pred.raw().rank(), target)?;
+        let constant = field.kernel_tensor().iter().sum::<f64>() + field.outside_total();
+        let agreement = self.agreement_composed(&p, &field)?;
         (agreement.neg()? + constant)? / denom
     }
 }
 
 impl Loss for GatedCrfLoss {
     fn forward(&self, pred: &Prediction, target: &LossTarget) -> Result<Tensor> {
-        self.forward_impl(pred, target, true)
+        self.forward_impl(pred, target)
     }
 }
 
@@ -501,7 +506,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     #[test]
-    fn fused_op_matches_composition_value_and_gradient() {
+    fn pair_pass_matches_kernel_tensor_composition_value_and_gradient() {
         let dev = Device::Cpu;
         let logits = Tensor::randn(0f64, 2.0, (2, 3, 6, 7), &dev).unwrap();
         let img = Tensor::rand(0f64, 1.0, (2, 2, 6, 7), &dev).unwrap();
@@ -536,9 +541,13 @@ mod tests {
             let mut grads = Vec::new();
             for fused in [true, false] {
                 let x = Var::from_tensor(&logits).unwrap();
-                let v = loss
-                    .forward_impl(&Prediction::logits(x.as_tensor().clone()), &t, fused)
-                    .unwrap();
+                let p = Prediction::logits(x.as_tensor().clone());
+                let v = if fused {
+                    loss.forward_impl(&p, &t)
+                } else {
+                    loss.forward_composed(&p, &t)
+                }
+                .unwrap();
                 let g = v.backward().unwrap();
                 vals.push(v.to_scalar::<f64>().unwrap());
                 grads.push(

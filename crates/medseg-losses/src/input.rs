@@ -121,15 +121,15 @@ impl Prediction {
     }
 }
 
-/// Softmax over the channel axis (dim 1). The single place to switch to the
-/// fused kernel of `medseg-ops`.
+/// Softmax over the channel axis (dim 1): `medseg-ops`' fused kernel on CPU
+/// f32, candle's composition elsewhere.
 pub(crate) fn softmax_channels(x: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax(x, 1)
+    medseg_ops::softmax_channels(x)
 }
 
-/// Log-softmax over the channel axis (dim 1).
+/// Log-softmax over the channel axis (dim 1), as [`softmax_channels`].
 pub(crate) fn log_softmax_channels(x: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::log_softmax(x, 1)
+    medseg_ops::log_softmax_channels(x)
 }
 
 /// Ground-truth labels.
@@ -325,20 +325,32 @@ pub(crate) fn resolve(pred: &Tensor, target: &LossTarget, loss: &str) -> Result<
         Labels::ClassMap { map, ignore } => {
             let m = pixel_map(map, pred, "class map")
                 .map_err(|e| candle_core::Error::Msg(format!("{loss}: {e}")))?;
-            let m = m.to_dtype(DType::F64)?;
-            check_class_values(&m, c, *ignore, loss)?;
-            let classes = Tensor::arange(0u32, c as u32, pred.device())?.to_dtype(DType::F64)?;
-            let mut s = vec![1usize; pred.rank()];
-            s[1] = c;
-            let classes = classes.reshape(s)?;
-            let onehot = m.broadcast_eq(&classes)?.to_dtype(dtype)?;
-            match ignore {
-                Some(ig) => {
-                    let valid = m.ne(*ig as f64)?.to_dtype(dtype)?;
-                    (onehot.broadcast_mul(&valid)?, Some(valid))
+            let v = m.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+            check_class_values(&v, c, *ignore, loss)?;
+            // one-hot (and valid mask) built on the host, where the labels were checked
+            let n = pred.dim(0)?;
+            let s = v.len() / n.max(1);
+            let mut onehot = vec![0.0f64; n * c * s];
+            for b in 0..n {
+                for i in 0..s {
+                    let x = v[b * s + i];
+                    if x < c as f64 {
+                        onehot[(b * c + x as usize) * s + i] = 1.0;
+                    }
                 }
-                None => (onehot, None),
             }
+            let y = host_tensor(onehot, pred.dims(), dtype, pred.device())?;
+            let valid = match ignore {
+                Some(ig) => {
+                    let valid: Vec<f64> = v
+                        .iter()
+                        .map(|&x| if x == *ig as f64 { 0.0 } else { 1.0 })
+                        .collect();
+                    Some(host_tensor(valid, m.dims(), dtype, pred.device())?)
+                }
+                None => None,
+            };
+            (y, valid)
         }
     };
     let pw = match &target.pixel_weight {
@@ -370,9 +382,26 @@ pub(crate) fn resolve(pred: &Tensor, target: &LossTarget, loss: &str) -> Result<
     Ok(Resolved { y, pixel, image })
 }
 
-fn check_class_values(m: &Tensor, c: usize, ignore: Option<u32>, loss: &str) -> Result<()> {
-    let v = m.flatten_all()?.to_vec1::<f64>()?;
-    for &x in &v {
+/// A host vector as a tensor of `dtype` on `device`.
+fn host_tensor(
+    v: Vec<f64>,
+    shape: &[usize],
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    match dtype {
+        DType::F32 => Tensor::from_vec(
+            v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(),
+            shape,
+            device,
+        ),
+        DType::F64 => Tensor::from_vec(v, shape, device),
+        _ => Tensor::from_vec(v, shape, device)?.to_dtype(dtype),
+    }
+}
+
+fn check_class_values(v: &[f64], c: usize, ignore: Option<u32>, loss: &str) -> Result<()> {
+    for &x in v {
         let ok_int = x.fract() == 0.0 && x >= 0.0;
         let is_ignore = ignore.is_some_and(|ig| x == ig as f64);
         if !ok_int || (!is_ignore && x >= c as f64) {
