@@ -54,6 +54,150 @@ from pymic.net.cnn.coplenet2d import COPLENet  # noqa: E402
 unet_attention.DecoderWithAttention.norm_type = "batch_norm"
 AttentionUNet = unet_attention.AttentionUNet
 
+
+# ---------------------------------------------------------------------------
+# Reference architectures without a PyMIC version, transcribed in PyTorch from
+# their public reference implementations (module names kept) with
+# configurable feature sizes and class count:
+#   R2U_Net / R2AttU_Net: github.com/LeeJunHyun/Image_Segmentation (network.py)
+#   ResUnet: github.com/rishikksh20/ResUnet (core/res_unet.py)
+# ---------------------------------------------------------------------------
+import torch.nn as nn  # noqa: E402
+
+
+class _UpConv(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.up = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 3, 1, 1, bias=True),
+                                nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        return self.up(x)
+
+
+class _Recurrent(nn.Module):
+    def __init__(self, c, t=2):
+        super().__init__()
+        self.t = t
+        self.conv = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=True), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        for i in range(self.t):
+            if i == 0:
+                x1 = self.conv(x)
+            x1 = self.conv(x + x1)
+        return x1
+
+
+class _RRCNN(nn.Module):
+    def __init__(self, cin, cout, t=2):
+        super().__init__()
+        self.RCNN = nn.Sequential(_Recurrent(cout, t), _Recurrent(cout, t))
+        self.Conv_1x1 = nn.Conv2d(cin, cout, 1, 1, 0)
+
+    def forward(self, x):
+        x = self.Conv_1x1(x)
+        return x + self.RCNN(x)
+
+
+class _Att(nn.Module):
+    def __init__(self, fg, fl, fint):
+        super().__init__()
+        self.W_g = nn.Sequential(nn.Conv2d(fg, fint, 1, 1, 0, bias=True), nn.BatchNorm2d(fint))
+        self.W_x = nn.Sequential(nn.Conv2d(fl, fint, 1, 1, 0, bias=True), nn.BatchNorm2d(fint))
+        self.psi = nn.Sequential(nn.Conv2d(fint, 1, 1, 1, 0, bias=True), nn.BatchNorm2d(1), nn.Sigmoid())
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, g, x):
+        return x * self.psi(self.relu(self.W_g(g) + self.W_x(x)))
+
+
+class R2UNetRef(nn.Module):
+    def __init__(self, params, attention=False):
+        super().__init__()
+        f, cin, k = params["feature_chns"], params["in_chns"], params["class_num"]
+        self.Maxpool = nn.MaxPool2d(2, 2)
+        self.RRCNN1 = _RRCNN(cin, f[0])
+        self.RRCNN2 = _RRCNN(f[0], f[1])
+        self.RRCNN3 = _RRCNN(f[1], f[2])
+        self.RRCNN4 = _RRCNN(f[2], f[3])
+        self.RRCNN5 = _RRCNN(f[3], f[4])
+        self.attention = attention
+        for lvl, (hi, lo) in zip([5, 4, 3, 2], [(f[4], f[3]), (f[3], f[2]), (f[2], f[1]), (f[1], f[0])]):
+            setattr(self, f"Up{lvl}", _UpConv(hi, lo))
+            if attention:
+                setattr(self, f"Att{lvl}", _Att(lo, lo, lo // 2))
+            setattr(self, f"Up_RRCNN{lvl}", _RRCNN(2 * lo, lo))
+        self.Conv_1x1 = nn.Conv2d(f[0], k, 1, 1, 0)
+
+    def forward(self, x):
+        xs = [self.RRCNN1(x)]
+        for i in range(2, 6):
+            xs.append(getattr(self, f"RRCNN{i}")(self.Maxpool(xs[-1])))
+        d = xs[4]
+        for lvl in [5, 4, 3, 2]:
+            d = getattr(self, f"Up{lvl}")(d)
+            skip = xs[lvl - 2]
+            if self.attention:
+                skip = getattr(self, f"Att{lvl}")(g=d, x=skip)
+            d = getattr(self, f"Up_RRCNN{lvl}")(torch.cat((skip, d), dim=1))
+        return self.Conv_1x1(d)
+
+
+def R2AttUNetRef(params):
+    return R2UNetRef(params, attention=True)
+
+
+class _ResidualConv(nn.Module):
+    def __init__(self, cin, cout, stride, padding):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, 3, stride=stride, padding=padding),
+            nn.BatchNorm2d(cout), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1))
+        self.conv_skip = nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return self.conv_block(x) + self.conv_skip(x)
+
+
+class _Upsample(nn.Module):
+    def __init__(self, cin, cout, kernel, stride):
+        super().__init__()
+        self.upsample = nn.ConvTranspose2d(cin, cout, kernel_size=kernel, stride=stride)
+
+    def forward(self, x):
+        return self.upsample(x)
+
+
+class ResUNetRef(nn.Module):
+    def __init__(self, params):
+        super().__init__()
+        f, cin, k = params["feature_chns"], params["in_chns"], params["class_num"]
+        self.input_layer = nn.Sequential(nn.Conv2d(cin, f[0], 3, padding=1), nn.BatchNorm2d(f[0]), nn.ReLU(),
+                                         nn.Conv2d(f[0], f[0], 3, padding=1))
+        self.input_skip = nn.Sequential(nn.Conv2d(cin, f[0], 3, padding=1))
+        self.residual_conv_1 = _ResidualConv(f[0], f[1], 2, 1)
+        self.residual_conv_2 = _ResidualConv(f[1], f[2], 2, 1)
+        self.bridge = _ResidualConv(f[2], f[3], 2, 1)
+        self.upsample_1 = _Upsample(f[3], f[3], 2, 2)
+        self.up_residual_conv1 = _ResidualConv(f[3] + f[2], f[2], 1, 1)
+        self.upsample_2 = _Upsample(f[2], f[2], 2, 2)
+        self.up_residual_conv2 = _ResidualConv(f[2] + f[1], f[1], 1, 1)
+        self.upsample_3 = _Upsample(f[1], f[1], 2, 2)
+        self.up_residual_conv3 = _ResidualConv(f[1] + f[0], f[0], 1, 1)
+        self.output_layer = nn.Sequential(nn.Conv2d(f[0], k, 1, 1))  # logits (the reference adds a sigmoid)
+
+    def forward(self, x):
+        x1 = self.input_layer(x) + self.input_skip(x)
+        x2 = self.residual_conv_1(x1)
+        x3 = self.residual_conv_2(x2)
+        x4 = self.bridge(x3)
+        x6 = self.up_residual_conv1(torch.cat([self.upsample_1(x4), x3], dim=1))
+        x8 = self.up_residual_conv2(torch.cat([self.upsample_2(x6), x2], dim=1))
+        x10 = self.up_residual_conv3(torch.cat([self.upsample_3(x8), x1], dim=1))
+        return self.output_layer(x10)
+
+
 OUT = os.path.join(os.path.dirname(__file__), "..", "crates", "medseg-nets", "tests", "fixtures")
 
 DTYPES = {np.float16: "F16", np.float32: "F32", np.int64: "I64"}
@@ -160,6 +304,12 @@ CASES = [
     ("coplenet2d", COPLENet, {"in_chns": 1, "class_num": 2,
                               "feature_chns": [2, 4, 8, 16, 32], "dropout": [0.0] * 5, "up_mode": 2},
      [2, 1, 16, 16]),
+    ("r2unet2d", R2UNetRef, {"in_chns": 1, "class_num": 2, "feature_chns": [2, 4, 4, 8, 8]},
+     [2, 1, 16, 16]),
+    ("r2attunet2d", R2AttUNetRef, {"in_chns": 1, "class_num": 2, "feature_chns": [2, 4, 4, 8, 8]},
+     [2, 1, 16, 16]),
+    ("resunet2d", ResUNetRef, {"in_chns": 1, "class_num": 2, "feature_chns": [2, 4, 8, 8]},
+     [2, 1, 16, 16]),
 ]
 
 DEFAULTS = [
@@ -173,6 +323,9 @@ DEFAULTS = [
     ("UNet_ScSE", UNet_ScSE, {"dimension": 2, "in_chns": 1, "class_num": 2}),
     ("COPLENet", COPLENet, {"in_chns": 1, "class_num": 2, "feature_chns": [32, 64, 128, 256, 512],
                             "dropout": [0.0, 0.0, 0.2, 0.3, 0.4]}),
+    ("R2UNet", R2UNetRef, {"in_chns": 3, "class_num": 1, "feature_chns": [64, 128, 256, 512, 1024]}),
+    ("R2AttentionUNet", R2AttUNetRef, {"in_chns": 3, "class_num": 1, "feature_chns": [64, 128, 256, 512, 1024]}),
+    ("ResUNet", ResUNetRef, {"in_chns": 3, "class_num": 1, "feature_chns": [64, 128, 256, 512]}),
 ]
 
 

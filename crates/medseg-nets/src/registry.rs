@@ -9,6 +9,7 @@ use crate::config::UNetConfig;
 use crate::coplenet::COPLENet;
 use crate::error::{NetError, Result};
 use crate::layers::Ctx;
+use crate::r2unet::{R2UNet, ResUNet};
 use crate::unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
 use crate::unet2d5::UNet2D5;
 use crate::unetpp::UNetPlusPlus;
@@ -47,6 +48,8 @@ enum Kind {
     UNet2D5,
     ScSE,
     Cople,
+    R2(bool),
+    Res,
 }
 
 /// Parses a [`UNetConfig`] from JSON, naming unknown keys and bad values.
@@ -121,6 +124,8 @@ fn build_builtin(
         Kind::UNet2D5 => Box::new(UNet2D5::build(&ctx, cfg)?),
         Kind::ScSE => Box::new(UNet::build(&ctx.with_scse(true), cfg, false)?),
         Kind::Cople => Box::new(COPLENet::build(&ctx, cfg)?),
+        Kind::R2(att) => Box::new(R2UNet::build(&ctx, cfg, att)?),
+        Kind::Res => Box::new(ResUNet::build(&ctx, cfg)?),
     };
     Ok(net)
 }
@@ -137,10 +142,11 @@ impl NetRegistry {
     /// `UNet` (2D or 3D by `dimension`), `UNet2D`, `UNet3D`,
     /// `AttentionUNet`, `AttentionUNet2D`, `AttentionUNet3D`,
     /// `UNetpp` (alias `UNet++`, `NestedUNet`), `DualDecoderUNet` (alias
-    /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`, `UNet_ScSE`, `COPLENet` (2D).
+    /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`, `UNet_ScSE`, `COPLENet` (2D), `R2UNet`,
+    /// `R2AttentionUNet`, `ResUNet`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
-        let table: [(&str, Kind); 17] = [
+        let table: [(&str, Kind); 20] = [
             ("UNet", Kind::UNet(None)),
             ("UNet2D", Kind::UNet(Some(2))),
             ("UNet3D", Kind::UNet(Some(3))),
@@ -158,6 +164,9 @@ impl NetRegistry {
             ("UNet2D5", Kind::UNet2D5),
             ("UNet_ScSE", Kind::ScSE),
             ("COPLENet", Kind::Cople),
+            ("R2UNet", Kind::R2(false)),
+            ("R2AttentionUNet", Kind::R2(true)),
+            ("ResUNet", Kind::Res),
         ];
         for (name, kind) in table {
             r.register(name, move |c, vb| build_builtin(kind, c, vb));

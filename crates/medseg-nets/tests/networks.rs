@@ -444,3 +444,20 @@ fn scse_and_coplenet_shapes_with_odd_sizes() {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     assert!(build_network(&bad, vb).is_err());
 }
+
+#[test]
+fn recurrent_and_residual_unets_shapes_2d_3d_odd_sizes() {
+    for name in ["R2UNet", "R2AttentionUNet", "ResUNet"] {
+        for (dim, shape) in [(2, vec![2, 2, 17, 14]), (3, vec![1, 2, 9, 8, 11])] {
+            let (_vm, net) = build(tiny(name, dim));
+            let y = net.forward_t(&randn(&shape), true).unwrap().logits;
+            let mut want = shape.clone();
+            want[1] = 3;
+            assert_eq!(y.dims(), want.as_slice(), "{name} {shape:?}");
+        }
+    }
+    let cfg = json!({"name": "ResUNet", "in_chns": 1, "class_num": 2,
+                     "feature_chns": [4, 8, 8], "dropout": [0.0, 0.0, 0.0], "seed": 2});
+    let (a, b) = train_steps(cfg, 2, 16, 12);
+    assert!(b < 0.8 * a, "ResUNet loss {a} -> {b}");
+}

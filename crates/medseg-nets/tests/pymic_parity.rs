@@ -1,4 +1,6 @@
-//! Parity with PyMIC 0.6.2: weights exported by tools/make_pymic_weights.py
+//! Parity with PyMIC 0.6.2 (and, for R2UNet, R2AttentionUNet and ResUNet,
+//! PyTorch transcriptions of their reference implementations): weights
+//! exported by tools/make_pymic_weights.py
 //! load by name and give PyMIC's outputs to 1e-4, in eval and train mode,
 //! with the same BatchNorm running-statistics update; parameter counts of
 //! the default configurations equal PyMIC's.
@@ -31,6 +33,12 @@ fn net_name(case: &str) -> &'static str {
         "UNet_ScSE"
     } else if case.starts_with("coplenet") {
         "COPLENet"
+    } else if case.starts_with("r2unet") {
+        "R2UNet"
+    } else if case.starts_with("r2attunet") {
+        "R2AttentionUNet"
+    } else if case.starts_with("resunet") {
+        "ResUNet"
     } else {
         "UNet"
     }
@@ -50,9 +58,19 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
+/// The reference architectures without PyMIC versions have no dropout.
+fn no_dropout_if_absent(config: &mut Value) {
+    if config.get("dropout").is_none() {
+        if let Some(f) = config.get("feature_chns").and_then(|f| f.as_array()) {
+            config["dropout"] = json!(vec![0.0; f.len()]);
+        }
+    }
+}
+
 fn build_case(case: &str, cfg: &Value) -> (VarMap, Box<dyn SegNetwork>) {
     let mut config = cfg.clone();
     config["name"] = json!(net_name(case));
+    no_dropout_if_absent(&mut config);
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let net = build_network(&config, vb).unwrap();
@@ -157,6 +175,21 @@ fn coplenet2d_matches_pymic() {
 }
 
 #[test]
+fn r2unet2d_matches_reference() {
+    run_case("r2unet2d");
+}
+
+#[test]
+fn r2attunet2d_matches_reference() {
+    run_case("r2attunet2d");
+}
+
+#[test]
+fn resunet2d_matches_reference() {
+    run_case("resunet2d");
+}
+
+#[test]
 fn default_parameter_counts_equal_pymic() {
     let r = reference();
     for (name, info) in r["defaults"].as_object().unwrap() {
@@ -165,11 +198,21 @@ fn default_parameter_counts_equal_pymic() {
             "AttentionUNet"
         } else if name.starts_with("UNetpp") {
             "UNetpp"
-        } else if name == "UNet2D5" || name == "UNet_ScSE" || name == "COPLENet" {
+        } else if [
+            "UNet2D5",
+            "UNet_ScSE",
+            "COPLENet",
+            "R2UNet",
+            "R2AttentionUNet",
+            "ResUNet",
+        ]
+        .contains(&name.as_str())
+        {
             name.as_str()
         } else {
             "UNet"
         });
+        no_dropout_if_absent(&mut config);
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let net = build_network(&config, vb).unwrap();
