@@ -135,11 +135,6 @@ fn unet2d_transconv_deep_supervision_matches_pymic() {
 }
 
 #[test]
-fn unet2d_nearest_matches_pymic() {
-    run_case("unet2d_nearest");
-}
-
-#[test]
 fn attention_unet2d_matches_pymic() {
     run_case("attention_unet2d");
 }
