@@ -181,7 +181,8 @@ pub struct DiceLoss {
     pub jaccard: bool,
     /// Keep class 0 in the average.
     pub include_background: bool,
-    /// Weights of the class average (normalised by their sum); uniform when absent.
+    /// Weights of the class average, normalised by their sum as PyMIC does
+    /// (MONAI multiplies without normalising); uniform when absent.
     pub class_weight: Option<Vec<f64>>,
 }
 
@@ -459,7 +460,10 @@ impl Loss for TverskyLoss {
 /// Softmax focal loss `−α_c (1 − p_c)^γ y_c ln p_c` (Lin et al.; MONAI's
 /// `FocalLoss` with `use_softmax=True`), averaged over classes and pixels
 /// (MONAI's `mean` reduction). A scalar `alpha` weights class 0 by `1 − α` and
-/// the others by `α`; `class_weight` multiplies per class.
+/// the others by `α`; `class_weight` multiplies per class. With an ignore value
+/// or pixel weights it is the weighted mean over pixels of the class mean
+/// (MONAI with `ignore_index` divides by the valid-pixel count alone, i.e. is
+/// C times larger).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FocalLoss {

@@ -401,3 +401,35 @@ fn nearest_resize_follows_pytorch() {
         vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     );
 }
+
+#[test]
+fn image_weights_give_weighted_means_over_images() {
+    let fx = fixtures();
+    for set_name in ["2d", "3d"] {
+        let s = set(&fx, set_name);
+        let iw = [0.25f64, 1.75];
+        let w = Tensor::new(&iw, s.logits.device()).unwrap();
+        for (name, params) in [
+            ("CrossEntropyLoss", json!({})),
+            ("DiceLoss", json!({"batch": false})),
+            ("TverskyLoss", json!({"alpha": 0.3, "beta": 0.7})),
+            ("FocalLoss", json!({})),
+        ] {
+            let loss = build(name, params);
+            let p = Prediction::logits(s.logits.clone());
+            let t = LossTarget::class_map(s.labels.clone()).with_image_weight(w.clone());
+            let got = value(loss.as_ref(), &p, &t);
+            let mut num = 0.0;
+            for (b, wb) in iw.iter().enumerate() {
+                let pb = Prediction::logits(s.logits.narrow(0, b, 1).unwrap());
+                let tb = LossTarget::class_map(s.labels.narrow(0, b, 1).unwrap());
+                num += wb * value(loss.as_ref(), &pb, &tb);
+            }
+            let want = num / iw.iter().sum::<f64>();
+            assert!(
+                (got - want).abs() < 1e-9,
+                "{set_name} {name}: {got} vs {want}"
+            );
+        }
+    }
+}
