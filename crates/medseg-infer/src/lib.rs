@@ -1,11 +1,15 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod job;
 mod postprocess;
+mod predictor;
 mod sliding;
 mod tta;
 
+pub use job::{read_case, CaseOutput, InferenceJob};
 pub use postprocess::{argmax, keep_largest_component, label_components, LargestComponentMode};
+pub use predictor::{array_to_tensor, network_probabilities, tensor_to_array, Predictor};
 pub use sliding::{gaussian_importance_map, window_starts, SlidingWindow};
 pub use tta::{flip_axes_subsets, predict_with_flips};
 
