@@ -355,9 +355,9 @@ pub fn import_pymic(text: &str) -> Result<PymicImport, String> {
             let terms: Vec<Value> = loss_types
                 .iter()
                 .enumerate()
-                .map(|(i, n)| json!({ "name": map_loss_name(n), "weight": loss_weights.get(i).copied().unwrap_or(1.0) }))
+                .map(|(i, n)| json!({ "loss": map_loss_name(n), "weight": loss_weights.get(i).copied().unwrap_or(1.0) }))
                 .collect();
-            json!({ "name": "Combined", "terms": terms })
+            json!({ "name": "CombinedLoss", "terms": terms })
         };
         training.insert("loss".into(), loss);
     }

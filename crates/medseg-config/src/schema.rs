@@ -187,7 +187,7 @@ pub struct TrainingConfig {
     #[serde(default)]
     pub grad_clip: Option<f64>,
     /// The loss, as the loss registry reads it, e.g.
-    /// `{ name = "DiceCELoss" }` or a weighted combination.
+    /// `{ name = "DiceLoss" }` or `{ name = "CombinedLoss", terms = [...] }`.
     pub loss: serde_json::Value,
     /// Resume from `output_dir/latest` when it exists.
     #[serde(default)]
@@ -414,7 +414,7 @@ impl ExperimentConfig {
             }
         }
         if !t.loss.is_object() {
-            return bad("training.loss", "a table, e.g. { name = \"DiceCELoss\" }");
+            return bad("training.loss", "a table, e.g. { name = \"DiceLoss\" }");
         }
         let i = &self.inference;
         if !(0.0..1.0).contains(&i.overlap) {

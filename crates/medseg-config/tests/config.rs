@@ -21,7 +21,7 @@ feature_chns = [8, 16, 32, 64, 128]
 output_dir = "runs/test"
 iterations = 50
 lr = 0.01
-loss = { name = "DiceCELoss" }
+loss = { name = "DiceLoss" }
 "#;
 
 fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
@@ -163,8 +163,8 @@ fn pymic_import_maps_keys_and_reports_the_rest() {
     assert_eq!(cfg.training.lr_scheduler, ScheduleKind::Plateau);
     assert_eq!(cfg.training.iterations, 10000);
     assert_eq!(cfg.training.checkpoint_every, 500);
-    assert_eq!(cfg.training.loss["name"], "Combined");
-    assert_eq!(cfg.training.loss["terms"][1]["name"], "CrossEntropyLoss");
+    assert_eq!(cfg.training.loss["name"], "CombinedLoss");
+    assert_eq!(cfg.training.loss["terms"][1]["loss"], "CrossEntropyLoss");
     assert_eq!(cfg.training.loss["terms"][0]["weight"], 0.5);
     assert_eq!(cfg.dataset.train_transforms[1]["name"], "RandomCrop");
     assert_eq!(cfg.dataset.train_transforms[1]["output_size"][0], 240);
