@@ -10,6 +10,7 @@ pub mod logging;
 pub mod optim;
 pub mod ramp;
 pub mod schedule;
+pub mod semi;
 
 pub use collate::{collate, TensorBatch};
 pub use data::{ensure_dataset, phantom_config, write_phantom_dataset, PhantomDataset};

@@ -1,0 +1,1 @@
+//! Semi-supervised learners (being written).
