@@ -61,6 +61,7 @@ AttentionUNet = unet_attention.AttentionUNet
 # configurable feature sizes and class count:
 #   R2U_Net / R2AttU_Net: github.com/LeeJunHyun/Image_Segmentation (network.py)
 #   ResUnet: github.com/rishikksh20/ResUnet (core/res_unet.py)
+#   UNet_3Plus: github.com/ZJUGiveLab/UNet-Version (models/UNet_3Plus.py)
 # ---------------------------------------------------------------------------
 import torch.nn as nn  # noqa: E402
 
@@ -198,6 +199,64 @@ class ResUNetRef(nn.Module):
         return self.output_layer(x10)
 
 
+
+class UNet3PlusRef(nn.Module):
+    """UNet 3+ after github.com/ZJUGiveLab/UNet-Version (models/UNet_3Plus.py),
+    5 levels, module names kept."""
+
+    def __init__(self, params):
+        super().__init__()
+        f, cin, k = params["feature_chns"], params["in_chns"], params["class_num"]
+        cat, upc = f[0], f[0] * 5
+
+        def block(a, b):
+            m = nn.Module()
+            m.conv1 = nn.Sequential(nn.Conv2d(a, b, 3, 1, 1), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
+            m.conv2 = nn.Sequential(nn.Conv2d(b, b, 3, 1, 1), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
+            return m
+
+        chans = [cin] + list(f)
+        for i in range(5):
+            setattr(self, f"conv{i + 1}", block(chans[i], chans[i + 1]))
+        for d in [4, 3, 2, 1]:
+            for i in range(1, 6):
+                if i < d:
+                    name, c = f"h{i}_PT_hd{d}", f[i - 1]
+                elif i == d:
+                    name, c = f"h{d}_Cat_hd{d}", f[i - 1]
+                else:
+                    name, c = f"hd{i}_UT_hd{d}", (f[4] if i == 5 else upc)
+                setattr(self, name + "_conv", nn.Conv2d(c, cat, 3, padding=1))
+                setattr(self, name + "_bn", nn.BatchNorm2d(cat))
+            setattr(self, f"conv{d}d_1", nn.Conv2d(upc, upc, 3, padding=1))
+            setattr(self, f"bn{d}d_1", nn.BatchNorm2d(upc))
+        self.outconv1 = nn.Conv2d(upc, k, 3, padding=1)
+
+    def forward(self, x):
+        h = []
+        for i in range(5):
+            inp = x if i == 0 else nn.functional.max_pool2d(h[-1], 2, 2)
+            b = getattr(self, f"conv{i + 1}")
+            h.append(b.conv2(b.conv1(inp)))
+        hd = {5: h[4]}
+        relu = nn.functional.relu
+        for d in [4, 3, 2, 1]:
+            parts = []
+            for i in range(1, 6):
+                if i < d:
+                    s = 2 ** (d - i)
+                    t = nn.functional.max_pool2d(h[i - 1], s, s, ceil_mode=True)
+                    name = f"h{i}_PT_hd{d}"
+                elif i == d:
+                    t, name = h[i - 1], f"h{d}_Cat_hd{d}"
+                else:
+                    t = nn.functional.interpolate(hd[i], scale_factor=2 ** (i - d), mode="bilinear")
+                    name = f"hd{i}_UT_hd{d}"
+                parts.append(relu(getattr(self, name + "_bn")(getattr(self, name + "_conv")(t))))
+            hd[d] = relu(getattr(self, f"bn{d}d_1")(getattr(self, f"conv{d}d_1")(torch.cat(parts, 1))))
+        return self.outconv1(hd[1])
+
+
 OUT = os.path.join(os.path.dirname(__file__), "..", "crates", "medseg-nets", "tests", "fixtures")
 
 DTYPES = {np.float16: "F16", np.float32: "F32", np.int64: "I64"}
@@ -307,6 +366,8 @@ CASES = [
      [2, 1, 16, 16]),
     ("resunet2d", ResUNetRef, {"in_chns": 1, "class_num": 2, "feature_chns": [2, 4, 8, 8]},
      [2, 1, 16, 16]),
+    ("unet3plus2d", UNet3PlusRef, {"in_chns": 1, "class_num": 2, "feature_chns": [2, 4, 4, 8, 8]},
+     [2, 1, 16, 16]),
 ]
 
 DEFAULTS = [
@@ -323,6 +384,7 @@ DEFAULTS = [
     ("R2UNet", R2UNetRef, {"in_chns": 3, "class_num": 1, "feature_chns": [64, 128, 256, 512, 1024]}),
     ("R2AttentionUNet", R2AttUNetRef, {"in_chns": 3, "class_num": 1, "feature_chns": [64, 128, 256, 512, 1024]}),
     ("ResUNet", ResUNetRef, {"in_chns": 3, "class_num": 1, "feature_chns": [64, 128, 256, 512]}),
+    ("UNet3Plus", UNet3PlusRef, {"in_chns": 3, "class_num": 1, "feature_chns": [64, 128, 256, 512, 1024]}),
 ]
 
 

@@ -11,6 +11,7 @@ mod registry;
 mod summary;
 mod unet;
 mod unet2d5;
+mod unet3plus;
 mod unetpp;
 
 use candle_core::{Result as CandleResult, Tensor};
@@ -28,6 +29,7 @@ pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};
 pub use summary::{summarize, NetSummary};
 pub use unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
 pub use unet2d5::UNet2D5;
+pub use unet3plus::UNet3Plus;
 pub use unetpp::UNetPlusPlus;
 
 /// Everything a forward pass returns.

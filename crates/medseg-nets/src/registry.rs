@@ -12,6 +12,7 @@ use crate::layers::Ctx;
 use crate::r2unet::{R2UNet, ResUNet};
 use crate::unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
 use crate::unet2d5::UNet2D5;
+use crate::unet3plus::UNet3Plus;
 use crate::unetpp::UNetPlusPlus;
 use crate::SegNetwork;
 
@@ -50,6 +51,7 @@ enum Kind {
     Cople,
     R2(bool),
     Res,
+    U3p,
 }
 
 /// Parses a [`UNetConfig`] from JSON, naming unknown keys and bad values.
@@ -126,6 +128,7 @@ fn build_builtin(
         Kind::Cople => Box::new(COPLENet::build(&ctx, cfg)?),
         Kind::R2(att) => Box::new(R2UNet::build(&ctx, cfg, att)?),
         Kind::Res => Box::new(ResUNet::build(&ctx, cfg)?),
+        Kind::U3p => Box::new(UNet3Plus::build(&ctx, cfg)?),
     };
     Ok(net)
 }
@@ -143,10 +146,10 @@ impl NetRegistry {
     /// `AttentionUNet`, `AttentionUNet2D`, `AttentionUNet3D`,
     /// `UNetpp` (alias `UNet++`, `NestedUNet`), `DualDecoderUNet` (alias
     /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`, `UNet_ScSE`, `COPLENet` (2D), `R2UNet`,
-    /// `R2AttentionUNet`, `ResUNet`.
+    /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
-        let table: [(&str, Kind); 20] = [
+        let table: [(&str, Kind); 21] = [
             ("UNet", Kind::UNet(None)),
             ("UNet2D", Kind::UNet(Some(2))),
             ("UNet3D", Kind::UNet(Some(3))),
@@ -167,6 +170,7 @@ impl NetRegistry {
             ("R2UNet", Kind::R2(false)),
             ("R2AttentionUNet", Kind::R2(true)),
             ("ResUNet", Kind::Res),
+            ("UNet3Plus", Kind::U3p),
         ];
         for (name, kind) in table {
             r.register(name, move |c, vb| build_builtin(kind, c, vb));

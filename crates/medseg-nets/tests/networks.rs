@@ -461,3 +461,25 @@ fn recurrent_and_residual_unets_shapes_2d_3d_odd_sizes() {
     let (a, b) = train_steps(cfg, 2, 16, 12);
     assert!(b < 0.8 * a, "ResUNet loss {a} -> {b}");
 }
+
+#[test]
+fn unet3plus_shapes_odd_sizes_and_deep_supervision() {
+    for (dim, shape) in [(2, vec![2, 2, 19, 13]), (3, vec![1, 2, 9, 10, 8])] {
+        let mut cfg = tiny("UNet3Plus", dim);
+        cfg["multiscale_pred"] = json!(true);
+        let (_vm, net) = build(cfg);
+        let out = net.forward_t(&randn(&shape), true).unwrap();
+        let mut want = shape.clone();
+        want[1] = 3;
+        assert_eq!(out.logits.dims(), want.as_slice());
+        // heads on decoder levels 1, 2 and the bottleneck (level 3)
+        assert_eq!(out.deep.len(), 3);
+        let mut s = want.clone();
+        for t in &out.deep {
+            for v in s.iter_mut().skip(2) {
+                *v /= 2;
+            }
+            assert_eq!(t.dims(), s.as_slice());
+        }
+    }
+}

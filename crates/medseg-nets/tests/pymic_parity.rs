@@ -39,6 +39,8 @@ fn net_name(case: &str) -> &'static str {
         "R2AttentionUNet"
     } else if case.starts_with("resunet") {
         "ResUNet"
+    } else if case.starts_with("unet3plus") {
+        "UNet3Plus"
     } else {
         "UNet"
     }
@@ -185,6 +187,11 @@ fn resunet2d_matches_reference() {
 }
 
 #[test]
+fn unet3plus2d_matches_reference() {
+    run_case("unet3plus2d");
+}
+
+#[test]
 fn default_parameter_counts_equal_pymic() {
     let r = reference();
     for (name, info) in r["defaults"].as_object().unwrap() {
@@ -200,6 +207,7 @@ fn default_parameter_counts_equal_pymic() {
             "R2UNet",
             "R2AttentionUNet",
             "ResUNet",
+            "UNet3Plus",
         ]
         .contains(&name.as_str())
         {
