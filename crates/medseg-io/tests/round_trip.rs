@@ -244,6 +244,16 @@ fn writes_leave_no_temporary_files() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["a.nii.gz".to_string()]);
+    // an ordinary file that others (viewers, other users) can read, unlike a temp file
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("a.nii.gz"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_ne!(mode & 0o044, 0, "mode {mode:o}");
+    }
     // writing into a missing folder fails cleanly
     assert!(write_image(&dir.path().join("no/such/dir/a.nii"), &image, DataType::F32).is_err());
 }
