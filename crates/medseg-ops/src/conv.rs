@@ -9,7 +9,7 @@
 //! Forward, input gradient and weight gradient are candle custom ops backed by
 //! im2col tiles and the `gemm` crate (see the crate README for threading).
 
-use crate::conv_kernels::{check_f32_cpu, ConvFwdOp, Geom};
+use crate::conv_kernels::{check_f32_cpu, ConvBwdDataOp, ConvBwdWeightOp, ConvFwdOp, Geom};
 use candle_core::{bail, Result, Tensor};
 
 /// Parameters of a 2-D convolution (per axis `[h, w]`).
@@ -175,4 +175,87 @@ pub(crate) fn dims5(t: &Tensor, op: &str, what: &str) -> Result<[usize; 5]> {
         &[a, b, c, d, e] => Ok([a, b, c, d, e]),
         d => bail!("medseg-ops {op}: {what} must have rank 5, got shape {d:?}"),
     }
+}
+
+/// Input gradient of [`conv2d`] (like PyTorch's `torch.nn.grad.conv2d_input`):
+/// given the output gradient `gy [N, Cout, Ho, Wo]` and weight
+/// `w [Cout, Cin/groups, kh, kw]`, returns `dx [N, Cin, H, W]` for an input of
+/// spatial size `input_hw = [H, W]`. Differentiable.
+pub fn conv2d_input_grad(
+    gy: &Tensor,
+    w: &Tensor,
+    input_hw: [usize; 2],
+    p: &Conv2dParams,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_input_grad";
+    check_f32_cpu(gy, OP, "output gradient")?;
+    check_f32_cpu(w, OP, "weight")?;
+    let (n, cout, ho, wo) = gy.dims4()?;
+    let (cw, cin_g, kh, kw) = w.dims4()?;
+    if cw != cout {
+        bail!("medseg-ops {OP}: weight has {cw} output channels, gradient has {cout}");
+    }
+    let g = conv_geom(
+        OP,
+        [n, cin_g * p.groups, 1, input_hw[0], input_hw[1]],
+        [cout, cin_g, 1, kh, kw],
+        [1, p.stride[0], p.stride[1]],
+        [0, p.padding[0], p.padding[1]],
+        [1, p.dilation[0], p.dilation[1]],
+        p.groups,
+    )?;
+    if g.out[1] != ho || g.out[2] != wo {
+        bail!(
+            "medseg-ops {OP}: gradient size {ho}x{wo} does not match the conv output {}x{}",
+            g.out[1],
+            g.out[2]
+        );
+    }
+    let gy5 = gy.contiguous()?.reshape(g.y_dims().to_vec())?;
+    let w5 = w.contiguous()?.reshape(g.w_dims().to_vec())?;
+    gy5.apply_op2(&w5, ConvBwdDataOp(g))?
+        .reshape((n, g.cin, input_hw[0], input_hw[1]))
+}
+
+/// Weight gradient of [`conv2d`] (like PyTorch's `torch.nn.grad.conv2d_weight`):
+/// given the input `x [N, Cin, H, W]` and output gradient `gy [N, Cout, Ho, Wo]`,
+/// returns `dw [Cout, Cin/groups, kh, kw]` for `kernel_hw = [kh, kw]`. Differentiable.
+pub fn conv2d_weight_grad(
+    x: &Tensor,
+    gy: &Tensor,
+    kernel_hw: [usize; 2],
+    p: &Conv2dParams,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_weight_grad";
+    check_f32_cpu(x, OP, "input")?;
+    check_f32_cpu(gy, OP, "output gradient")?;
+    let (n, cin, h, wi) = x.dims4()?;
+    let (ng, cout, ho, wo) = gy.dims4()?;
+    if ng != n || p.groups == 0 || cin % p.groups != 0 {
+        bail!("medseg-ops {OP}: batch sizes {n} / {ng} differ or groups {} do not divide {cin} channels", p.groups);
+    }
+    let g = conv_geom(
+        OP,
+        [n, cin, 1, h, wi],
+        [cout, cin / p.groups, 1, kernel_hw[0], kernel_hw[1]],
+        [1, p.stride[0], p.stride[1]],
+        [0, p.padding[0], p.padding[1]],
+        [1, p.dilation[0], p.dilation[1]],
+        p.groups,
+    )?;
+    if g.out[1] != ho || g.out[2] != wo {
+        bail!(
+            "medseg-ops {OP}: gradient size {ho}x{wo} does not match the conv output {}x{}",
+            g.out[1],
+            g.out[2]
+        );
+    }
+    let x5 = x.contiguous()?.reshape(g.x_dims().to_vec())?;
+    let gy5 = gy.contiguous()?.reshape(g.y_dims().to_vec())?;
+    x5.apply_op2(&gy5, ConvBwdWeightOp(g))?.reshape((
+        cout,
+        cin / p.groups,
+        kernel_hw[0],
+        kernel_hw[1],
+    ))
 }

@@ -397,3 +397,48 @@ fn conv_rejects_bad_arguments() {
     // and the valid call works
     assert_eq!(conv2d(&x, &w, None, &ok).unwrap().dims(), &[1, 6, 6, 6]);
 }
+
+/// The stand-alone gradient functions agree with conv2d's autograd gradients.
+#[test]
+fn conv2d_input_and_weight_grad_match_autograd() {
+    let mut r = rng(900);
+    for (n, cin, cout, h, wd, k, s, pd, d, groups) in [
+        (
+            2usize, 4usize, 6usize, 13usize, 10usize, 3usize, 2usize, 1usize, 1usize, 2usize,
+        ),
+        (1, 3, 5, 9, 11, 1, 1, 0, 1, 1),
+    ] {
+        let xv = var(&randv(&mut r, n * cin * h * wd), &[n, cin, h, wd]);
+        let wv = var(
+            &randv(&mut r, cout * cin / groups * k * k),
+            &[cout, cin / groups, k, k],
+        );
+        let p = Conv2dParams {
+            stride: [s, s],
+            padding: [pd, pd],
+            dilation: [d, d],
+            groups,
+        };
+        let y = conv2d(xv.as_tensor(), wv.as_tensor(), None, &p).unwrap();
+        let gy = tensor(&randv(&mut r, y.elem_count()), y.dims());
+        let grads = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx = medseg_ops::conv2d_input_grad(&gy, wv.as_tensor(), [h, wd], &p).unwrap();
+        let dw = medseg_ops::conv2d_weight_grad(xv.as_tensor(), &gy, [k, k], &p).unwrap();
+        assert_eq!(dx.dims(), &[n, cin, h, wd]);
+        assert_eq!(dw.dims(), wv.as_tensor().dims());
+        assert_close(
+            &to_vec(&dx),
+            &f64v(&to_vec(grads.get(xv.as_tensor()).unwrap())),
+            1e-5,
+            "input grad",
+        );
+        assert_close(
+            &to_vec(&dw),
+            &f64v(&to_vec(grads.get(wv.as_tensor()).unwrap())),
+            1e-5,
+            "weight grad",
+        );
+        // mismatched gradient size is rejected
+        assert!(medseg_ops::conv2d_input_grad(&gy, wv.as_tensor(), [h + 5, wd], &p).is_err());
+    }
+}
