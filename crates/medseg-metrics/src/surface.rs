@@ -1,13 +1,12 @@
 //! Surfaces (mask minus its erosion) and the distances between two of them.
 
-use crate::edt::squared_edt_inplace;
+use crate::edt::directed_surface_distances;
 use crate::options::{AssdDefinition, Connectivity, EmptyPolicies, Hd95Definition};
 use crate::overlap::{scan, SlotScan, NO_SLOT};
 use crate::stats::{max, mean, percentile};
 use crate::util::{check_pair, spacing3, to3};
 use crate::Result;
 use ndarray::{Array3, ArrayView3, ArrayViewD, Axis, Zip};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// The two directed sets of surface distances between a prediction and a
@@ -215,19 +214,9 @@ where
     });
     drop(lab);
     let surfs = surf.as_slice().expect("standard layout");
-    let mut buf = Array3::<f64>::zeros(dims);
+    let mut buf = Vec::new();
     let mut directed = |target: u8, source: u8| -> Vec<f64> {
-        let b = buf.as_slice_mut().expect("standard layout");
-        b.par_iter_mut()
-            .zip(surfs.par_iter())
-            .for_each(|(x, &s)| *x = if s & target != 0 { 0.0 } else { f64::INFINITY });
-        squared_edt_inplace(&mut buf, spacing);
-        let b = buf.as_slice().expect("standard layout");
-        b.par_iter()
-            .zip(surfs.par_iter())
-            .filter(|(_, &s)| s & source != 0)
-            .map(|(x, _)| x.sqrt())
-            .collect()
+        directed_surface_distances(surfs, dims, spacing, target, source, &mut buf)
     };
     let has_pred = bbox.n_pred > 0;
     let has_gt = bbox.n_gt > 0;
