@@ -473,55 +473,58 @@ pub(crate) fn warp<T: Voxel>(
     let b = map.offset;
     let field = map.field;
     let stride_z = h * w;
-    out.par_chunks_mut(ow).enumerate().for_each(|(row, dst)| {
-        let ch = row / (od * oh);
-        let rem = row % (od * oh);
-        let z = (rem / oh) as f32;
-        let y = (rem % oh) as f32;
-        let chan = &src[ch * d * h * w..(ch + 1) * d * h * w];
-        let base_z = m[0][0] * z + m[0][1] * y + b[0];
-        let base_y = m[1][0] * z + m[1][1] * y + b[1];
-        let base_x = m[2][0] * z + m[2][1] * y + b[2];
-        let fbase = rem * ow;
-        for (xi, o) in dst.iter_mut().enumerate() {
-            let x = xi as f32;
-            let mut pz = base_z + m[0][2] * x;
-            let mut py = base_y + m[1][2] * x;
-            let mut px = base_x + m[2][2] * x;
-            if let Some(f) = field {
-                let i = fbase + xi;
-                pz += f[i];
-                py += f[n_out + i];
-                px += f[2 * n_out + i];
-            }
-            *o = if linear {
-                T::from_f32(trilinear(
-                    chan,
-                    [d, h, w],
-                    stride_z,
-                    pz,
-                    py,
-                    px,
-                    fill.to_f32(),
-                ))
-            } else {
-                let iz = (pz + 0.5).floor();
-                let iy = (py + 0.5).floor();
-                let ix = (px + 0.5).floor();
-                if iz < 0.0
-                    || iy < 0.0
-                    || ix < 0.0
-                    || iz >= d as f32
-                    || iy >= h as f32
-                    || ix >= w as f32
-                {
-                    fill
-                } else {
-                    chan[iz as usize * stride_z + iy as usize * w + ix as usize]
+    out.par_chunks_mut(ow)
+        .with_min_len(8)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let ch = row / (od * oh);
+            let rem = row % (od * oh);
+            let z = (rem / oh) as f32;
+            let y = (rem % oh) as f32;
+            let chan = &src[ch * d * h * w..(ch + 1) * d * h * w];
+            let base_z = m[0][0] * z + m[0][1] * y + b[0];
+            let base_y = m[1][0] * z + m[1][1] * y + b[1];
+            let base_x = m[2][0] * z + m[2][1] * y + b[2];
+            let fbase = rem * ow;
+            for (xi, o) in dst.iter_mut().enumerate() {
+                let x = xi as f32;
+                let mut pz = base_z + m[0][2] * x;
+                let mut py = base_y + m[1][2] * x;
+                let mut px = base_x + m[2][2] * x;
+                if let Some(f) = field {
+                    let i = fbase + xi;
+                    pz += f[i];
+                    py += f[n_out + i];
+                    px += f[2 * n_out + i];
                 }
-            };
-        }
-    });
+                *o = if linear {
+                    T::from_f32(trilinear(
+                        chan,
+                        [d, h, w],
+                        stride_z,
+                        pz,
+                        py,
+                        px,
+                        fill.to_f32(),
+                    ))
+                } else {
+                    let iz = (pz + 0.5).floor();
+                    let iy = (py + 0.5).floor();
+                    let ix = (px + 0.5).floor();
+                    if iz < 0.0
+                        || iy < 0.0
+                        || ix < 0.0
+                        || iz >= d as f32
+                        || iy >= h as f32
+                        || ix >= w as f32
+                    {
+                        fill
+                    } else {
+                        chan[iz as usize * stride_z + iy as usize * w + ix as usize]
+                    }
+                };
+            }
+        });
     Array4::from_shape_vec((c, od, oh, ow), out).expect("shape")
 }
 
@@ -658,6 +661,11 @@ mod tests {
                 start: [1, -2, 3],
                 size: [2, 7, 2],
             },
+            GridOp::Affine {
+                matrix: [[0.5, 0.0, 0.1], [0.0, 0.8, -0.6], [0.0, 0.6, 0.8]],
+                offset: [0.5, 1.0, -0.5],
+                out_shape: [4, 5, 6],
+            },
         ] {
             let g2 = op.geometry(&g, shape);
             // each voxel of the output must sit at the world position of the
@@ -666,7 +674,8 @@ mod tests {
                 Array4::from_shape_fn((3, shape[0], shape[1], shape[2]), |(c, z, y, x)| {
                     g.index_to_world([z as f64, y as f64, x as f64])[c] as f32
                 });
-            let out = apply_op(&op, &coords, Sampling::Nearest(f32::NAN));
+            // linear interpolation of a linear function is exact
+            let out = apply_op(&op, &coords, Sampling::Linear(f32::NAN));
             for ((c, z, y, x), v) in out.indexed_iter() {
                 if v.is_nan() {
                     continue;

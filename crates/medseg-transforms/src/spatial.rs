@@ -614,6 +614,12 @@ impl Transform for RandomTranspose {
             Some(_) => axes3(&self.axes, ndim, "axes")?,
             None => vec![1, 2],
         };
+        if (1..axes.len()).any(|i| axes[..i].contains(&axes[i])) {
+            return Err(Error::invalid(
+                "axes",
+                format!("lists an axis twice: {:?}", self.axes),
+            ));
+        }
         let mut perm = [0usize, 1, 2];
         if rng.random::<f64>() < self.p {
             let mut shuffled = axes.clone();

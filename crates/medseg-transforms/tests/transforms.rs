@@ -727,6 +727,11 @@ fn config_errors_name_the_fault() {
         .apply(sample(&[6, 6], Geometry::identity()), &mut rng(0))
         .unwrap_err();
     assert!(err.to_string().contains("axes"), "{err}");
+    let err = build_pipeline(&[json!({"name": "RandomTranspose", "axes": [1, -2], "p": 1.0})])
+        .unwrap()
+        .apply(sample(&[6, 6], Geometry::identity()), &mut rng(0))
+        .unwrap_err();
+    assert!(err.to_string().contains("twice"), "{err}");
 }
 
 #[test]
