@@ -82,7 +82,11 @@ impl Optimizer {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let p = var.as_tensor();
+            // Gradients can carry the graph of the backward pass; optimiser
+            // state built from them must not keep it (or every step's graph)
+            // alive.
+            let g = &g.detach();
+            let p = &var.as_tensor().detach();
             match s.kind {
                 OptimizerKind::Sgd => {
                     let mut d = g.clone();
