@@ -5,6 +5,7 @@
 //! and softmax over channels. Every op has forward and backward; tensors are
 //! channel-first (`[N, C, H, W]` or `[N, C, D, H, W]`).
 
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 pub mod activation;
