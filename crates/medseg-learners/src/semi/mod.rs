@@ -1,1 +1,322 @@
-//! Semi-supervised learners (being written).
+//! Semi-supervised learners: a few labelled and many unlabelled images.
+//!
+//! Each method is one [`Learner`] that overrides only the training step, as
+//! in PyMIC's `pymic/net_run/semi_sup` and SSL4MIS:
+//!
+//! | `semi.method` | learner | network |
+//! |---|---|---|
+//! | `EntropyMinimization` | [`EntropyMinLearner`] | any |
+//! | `MeanTeacher` | [`MeanTeacherLearner`] | any |
+//! | `UAMT` | [`UaMtLearner`] | any (with dropout) |
+//! | `CCT` | [`CctLearner`] | `CCTNet` |
+//! | `CPS` | [`CpsLearner`] | any (a second copy is trained) |
+//! | `URPC` | [`UrpcLearner`] | `URPC` |
+//! | `MCNet` | [`McNetLearner`] | `MCNet` |
+//!
+//! Every step concatenates the labelled batch (`dataset.train_batch_size`)
+//! and the unlabelled batch (`dataset.train_batch_size_unlab`) along the
+//! batch axis, applies the configured supervised loss to the labelled part,
+//! and adds `w(t) * unsup` where `w(t) = semi.regularize_w *
+//! sigmoid_rampup(t, rampup_start * T, rampup_end * T)` ([`consistency_weight`]).
+//! The logged terms are `sup`, `unsup` (the unweighted unsupervised loss) and
+//! `weight`.
+//!
+//! Mean Teacher and UA-MT update their teacher from the student's weights,
+//! which the engine owns: build the trainer with [`semi_trainer`] (or bind a
+//! [`StudentSlot`] yourself with [`build_semi_learner_with_slot`]).
+
+mod cct;
+mod cps;
+mod em;
+mod mcnet;
+mod mean_teacher;
+mod uamt;
+mod urpc;
+
+pub use cct::CctLearner;
+pub use cps::CpsLearner;
+pub use em::EntropyMinLearner;
+pub use mcnet::McNetLearner;
+pub use mean_teacher::{MeanTeacherLearner, Teacher};
+pub use uamt::UaMtLearner;
+pub use urpc::UrpcLearner;
+
+use crate::engine::{Learner, StepContext, Trainer};
+use crate::error::{LearnError, Result};
+use crate::ramp::sigmoid_rampup;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use medseg_config::{ExperimentConfig, SemiConfig};
+use medseg_losses::{LossTarget, Prediction};
+use rand::{Rng, SeedableRng};
+use std::sync::{Arc, Mutex};
+
+/// The method names accepted in `semi.method`.
+pub const METHODS: [&str; 7] = [
+    "EntropyMinimization",
+    "MeanTeacher",
+    "UAMT",
+    "CCT",
+    "CPS",
+    "URPC",
+    "MCNet",
+];
+
+/// A shared handle on the student's weights (the engine's [`VarMap`]),
+/// filled once the [`Trainer`] exists. Cloning shares the handle.
+#[derive(Clone, Default)]
+pub struct StudentSlot(Arc<Mutex<Option<VarMap>>>);
+
+impl StudentSlot {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Points the slot at `varmap` (shared, not copied).
+    pub fn bind(&self, varmap: &VarMap) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(varmap.clone());
+        }
+    }
+
+    /// The bound weights, or an error naming the fix.
+    pub fn get(&self) -> candle_core::Result<VarMap> {
+        self.0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("student slot poisoned".into()))?
+            .clone()
+            .ok_or_else(|| {
+                candle_core::Error::Msg(
+                    "the teacher has no student weights: build the trainer with \
+                     medseg_learners::semi::semi_trainer (or bind a StudentSlot)"
+                        .into(),
+                )
+            })
+    }
+}
+
+/// The `[semi]` section, or an error naming it.
+pub fn semi_config(cfg: &ExperimentConfig) -> Result<&SemiConfig> {
+    cfg.semi
+        .as_ref()
+        .ok_or_else(|| LearnError::Config("the [semi] section is missing".into()))
+}
+
+/// The consistency weight at iteration `it` of `iterations`:
+/// `regularize_w * sigmoid_rampup(it, rampup_start * iterations, rampup_end * iterations)`.
+pub fn consistency_weight(semi: &SemiConfig, it: usize, iterations: usize) -> f64 {
+    let t = iterations as f64;
+    semi.regularize_w * sigmoid_rampup(it as f64, semi.rampup_start * t, semi.rampup_end * t)
+}
+
+/// A number from `semi.params`, or `default` when absent.
+pub(crate) fn param_f64(semi: &SemiConfig, key: &str, default: f64) -> Result<f64> {
+    match semi.params.get(key) {
+        None => Ok(default),
+        Some(v) => v.as_f64().ok_or_else(|| {
+            LearnError::Config(format!("semi.params.{key} must be a number, got {v}"))
+        }),
+    }
+}
+
+fn check_semi(semi: &SemiConfig) -> Result<()> {
+    if !(semi.regularize_w.is_finite() && semi.regularize_w >= 0.0) {
+        return Err(LearnError::Config(format!(
+            "semi.regularize_w must be >= 0, got {}",
+            semi.regularize_w
+        )));
+    }
+    if !(0.0..=1.0).contains(&semi.rampup_start)
+        || !(0.0..=1.0).contains(&semi.rampup_end)
+        || semi.rampup_end < semi.rampup_start
+    {
+        return Err(LearnError::Config(format!(
+            "semi.rampup_start ({}) and semi.rampup_end ({}) must be fractions of the iterations with start <= end",
+            semi.rampup_start, semi.rampup_end
+        )));
+    }
+    if !(0.0..1.0).contains(&semi.ema_decay) {
+        return Err(LearnError::Config(format!(
+            "semi.ema_decay must be in [0, 1), got {}",
+            semi.ema_decay
+        )));
+    }
+    Ok(())
+}
+
+fn require_network(cfg: &ExperimentConfig, method: &str, names: &[&str]) -> Result<()> {
+    let name = cfg
+        .network
+        .get("name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    if names.contains(&name) {
+        Ok(())
+    } else {
+        Err(LearnError::Config(format!(
+            "semi.method = \"{method}\" needs network.name = {} (got \"{name}\")",
+            names
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )))
+    }
+}
+
+/// Builds the learner of `semi.method`, with its teacher bound to `slot`
+/// (Mean Teacher, UA-MT; other methods ignore the slot).
+pub fn build_semi_learner_with_slot(
+    cfg: &ExperimentConfig,
+    device: &Device,
+    slot: &StudentSlot,
+) -> Result<Box<dyn Learner>> {
+    let semi = semi_config(cfg)?;
+    check_semi(semi)?;
+    Ok(match semi.method.as_str() {
+        "EntropyMinimization" | "EM" => Box::new(EntropyMinLearner::new(cfg)?),
+        "MeanTeacher" | "MT" => Box::new(MeanTeacherLearner::new(cfg, device, slot.clone())?),
+        "UAMT" => Box::new(UaMtLearner::new(cfg, device, slot.clone())?),
+        "CCT" => {
+            require_network(cfg, "CCT", &["CCTNet"])?;
+            Box::new(CctLearner::new(cfg)?)
+        }
+        "CPS" => Box::new(CpsLearner::new(cfg, device)?),
+        "URPC" => {
+            require_network(cfg, "URPC", &["URPC"])?;
+            Box::new(UrpcLearner::new(cfg)?)
+        }
+        "MCNet" => {
+            require_network(cfg, "MCNet", &["MCNet"])?;
+            Box::new(McNetLearner::new(cfg)?)
+        }
+        other => {
+            return Err(LearnError::Config(format!(
+                "semi.method \"{other}\" is unknown; use one of {}",
+                METHODS.join(", ")
+            )))
+        }
+    })
+}
+
+/// Builds the learner of `semi.method`. Mean Teacher and UA-MT need the
+/// student's weights: their slot is unbound here, so prefer [`semi_trainer`],
+/// which binds it.
+pub fn build_semi_learner(cfg: &ExperimentConfig, device: &Device) -> Result<Box<dyn Learner>> {
+    build_semi_learner_with_slot(cfg, device, &StudentSlot::new())
+}
+
+/// A [`Trainer`] with the learner of `semi.method`, teacher bound to the
+/// trainer's network. Paths in `cfg` must be resolved already.
+pub fn semi_trainer(cfg: ExperimentConfig) -> Result<Trainer> {
+    let slot = StudentSlot::new();
+    let learner = build_semi_learner_with_slot(&cfg, &Device::Cpu, &slot)?;
+    let trainer = Trainer::new(cfg, learner)?;
+    slot.bind(trainer.varmap());
+    Ok(trainer)
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// The labelled and unlabelled images concatenated along the batch axis, and
+/// the number of labelled ones.
+pub(crate) fn joint_input(ctx: &StepContext) -> candle_core::Result<(Tensor, usize)> {
+    let u = ctx
+        .unlabelled
+        .ok_or_else(|| candle_core::Error::Msg("no unlabelled batch was loaded".into()))?;
+    let n0 = ctx.labelled.image.dim(0)?;
+    Ok((Tensor::cat(&[&ctx.labelled.image, &u.image], 0)?, n0))
+}
+
+/// Rows `[from, from + len)` of a batch tensor.
+pub(crate) fn rows(t: &Tensor, from: usize, len: usize) -> candle_core::Result<Tensor> {
+    t.narrow(0, from, len)
+}
+
+/// The configured supervised loss on labelled logits.
+pub(crate) fn sup_loss(ctx: &StepContext, logits: Tensor) -> candle_core::Result<Tensor> {
+    ctx.loss
+        .forward(&Prediction::logits(logits), &ctx.labelled.target)
+}
+
+/// The configured loss against hard pseudo labels (argmax of `probs`).
+pub(crate) fn pseudo_label_loss(
+    ctx: &StepContext,
+    logits: Tensor,
+    probs: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let labels = probs.detach().argmax_keepdim(1)?;
+    ctx.loss
+        .forward(&Prediction::logits(logits), &LossTarget::class_map(labels))
+}
+
+/// Softmax over the channel axis.
+pub(crate) fn softmax_c(x: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::ops::softmax(x, 1)
+}
+
+/// Mean squared difference over every element.
+pub(crate) fn mse(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    (a - b)?.sqr()?.mean_all()
+}
+
+/// A scalar tensor as f64.
+pub(crate) fn scalar(t: &Tensor) -> candle_core::Result<f64> {
+    t.to_dtype(DType::F64)?.to_scalar::<f64>()
+}
+
+/// Seeded Gaussian noise, clipped: `clamp(N(0, std^2), -clip, clip)`, the
+/// input perturbation of Mean Teacher and UA-MT.
+pub(crate) struct NoiseSource {
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+impl NoiseSource {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    pub(crate) fn clipped_gaussian(
+        &mut self,
+        like: &Tensor,
+        std: f64,
+        clip: f64,
+    ) -> candle_core::Result<Tensor> {
+        let n = like.elem_count();
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            // Box-Muller, two samples per pair of uniforms
+            let u1: f64 = self.rng.random::<f64>().max(1e-300);
+            let u2: f64 = self.rng.random::<f64>();
+            let r = (-2.0 * u1.ln()).sqrt();
+            let a = 2.0 * std::f64::consts::PI * u2;
+            for z in [r * a.cos(), r * a.sin()] {
+                if v.len() < n {
+                    v.push((z * std).clamp(-clip, clip) as f32);
+                }
+            }
+        }
+        Tensor::from_vec(v, like.dims(), like.device())?.to_dtype(like.dtype())
+    }
+}
+
+/// Every tensor of a VarMap, sorted by name.
+pub(crate) fn sorted_vars(vm: &VarMap) -> candle_core::Result<Vec<(String, Var)>> {
+    let data = vm
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
+    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
+}
+
+/// True for BatchNorm running statistics.
+pub(crate) fn is_running_stat(name: &str) -> bool {
+    name.ends_with("running_mean")
+        || name.ends_with("running_var")
+        || name.ends_with("num_batches_tracked")
+}

@@ -1,0 +1,157 @@
+//! Mean Teacher (Tarvainen & Valpola; PyMIC `SSLMeanTeacher`), with the
+//! teacher updated in place by an exact exponential moving average.
+
+use super::{
+    consistency_weight, is_running_stat, joint_input, mse, param_f64, rows, scalar, semi_config,
+    softmax_c, sorted_vars, sup_loss, NoiseSource, StudentSlot,
+};
+use crate::engine::{build_net, network_config, Learner, StepContext, StepOutput};
+use crate::error::Result;
+use crate::{ema_decay_at, ema_update};
+use candle_core::{Device, Tensor, Var};
+use candle_nn::VarMap;
+use medseg_config::{ExperimentConfig, SemiConfig};
+use medseg_nets::SegNetwork;
+
+/// A teacher network: the same configuration (and initial weights) as the
+/// student, in its own [`VarMap`], updated only by EMA of the student.
+pub struct Teacher {
+    varmap: VarMap,
+    net: Box<dyn SegNetwork>,
+    student: StudentSlot,
+}
+
+impl Teacher {
+    /// Builds the teacher from the network configuration of `cfg` (same seed,
+    /// so it starts equal to the student).
+    pub fn new(cfg: &ExperimentConfig, device: &Device, student: StudentSlot) -> Result<Self> {
+        let (varmap, net) = build_net(&network_config(cfg), device)?;
+        Ok(Self {
+            varmap,
+            net,
+            student,
+        })
+    }
+
+    /// The teacher's weights (running statistics included).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// The teacher network.
+    pub fn net(&self) -> &dyn SegNetwork {
+        self.net.as_ref()
+    }
+
+    /// `teacher = decay * teacher + (1 - decay) * student`, in place, for
+    /// every tensor: weights and BatchNorm running statistics, matched by name.
+    pub fn update(&self, decay: f64) -> candle_core::Result<()> {
+        let s = sorted_vars(&self.student.get()?)?;
+        let t = sorted_vars(&self.varmap)?;
+        if s.len() != t.len() || s.iter().zip(&t).any(|(a, b)| a.0 != b.0) {
+            candle_core::bail!("teacher and student networks hold different tensors")
+        }
+        let tv: Vec<Var> = t.into_iter().map(|(_, v)| v).collect();
+        let sv: Vec<Var> = s.into_iter().map(|(_, v)| v).collect();
+        ema_update(&tv, &sv, decay)
+    }
+
+    /// Teacher logits (detached). With `train` the network uses batch
+    /// statistics and dropout, as the references' teachers do, but its running
+    /// statistics are restored afterwards so that they stay an EMA of the
+    /// student's.
+    pub fn predict(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if !train {
+            return Ok(self.net.forward_t(x, false)?.logits.detach());
+        }
+        let stats: Vec<(Var, Tensor)> = sorted_vars(&self.varmap)?
+            .into_iter()
+            .filter(|(k, _)| is_running_stat(k))
+            .map(|(_, v)| {
+                let saved = v.as_tensor().copy()?;
+                Ok((v, saved))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let out = self.net.forward_t(x, true)?.logits.detach();
+        for (v, saved) in stats {
+            v.set(&saved)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Mean Teacher: supervised loss plus the weighted MSE between the student's
+/// softmax on the unlabelled images and the teacher's softmax on the same
+/// images with clipped Gaussian noise (std `semi.params.noise_std`, default
+/// 0.1, clipped to ±0.2). After each optimiser step the teacher becomes
+/// `d * teacher + (1 - d) * student` with `d = min(1 - 1/(t + 1), ema_decay)`.
+pub struct MeanTeacherLearner {
+    semi: SemiConfig,
+    teacher: Teacher,
+    noise: NoiseSource,
+    noise_std: f64,
+}
+
+impl MeanTeacherLearner {
+    /// Builds the teacher; `student` must be bound to the trainer's weights
+    /// before the first step.
+    pub fn new(cfg: &ExperimentConfig, device: &Device, student: StudentSlot) -> Result<Self> {
+        let semi = semi_config(cfg)?.clone();
+        let noise_std = param_f64(&semi, "noise_std", 0.1)?;
+        Ok(Self {
+            teacher: Teacher::new(cfg, device, student)?,
+            noise: NoiseSource::new(cfg.training.seed ^ 0x7ea_c4e5),
+            noise_std,
+            semi,
+        })
+    }
+
+    /// The teacher.
+    pub fn teacher(&self) -> &Teacher {
+        &self.teacher
+    }
+}
+
+impl Learner for MeanTeacherLearner {
+    fn name(&self) -> &str {
+        "MeanTeacher"
+    }
+
+    fn needs_unlabelled(&self) -> bool {
+        true
+    }
+
+    fn train_step(&mut self, ctx: &StepContext) -> candle_core::Result<StepOutput> {
+        let (x, n0) = joint_input(ctx)?;
+        let n = x.dim(0)?;
+        let out = ctx.net.forward_t(&x, true)?;
+        let sup = sup_loss(ctx, rows(&out.logits, 0, n0)?)?;
+        let p1 = softmax_c(&rows(&out.logits, n0, n - n0)?)?;
+        let x1 = rows(&x, n0, n - n0)?;
+        let x1n = (&x1
+            + self
+                .noise
+                .clipped_gaussian(&x1, self.noise_std, 2.0 * self.noise_std)?)?;
+        let p1_t = softmax_c(&self.teacher.predict(&x1n, true)?)?;
+        let reg = mse(&p1, &p1_t)?;
+        let w = consistency_weight(&self.semi, ctx.iteration, ctx.iterations);
+        let loss = (&sup + (&reg * w)?)?;
+        Ok(StepOutput {
+            terms: vec![
+                ("sup".into(), scalar(&sup)?),
+                ("unsup".into(), scalar(&reg)?),
+                ("weight".into(), w),
+            ],
+            loss,
+        })
+    }
+
+    fn after_update(&mut self, ctx: &StepContext) -> candle_core::Result<()> {
+        self.teacher
+            .update(ema_decay_at(ctx.iteration, self.semi.ema_decay))
+    }
+
+    fn extra_varmaps(&self) -> Vec<(String, VarMap)> {
+        vec![("teacher".into(), self.teacher.varmap.clone())]
+    }
+}

@@ -1,0 +1,338 @@
+//! Semi-supervised learners: the Mean Teacher's EMA is exact (weights and
+//! running statistics), the consistency weight follows the sigmoid ramp-up,
+//! and a short run of every method on a tiny phantom executes with a
+//! non-zero, finite unsupervised loss.
+
+use candle_core::{DType, Device, Tensor};
+use medseg_config::ExperimentConfig;
+use medseg_learners::semi::{
+    build_semi_learner, build_semi_learner_with_slot, consistency_weight, semi_trainer,
+    MeanTeacherLearner, StudentSlot,
+};
+use medseg_learners::{
+    build_loss, build_net, ema_decay_at, network_config, write_phantom_dataset, Learner,
+    StepContext, TensorBatch,
+};
+use medseg_losses::LossTarget;
+use medseg_synth::PhantomConfig;
+use std::path::Path;
+
+fn config(root: &Path, out: &Path, net: &str, semi: &str, iterations: usize) -> ExperimentConfig {
+    let text = format!(
+        r#"
+[dataset]
+root = "{root}"
+train_csv = "train_labelled.csv"
+train_unlabelled_csv = "train_unlabelled.csv"
+class_num = 4
+train_batch_size = 2
+train_batch_size_unlab = 2
+num_workers = 1
+train_transforms = [{{ name = "NormalizeWithMeanStd" }}, {{ name = "RandomCrop", size = [48, 48] }}]
+test_transforms = [{{ name = "NormalizeWithMeanStd" }}]
+
+[network]
+name = "{net}"
+dimension = 2
+in_chns = 1
+class_num = 4
+feature_chns = [4, 8, 16, 32]
+dropout = [0.0, 0.0, 0.2, 0.3]
+
+[training]
+output_dir = "{out}"
+iterations = {iterations}
+validate_every = 0
+seed = 5
+lr = 0.01
+loss = {{ name = "CombinedLoss", terms = [{{ loss = "DiceLoss", weight = 0.5 }}, {{ loss = "CrossEntropyLoss", weight = 0.5 }}] }}
+
+[semi]
+{semi}
+"#,
+        root = root.display(),
+        out = out.display()
+    );
+    ExperimentConfig::from_toml_str(&text).unwrap()
+}
+
+fn tiny_phantom(root: &Path) {
+    let mut pc = PhantomConfig::cardiac2d();
+    pc.slices = 3;
+    pc.height = 64;
+    pc.width = 64;
+    pc.spacing = [10.0, 3.0, 3.0];
+    let ds = write_phantom_dataset(&pc, true, 10, 11, root).unwrap();
+    assert!(ds.labelled_subjects >= 1);
+}
+
+fn jsonl(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .collect()
+}
+
+#[test]
+fn every_method_runs_with_a_finite_nonzero_unsupervised_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    tiny_phantom(&root);
+    let cases = [
+        ("EntropyMinimization", "UNet2D", None),
+        ("MeanTeacher", "UNet2D", Some("teacher")),
+        ("UAMT", "UNet2D", Some("teacher")),
+        ("CCT", "CCTNet", None),
+        ("CPS", "UNet2D", Some("net2")),
+        ("URPC", "URPC", None),
+        ("MCNet", "MCNet", None),
+    ];
+    for (method, net, extra) in cases {
+        let out = dir.path().join(method);
+        // rampup_end = 0 so that the weight is regularize_w from the start
+        let semi = format!(
+            "method = \"{method}\"\nregularize_w = 0.5\nrampup_end = 0.0\nparams = {{ mc_dropout_n = 2 }}"
+        );
+        let cfg = config(&root, &out, net, &semi, 2);
+        let mut t = semi_trainer(cfg).unwrap();
+        t.progress = false;
+        let s = t.run().unwrap();
+        assert_eq!(s.iterations, 2, "{method}");
+        let log = jsonl(&out);
+        assert_eq!(log.len(), 2, "{method}");
+        for e in &log {
+            let unsup = e["unsup"].as_f64().unwrap();
+            let sup = e["sup"].as_f64().unwrap();
+            let w = e["weight"].as_f64().unwrap();
+            let loss = e["loss"].as_f64().unwrap();
+            assert!(unsup.is_finite() && unsup > 0.0, "{method}: unsup {unsup}");
+            assert!(sup.is_finite() && sup > 0.0, "{method}: sup {sup}");
+            assert_eq!(w, 0.5, "{method}");
+            // the logged total is the supervised part plus the weighted term
+            let sup_total = if method == "CPS" {
+                sup + e["sup2"].as_f64().unwrap()
+            } else {
+                sup
+            };
+            assert!(
+                (loss - (sup_total + w * unsup)).abs() < 1e-4 * loss.abs().max(1.0),
+                "{method}: {loss} vs {sup_total} + {w} * {unsup}"
+            );
+        }
+        let ck = out.join("checkpoints");
+        assert!(ck.join("latest.safetensors").is_file(), "{method}");
+        if let Some(suffix) = extra {
+            assert!(
+                ck.join(format!("latest_{suffix}.safetensors")).is_file(),
+                "{method}: {suffix} weights not saved"
+            );
+        }
+    }
+}
+
+fn random_batch(n: usize, seed: u64, dev: &Device) -> TensorBatch {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let img: Vec<f32> = (0..n * 32 * 32)
+        .map(|_| rng.random::<f32>() - 0.5)
+        .collect();
+    let lab: Vec<u32> = (0..n * 32 * 32)
+        .map(|_| rng.random_range(0..4u32))
+        .collect();
+    let image = Tensor::from_vec(img, (n, 1, 32, 32), dev).unwrap();
+    let labels = Tensor::from_vec(lab, (n, 1, 32, 32), dev).unwrap();
+    TensorBatch {
+        image,
+        target: LossTarget::class_map(labels.clone()).with_ignore(255),
+        labels: Some(labels),
+    }
+}
+
+fn snapshot(vm: &candle_nn::VarMap) -> Vec<(String, Vec<f32>)> {
+    let data = vm.data().lock().unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = data
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn mean_teacher_update_is_an_exact_in_place_ema_of_weights_and_running_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::Cpu;
+    let semi = "method = \"MeanTeacher\"\nema_decay = 0.9";
+    let cfg = config(dir.path(), &dir.path().join("o"), "UNet2D", semi, 10);
+    let (student_vm, student) = build_net(&network_config(&cfg), &dev).unwrap();
+    let slot = StudentSlot::new();
+    slot.bind(&student_vm);
+    let mut mt = MeanTeacherLearner::new(&cfg, &dev, slot).unwrap();
+    // same configuration and seed: the teacher starts as the student
+    assert_eq!(snapshot(mt.teacher().varmap()), snapshot(&student_vm));
+
+    let loss = build_loss(&cfg.training.loss).unwrap();
+    let (lab, unl) = (random_batch(2, 1, &dev), random_batch(2, 2, &dev));
+    let ctx = StepContext {
+        iteration: 7,
+        iterations: 10,
+        net: student.as_ref(),
+        loss: loss.as_ref(),
+        labelled: &lab,
+        unlabelled: Some(&unl),
+        config: &cfg,
+    };
+    let t_before = snapshot(mt.teacher().varmap());
+    let out = mt.train_step(&ctx).unwrap();
+    // the teacher's train-mode forward leaves its running statistics alone,
+    // while the student's moved
+    assert_eq!(snapshot(mt.teacher().varmap()), t_before);
+    let s_after = snapshot(&student_vm);
+    let moved = s_after
+        .iter()
+        .zip(&t_before)
+        .filter(|(s, t)| s.0.ends_with("running_mean") && s.1 != t.1)
+        .count();
+    assert!(moved > 0);
+    // a real optimiser-like step on the student: SGD with the step's gradient
+    let grads = out.loss.backward().unwrap();
+    for v in medseg_nets::trainable_vars(&student_vm) {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            v.set(&(v.as_tensor() - (g * 0.5).unwrap()).unwrap())
+                .unwrap();
+        }
+    }
+    let t0 = snapshot(mt.teacher().varmap());
+    let s1 = snapshot(&student_vm);
+    let held = mt.teacher().varmap().data().lock().unwrap()["encoder.in_conv.conv_conv.0.weight"]
+        .as_tensor()
+        .clone();
+    mt.after_update(&ctx).unwrap();
+    let d = ema_decay_at(7, 0.9);
+    assert_eq!(d, 0.875);
+    let t1 = snapshot(mt.teacher().varmap());
+    let mut changed = 0;
+    for ((a, b), (c, e)) in t0.iter().zip(&s1).zip(&t1) {
+        assert_eq!(a.0, b.0);
+        assert_eq!(&a.0, c);
+        for ((&t, &s), &got) in a.1.iter().zip(&b.1).zip(e) {
+            let want = t * d as f32 + s * (1.0 - d) as f32;
+            assert_eq!(got, want, "{}", a.0);
+            changed += (got != t) as usize;
+        }
+    }
+    assert!(changed > 1000, "only {changed} values moved");
+    // in place: a tensor handle taken before the update sees the new values
+    let name = "encoder.in_conv.conv_conv.0.weight";
+    let now = t1.iter().find(|x| x.0 == name).unwrap();
+    assert_eq!(held.flatten_all().unwrap().to_vec1::<f32>().unwrap(), now.1);
+}
+
+#[test]
+fn consistency_weight_follows_the_sigmoid_rampup() {
+    let dir = tempfile::tempdir().unwrap();
+    let semi = "method = \"CPS\"\nregularize_w = 0.5\nrampup_start = 0.1\nrampup_end = 0.5";
+    let cfg = config(dir.path(), dir.path(), "UNet2D", semi, 100);
+    let s = cfg.semi.as_ref().unwrap();
+    let e5 = (-5.0f64).exp();
+    assert!((consistency_weight(s, 0, 100) - 0.5 * e5).abs() < 1e-15);
+    assert!((consistency_weight(s, 10, 100) - 0.5 * e5).abs() < 1e-15);
+    // t = (30 - 10) / 40 = 0.5: exp(-5 * 0.25)
+    assert!((consistency_weight(s, 30, 100) - 0.5 * (-1.25f64).exp()).abs() < 1e-15);
+    // t = (40 - 10) / 40 = 0.75: exp(-5 * 0.0625)
+    assert!((consistency_weight(s, 40, 100) - 0.5 * (-0.3125f64).exp()).abs() < 1e-15);
+    assert_eq!(consistency_weight(s, 50, 100), 0.5);
+    assert_eq!(consistency_weight(s, 99, 100), 0.5);
+}
+
+#[test]
+fn bad_configs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::Cpu;
+    let err = |net: &str, semi: &str| {
+        let cfg = config(dir.path(), dir.path(), net, semi, 10);
+        build_semi_learner(&cfg, &dev)
+            .err()
+            .expect("must fail")
+            .to_string()
+    };
+    let e = err("UNet2D", "method = \"MeanTeacherr\"");
+    assert!(e.contains("MeanTeacherr") && e.contains("CPS"), "{e}");
+    let e = err("UNet2D", "method = \"CCT\"");
+    assert!(e.contains("CCTNet") && e.contains("network.name"), "{e}");
+    let e = err("UNet2D", "method = \"UAMT\"\nparams = { mc_dropout_n = 3 }");
+    assert!(e.contains("mc_dropout_n"), "{e}");
+    let e = err("UNet2D", "method = \"MCNet\"");
+    assert!(e.contains("\"MCNet\"") && e.contains("UNet2D"), "{e}");
+    // an unbound teacher says how to bind it
+    let cfg = config(
+        dir.path(),
+        dir.path(),
+        "UNet2D",
+        "method = \"MeanTeacher\"",
+        10,
+    );
+    let mut l = build_semi_learner_with_slot(&cfg, &dev, &StudentSlot::new()).unwrap();
+    let (_vm, net) = build_net(&network_config(&cfg), &dev).unwrap();
+    let loss = build_loss(&cfg.training.loss).unwrap();
+    let b = random_batch(1, 3, &dev);
+    let ctx = StepContext {
+        iteration: 0,
+        iterations: 10,
+        net: net.as_ref(),
+        loss: loss.as_ref(),
+        labelled: &b,
+        unlabelled: Some(&b),
+        config: &cfg,
+    };
+    let e = l.after_update(&ctx).err().unwrap().to_string();
+    assert!(e.contains("semi_trainer"), "{e}");
+}
+
+#[test]
+fn cps_trains_its_second_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::Cpu;
+    let cfg = config(dir.path(), dir.path(), "UNet2D", "method = \"CPS\"", 10);
+    let l = build_semi_learner(&cfg, &dev).unwrap();
+    let extra = l.extra_params();
+    let (vm1, net1) = build_net(&network_config(&cfg), &dev).unwrap();
+    // every trainable tensor of a second network, none of the running stats
+    assert_eq!(extra.len(), medseg_nets::trainable_vars(&vm1).len());
+    assert!(extra.iter().all(|(k, _)| k.starts_with("net2.")));
+    let total: usize = extra.iter().map(|(_, v)| v.as_tensor().elem_count()).sum();
+    assert_eq!(total, net1.num_parameters());
+    // a different initialisation from the first network
+    let w1 = vm1.data().lock().unwrap()["encoder.in_conv.conv_conv.0.weight"]
+        .as_tensor()
+        .clone();
+    let w2 = extra
+        .iter()
+        .find(|(k, _)| k == "net2.encoder.in_conv.conv_conv.0.weight")
+        .unwrap()
+        .1
+        .as_tensor()
+        .clone();
+    let diff = (w1 - w2)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!(diff > 0.0);
+}
