@@ -621,7 +621,7 @@ pub(crate) fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         return vec![0f32; wlen];
     }
     let pw = g.pointwise();
-    let t = tile_len(if pw { 1 } else { kdim }, osp, g.n, 256);
+    let t = tile_len(if pw { 1 } else { kdim }, osp, g.n, 64);
     let tiles = osp.div_ceil(t);
     let items = g.n * tiles;
     let run = |range: std::ops::Range<usize>, par: bool, acc: &mut [f32]| {

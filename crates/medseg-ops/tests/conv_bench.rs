@@ -9,8 +9,24 @@ use medseg_ops::{
 };
 use std::time::Instant;
 
+/// Process CPU time (user + system) in ms, from /proc/self/stat (10 ms ticks).
+fn cpu_ms() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) * 10.0
+}
+
+/// Median wall ms (or CPU ms per call over all iterations with CONV_BENCH_CPU set,
+/// which is less sensitive to other load on a shared machine).
 fn median_ms(iters: usize, mut f: impl FnMut() -> Tensor) -> f64 {
     let _ = f();
+    let c0 = cpu_ms();
     let mut v: Vec<f64> = (0..iters)
         .map(|_| {
             let t = Instant::now();
@@ -19,6 +35,9 @@ fn median_ms(iters: usize, mut f: impl FnMut() -> Tensor) -> f64 {
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
+    if std::env::var("CONV_BENCH_CPU").is_ok() {
+        return (cpu_ms() - c0) / iters as f64;
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
