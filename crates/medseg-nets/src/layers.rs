@@ -357,23 +357,40 @@ fn conv_transpose_nd(x: &Tensor, w: &Tensor, nd: usize, stride: usize) -> Result
 
 /// Max pooling with kernel 2 and stride 2 (floor of odd sizes).
 pub(crate) fn max_pool2(x: &Tensor, nd: usize) -> Result<Tensor> {
-    match nd {
-        2 => x.max_pool2d(2),
-        3 => {
-            let (n, c, d, h, w) = x.dims5()?;
-            if d < 2 {
-                candle_core::bail!("max_pool3d: depth {d} smaller than the kernel 2")
-            }
-            let y = x.reshape((n, c * d, h, w))?.max_pool2d(2)?;
-            let (_, _, h2, w2) = y.dims4()?;
-            let d2 = d / 2;
-            y.reshape((n, c, d, h2, w2))?
-                .narrow(2, 0, 2 * d2)?
-                .reshape((n, c, d2, 2, h2, w2))?
-                .max(3)
-        }
-        _ => candle_core::bail!("pooling needs 2 or 3 spatial dimensions"),
+    if use_ops(x) {
+        return match nd {
+            2 => medseg_ops::max_pool2d(x, [2; 2], [2; 2]),
+            3 => medseg_ops::max_pool3d(x, [2; 3], [2; 3]),
+            _ => candle_core::bail!("pooling needs 2 or 3 spatial dimensions"),
+        };
     }
+    max_pool2_composed(x, nd)
+}
+
+/// Max pooling by candle ops: odd trailing samples are dropped (pooling
+/// floors), each axis is split into pairs and the max taken over the pair
+/// axes. (candle's own `max_pool2d` gradient is scaled wrongly, so it is
+/// not used.)
+fn max_pool2_composed(x: &Tensor, nd: usize) -> Result<Tensor> {
+    if nd != 2 && nd != 3 {
+        candle_core::bail!("pooling needs 2 or 3 spatial dimensions")
+    }
+    let mut y = x.clone();
+    let mut shape = x.dims()[..2].to_vec();
+    for axis in 2..2 + nd {
+        let s = x.dim(axis)?;
+        if s < 2 {
+            candle_core::bail!("max pooling: size {s} smaller than the kernel 2")
+        }
+        y = y.narrow(axis, 0, s - s % 2)?;
+        shape.push(s / 2);
+        shape.push(2);
+    }
+    let mut y = y.contiguous()?.reshape(shape)?;
+    for k in (0..nd).rev() {
+        y = y.max(3 + 2 * k)?;
+    }
+    Ok(y)
 }
 
 /// Linear interpolation along one axis to `out` samples (PyTorch
@@ -415,6 +432,18 @@ fn interp_axis(x: &Tensor, axis: usize, out: usize, align_corners: bool) -> Resu
 
 /// Bi/tri-linear resize of the spatial axes to `size`.
 pub(crate) fn resize_linear(x: &Tensor, size: &[usize], align_corners: bool) -> Result<Tensor> {
+    if use_ops(x) && x.rank() == size.len() + 2 {
+        match *size {
+            [h, w] => return medseg_ops::upsample_bilinear2d(x, [h, w], align_corners),
+            [d, h, w] => return medseg_ops::upsample_trilinear3d(x, [d, h, w], align_corners),
+            _ => {}
+        }
+    }
+    resize_linear_composed(x, size, align_corners)
+}
+
+/// Separable linear resize by `index_select` and weights (any rank, device).
+fn resize_linear_composed(x: &Tensor, size: &[usize], align_corners: bool) -> Result<Tensor> {
     let mut y = x.clone();
     for (k, &s) in size.iter().enumerate() {
         y = interp_axis(&y, 2 + k, s, align_corners)?;
@@ -424,6 +453,18 @@ pub(crate) fn resize_linear(x: &Tensor, size: &[usize], align_corners: bool) -> 
 
 /// Nearest-neighbour resize of the spatial axes to `size` (PyTorch `nearest`).
 pub(crate) fn resize_nearest(x: &Tensor, size: &[usize]) -> Result<Tensor> {
+    if use_ops(x) && x.rank() == size.len() + 2 {
+        match *size {
+            [h, w] => return medseg_ops::upsample_nearest2d(x, [h, w]),
+            [d, h, w] => return medseg_ops::upsample_nearest3d(x, [d, h, w]),
+            _ => {}
+        }
+    }
+    resize_nearest_composed(x, size)
+}
+
+/// Nearest resize by `index_select` (any rank, device).
+fn resize_nearest_composed(x: &Tensor, size: &[usize]) -> Result<Tensor> {
     let mut y = x.clone();
     for (k, &out) in size.iter().enumerate() {
         let axis = 2 + k;
@@ -688,6 +729,69 @@ impl Norm {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(x, train, None)
+    }
+
+    fn kind_name(&self) -> (&str, &'static str, usize) {
+        match self {
+            Norm::Batch { gamma, name, .. } => (name, "BatchNorm", 2 * gamma.elem_count()),
+            Norm::Instance { name } => (name, "InstanceNorm", 0),
+            Norm::Group { gamma, name, .. } => (name, "GroupNorm", 2 * gamma.elem_count()),
+        }
+    }
+
+    /// Normalisation followed by `act`; on f32 CPU tensors BatchNorm and
+    /// InstanceNorm run as one fused `medseg-ops` kernel with the activation
+    /// (LeakyReLU or none), otherwise as a composition of candle ops.
+    pub fn forward_act(&self, x: &Tensor, train: bool, act: Option<&Act>) -> Result<Tensor> {
+        let fused = match act {
+            None => Some(medseg_ops::Activation::Identity),
+            Some(Act::LeakyRelu(s)) => Some(medseg_ops::Activation::LeakyRelu(*s)),
+            Some(_) => None,
+        };
+        if let (true, Some(f)) = (use_ops(x), fused) {
+            let y = match self {
+                Norm::Batch {
+                    gamma,
+                    beta,
+                    running_mean,
+                    running_var,
+                    ..
+                } => {
+                    if train {
+                        let (y, bm, bv) = medseg_ops::batch_norm_train(x, gamma, beta, BN_EPS, f)?;
+                        update_running(running_mean, running_var, &bm, &bv)?;
+                        Some(y)
+                    } else {
+                        Some(medseg_ops::batch_norm_eval(
+                            x,
+                            gamma,
+                            beta,
+                            &running_mean.as_tensor().detach(),
+                            &running_var.as_tensor().detach(),
+                            BN_EPS,
+                            f,
+                        )?)
+                    }
+                }
+                Norm::Instance { .. } => Some(medseg_ops::instance_norm(x, None, None, BN_EPS, f)?),
+                Norm::Group { .. } => None,
+            };
+            if let Some(y) = y {
+                let (name, kind, params) = self.kind_name();
+                record(name, kind, &y, params, 0);
+                return Ok(y);
+            }
+        }
+        let y = self.forward_composed(x, train)?;
+        match act {
+            Some(a) => a.forward(&y),
+            None => Ok(y),
+        }
+    }
+
+    /// Normalisation by candle ops (any device and dtype).
+    fn forward_composed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let nd = x.rank() - 2;
         let (y, name, kind, params) = match self {
             Norm::Batch {
@@ -712,12 +816,7 @@ impl Norm {
                         1.0
                     };
                     let bv = (var.detach().flatten_all()? * unbias)?;
-                    let rm = running_mean.as_tensor().detach();
-                    let rv = running_var.as_tensor().detach();
-                    let new_m = ((rm * (1.0 - BN_MOMENTUM))? + (bm * BN_MOMENTUM)?)?;
-                    let new_v = ((rv * (1.0 - BN_MOMENTUM))? + (bv * BN_MOMENTUM)?)?;
-                    running_mean.set(&new_m)?;
-                    running_var.set(&new_v)?;
+                    update_running(running_mean, running_var, &bm, &bv)?;
                     y
                 } else {
                     let m = per_channel(&running_mean.as_tensor().detach(), nd)?;
@@ -760,6 +859,15 @@ impl Norm {
         record(name, kind, &y, params, 0);
         Ok(y)
     }
+}
+
+/// `running = (1 - momentum) * running + momentum * batch` for mean and
+/// (unbiased) variance, as PyTorch.
+fn update_running(rm: &Var, rv: &Var, bm: &Tensor, bv: &Tensor) -> Result<()> {
+    let new_m = ((rm.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (bm.detach() * BN_MOMENTUM)?)?;
+    let new_v = ((rv.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (bv.detach() * BN_MOMENTUM)?)?;
+    rm.set(&new_m)?;
+    rv.set(&new_v)
 }
 
 /// Activation functions used by the networks.
@@ -1081,5 +1189,120 @@ mod tests {
             y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             vec![0.0, 0.0, 1.0, 1.0, 3.0, 3.0]
         );
+    }
+
+    #[track_caller]
+    fn grads_agree(a: &Tensor, c: &Tensor, vars: &[&Var]) {
+        assert_eq!(a.dims(), c.dims());
+        let scale = c
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(max_diff(a, c) < 1e-5 * scale.max(1.0), "values differ");
+        // a non-symmetric loss so that the gradients are informative
+        let wts = pseudo(a.dims(), 0.5);
+        let ga = (a * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (c * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in vars {
+            let (g1, g2) = (
+                ga.get(v.as_tensor()).unwrap(),
+                gc.get(v.as_tensor()).unwrap(),
+            );
+            let scale = g2
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let d = max_diff(g1, g2);
+            assert!(
+                d < 1e-4 * scale.max(1.0),
+                "gradient differs by {d} (scale {scale})"
+            );
+        }
+    }
+
+    /// medseg-ops pooling and resizing agree with the candle compositions.
+    #[test]
+    fn pool_and_resize_kernels_match_compositions() {
+        for shape in [vec![2, 3, 9, 7], vec![1, 2, 5, 7, 6]] {
+            let nd = shape.len() - 2;
+            let x = Var::from_tensor(&pseudo(&shape, 0.3)).unwrap();
+            let xt = x.as_tensor();
+            grads_agree(
+                &max_pool2(xt, nd).unwrap(),
+                &max_pool2_composed(xt, nd).unwrap(),
+                &[&x],
+            );
+            let size: Vec<usize> = shape[2..].iter().map(|s| 2 * s + 1).collect();
+            for ac in [true, false] {
+                grads_agree(
+                    &resize_linear(xt, &size, ac).unwrap(),
+                    &resize_linear_composed(xt, &size, ac).unwrap(),
+                    &[&x],
+                );
+            }
+            grads_agree(
+                &resize_nearest(xt, &size).unwrap(),
+                &resize_nearest_composed(xt, &size).unwrap(),
+                &[&x],
+            );
+        }
+    }
+
+    /// The fused BatchNorm/InstanceNorm kernels agree with the compositions,
+    /// including the running-statistics update.
+    #[test]
+    fn fused_norms_match_compositions() {
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let ctx = Ctx::new(vb, 0);
+        let x = Var::from_tensor(&pseudo(&[3, 4, 5, 6], 0.8)).unwrap();
+        for (i, kind) in [NormType::BatchNorm, NormType::InstanceNorm]
+            .into_iter()
+            .enumerate()
+        {
+            let a = Norm::new(&ctx.pp(format!("a{i}")), kind, 4, 1).unwrap();
+            let c = Norm::new(&ctx.pp(format!("c{i}")), kind, 4, 1).unwrap();
+            let leaky = Act::leaky();
+            for train in [true, false] {
+                let ya = a.forward_act(x.as_tensor(), train, Some(&leaky)).unwrap();
+                let yc = leaky
+                    .forward(&c.forward_composed(x.as_tensor(), train).unwrap())
+                    .unwrap();
+                grads_agree(&ya, &yc, &[&x]);
+            }
+            if let (
+                Norm::Batch {
+                    running_mean: m1,
+                    running_var: v1,
+                    ..
+                },
+                Norm::Batch {
+                    running_mean: m2,
+                    running_var: v2,
+                    ..
+                },
+            ) = (&a, &c)
+            {
+                assert!(max_diff(m1.as_tensor(), m2.as_tensor()) < 1e-6);
+                assert!(max_diff(v1.as_tensor(), v2.as_tensor()) < 1e-5);
+                // the statistics moved away from (0, 1)
+                assert!(
+                    m1.as_tensor()
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                        > 1e-3
+                );
+            }
+        }
     }
 }

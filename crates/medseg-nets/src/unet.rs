@@ -107,10 +107,10 @@ impl ConvBlock {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv1.forward(x)?;
-        let y = self.act1.forward(&self.norm1.forward(&y, train)?)?;
+        let y = self.norm1.forward_act(&y, train, Some(&self.act1))?;
         let y = self.drop.forward(&y, train)?;
         let y = self.conv2.forward(&y)?;
-        let y = self.act2.forward(&self.norm2.forward(&y, train)?)?;
+        let y = self.norm2.forward_act(&y, train, Some(&self.act2))?;
         match &self.scse {
             Some(s) => s.forward(&y),
             None => Ok(y),
