@@ -559,3 +559,89 @@ impl Transform for ElasticDeformation {
         Ok(sample)
     }
 }
+
+/// Crops a box whose side along each spatial axis is a random fraction
+/// (`scale_range`, one fraction for all axes when `isotropic`) of the
+/// image's, at a random position, and resizes it to `size` in one
+/// interpolation (PyMIC's `RandomResizedCrop`). Invertible.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomResizedCrop {
+    /// Output spatial size, one value per spatial axis (array axis order).
+    pub size: Vec<usize>,
+    /// Range of the crop side as a fraction of the image side.
+    #[serde(default = "default_rrc_scale")]
+    pub scale_range: [f64; 2],
+    /// One fraction for all axes (default) or one per axis.
+    #[serde(default = "yes")]
+    pub isotropic: bool,
+    /// Image interpolation (`linear` or `nearest`).
+    #[serde(default)]
+    pub image_interp: Interp,
+}
+
+fn default_rrc_scale() -> [f64; 2] {
+    [0.5, 1.0]
+}
+
+impl Validate for RandomResizedCrop {
+    fn validate(&self) -> Result<()> {
+        if self.size.is_empty() || self.size.len() > 3 || self.size.contains(&0) {
+            return Err(Error::invalid(
+                "size",
+                format!("expected 2 or 3 positive sizes, got {:?}", self.size),
+            ));
+        }
+        check_range("scale_range", self.scale_range)?;
+        if self.scale_range[0] <= 0.0 || self.scale_range[1] > 1.0 {
+            return Err(Error::invalid("scale_range", "fractions must be in (0, 1]"));
+        }
+        Ok(())
+    }
+}
+
+impl Transform for RandomResizedCrop {
+    fn name(&self) -> &str {
+        "RandomResizedCrop"
+    }
+    fn is_random(&self) -> bool {
+        true
+    }
+    fn apply(&self, sample: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let (shape, ndim) = shape3(&sample);
+        let out = embed(&self.size, ndim, 1, "size")?;
+        let iso = draw(rng, self.scale_range);
+        let mut matrix = [[0.0; 3]; 3];
+        let mut offset = [0.0; 3];
+        matrix[0][0] = 1.0;
+        for a in 3 - ndim..3 {
+            let f = if self.isotropic {
+                iso
+            } else {
+                draw(rng, self.scale_range)
+            };
+            let side = ((shape[a] as f64 * f).round() as usize).clamp(1, shape[a]);
+            let start = rng.random_range(0..=shape[a] - side) as f64;
+            let k = side as f64 / out[a] as f64;
+            matrix[a][a] = k;
+            offset[a] = start + 0.5 * k - 0.5;
+        }
+        let op = GridOp::Affine {
+            matrix,
+            offset,
+            out_shape: out,
+        };
+        let fills = Fills {
+            image: 0.0,
+            label: 0,
+            interp: self.image_interp,
+        };
+        apply_grid_op(
+            sample,
+            "RandomResizedCrop",
+            op,
+            fills,
+            serde_json::json!({}),
+        )
+    }
+}

@@ -9,7 +9,9 @@ mod label;
 mod pipeline;
 mod spatial;
 
-pub use geometric::{ElasticDeformation, RandomAffine, RandomRescale, RandomRotate, Resample};
+pub use geometric::{
+    ElasticDeformation, RandomAffine, RandomRescale, RandomResizedCrop, RandomRotate, Resample,
+};
 pub use grid::{GridOp, Interp};
 pub use intensity::{
     mean_std, percentile, BrightnessAdditive, BrightnessMultiplicative, ContrastAdjust,
@@ -50,6 +52,7 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "RandomFlip",
     "RandomForegroundCrop",
     "RandomRescale",
+    "RandomResizedCrop",
     "RandomRot90",
     "RandomRotate",
     "RandomTranspose",
@@ -79,6 +82,7 @@ fn register_builtins(r: &mut Registry) {
     r.register_de::<RandomFlip>("RandomFlip");
     r.register_de::<RandomForegroundCrop>("RandomForegroundCrop");
     r.register_de::<RandomRescale>("RandomRescale");
+    r.register_de::<RandomResizedCrop>("RandomResizedCrop");
     r.register_de::<RandomRot90>("RandomRot90");
     r.register_de::<RandomRotate>("RandomRotate");
     r.register_de::<RandomTranspose>("RandomTranspose");

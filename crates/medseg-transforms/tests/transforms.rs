@@ -279,6 +279,7 @@ fn spatial_transforms_never_invent_label_classes() {
         {"name": "RandomRotate", "angle_range_d": [-40, 40], "angle_range_h": [-10, 10], "p": 1.0},
         {"name": "RandomAffine", "angle_range_d": [-30, 30], "scale_range": [0.7, 1.4], "translate_range": [-3, 3], "p": 1.0},
         {"name": "RandomRescale", "ratio_range": [0.6, 1.5]},
+        {"name": "RandomResizedCrop", "size": [9, 20, 11], "scale_range": [0.4, 0.9], "isotropic": false},
         {"name": "Resample", "spacing": [1.3, 0.7, 1.9]},
         {"name": "ElasticDeformation", "grid_spacing": 4, "magnitude_range": [2, 3], "p": 1.0},
         {"name": "RandomCrop", "size": [10, 30, 12]},
@@ -442,6 +443,47 @@ fn rotate_and_resample_inverse_approximately_restore() {
         assert_eq!(back.shape(), s.image.data.shape());
         let err = interior_max_err(&back, &s.image.data, 4);
         assert!(err < 3.0, "{shape:?}: resample inverse error {err}");
+    }
+}
+
+#[test]
+fn resized_crop_maps_back_to_its_box() {
+    let s = smooth_sample(&[40, 50]);
+    for seed in 0..4 {
+        let out = apply(
+            json!({"name": "RandomResizedCrop", "size": [24, 24], "scale_range": [0.6, 0.9]}),
+            s.clone(),
+            seed,
+        );
+        assert_eq!(out.image.data.shape(), &[1, 24, 24]);
+        let back = invert_prediction(&out.history, out.image.data.clone()).unwrap();
+        assert_eq!(back.shape(), s.image.data.shape());
+        // inside the crop box the round trip is close to the original
+        let op = &out.history[0].params["op"];
+        let (k, b) = (
+            op["matrix"][1][1].as_f64().unwrap(),
+            op["offset"][1].as_f64().unwrap(),
+        );
+        let (lo, hi) = (
+            (b + 0.5 - 0.5 * k).ceil() as usize + 2,
+            (b + 0.5 + 23.5 * k) as usize - 2,
+        );
+        let (k2, b2) = (
+            op["matrix"][2][2].as_f64().unwrap(),
+            op["offset"][2].as_f64().unwrap(),
+        );
+        let (lo2, hi2) = (
+            (b2 + 0.5 - 0.5 * k2).ceil() as usize + 2,
+            (b2 + 0.5 + 23.5 * k2) as usize - 2,
+        );
+        let mut worst = 0f32;
+        for y in lo..hi {
+            for x in lo2..hi2 {
+                worst = worst.max((back[[0, y, x]] - s.image.data[[0, y, x]]).abs());
+            }
+        }
+        assert!(worst < 6.0, "seed {seed}: {worst}");
+        assert!(hi > lo && hi2 > lo2);
     }
 }
 
