@@ -208,6 +208,52 @@ where
         })
 }
 
+/// [`scan`] for a single foreground predicate, with branch-free counting
+/// on contiguous rows.
+pub(crate) fn scan_one<T, F>(pred: ArrayView3<T>, gt: ArrayView3<T>, is_fg: F) -> SlotScan
+where
+    T: Sync,
+    F: Fn(&T) -> bool + Sync,
+{
+    Zip::indexed(pred.lanes(Axis(2)))
+        .and(gt.lanes(Axis(2)))
+        .into_par_iter()
+        .fold(SlotScan::new, |mut acc, ((d, h), lp, lg)| {
+            let (np, ng, tp) = match (lp.as_slice(), lg.as_slice()) {
+                (Some(a), Some(b)) => {
+                    a.iter()
+                        .zip(b)
+                        .fold((0u64, 0u64, 0u64), |(np, ng, tp), (p, g)| {
+                            let (x, y) = (is_fg(p) as u64, is_fg(g) as u64);
+                            (np + x, ng + y, tp + (x & y))
+                        })
+                }
+                _ => lp
+                    .iter()
+                    .zip(lg.iter())
+                    .fold((0, 0, 0), |(np, ng, tp), (p, g)| {
+                        let (x, y) = (is_fg(p) as u64, is_fg(g) as u64);
+                        (np + x, ng + y, tp + (x & y))
+                    }),
+            };
+            if np + ng > 0 {
+                let hit = |(p, g): (&T, &T)| is_fg(p) || is_fg(g);
+                let first = lp.iter().zip(lg.iter()).position(hit).unwrap_or(0);
+                let last = lp.len() - 1 - lp.iter().zip(lg.iter()).rev().position(hit).unwrap_or(0);
+                acc.n_pred += np;
+                acc.n_gt += ng;
+                acc.tp += tp;
+                acc.lo = [acc.lo[0].min(d), acc.lo[1].min(h), acc.lo[2].min(first)];
+                acc.hi = [acc.hi[0].max(d), acc.hi[1].max(h), acc.hi[2].max(last)];
+            }
+            acc
+        })
+        .reduce(SlotScan::new, |mut a, b| {
+            a.merge(&b);
+            a
+        })
+}
+
 /// Confusion counts of `class` between a predicted and a ground-truth label
 /// map of the same shape (`[H, W]` or `[D, H, W]`, spatial axes only).
 pub fn confusion(pred: ArrayViewD<u16>, gt: ArrayViewD<u16>, class: u16) -> Result<Counts> {
@@ -215,8 +261,7 @@ pub fn confusion(pred: ArrayViewD<u16>, gt: ArrayViewD<u16>, class: u16) -> Resu
     let total = pred.len() as u64;
     let p = to3(pred)?.view;
     let g = to3(gt)?.view;
-    let s = scan(p, g, 1, |&v| if v == class { 0 } else { NO_SLOT });
-    Ok(s[0].counts(total))
+    Ok(scan_one(p, g, |&v| v == class).counts(total))
 }
 
 /// Dice of `class` between two label maps of the same shape; NaN when the

@@ -2,7 +2,7 @@
 
 use crate::edt::directed_surface_distances;
 use crate::options::{AssdDefinition, Connectivity, EmptyPolicies, Hd95Definition};
-use crate::overlap::{scan, SlotScan, NO_SLOT};
+use crate::overlap::{scan_one, SlotScan};
 use crate::stats::{max, mean, percentile};
 use crate::util::{check_pair, spacing3, to3};
 use crate::Result;
@@ -184,8 +184,18 @@ where
         let sh = bbox.lo[1] + h - pad(1);
         let p = pred.slice(ndarray::s![sd, sh, bbox.lo[2]..=bbox.hi[2]]);
         let g = gt.slice(ndarray::s![sd, sh, bbox.lo[2]..=bbox.hi[2]]);
-        for ((o, pv), gv) in row.iter_mut().skip(1).zip(p.iter()).zip(g.iter()) {
-            *o = is_pred(pv) as u8 | ((is_gt(gv) as u8) << 1);
+        let row = row.as_slice_mut().expect("contiguous row");
+        match (p.as_slice(), g.as_slice()) {
+            (Some(p), Some(g)) => {
+                for ((o, pv), gv) in row[1..].iter_mut().zip(p).zip(g) {
+                    *o = is_pred(pv) as u8 | ((is_gt(gv) as u8) << 1);
+                }
+            }
+            _ => {
+                for ((o, pv), gv) in row[1..].iter_mut().zip(p.iter()).zip(g.iter()) {
+                    *o = is_pred(pv) as u8 | ((is_gt(gv) as u8) << 1);
+                }
+            }
         }
     });
     // surface: a voxel whose label bit is missing in some neighbour
@@ -279,13 +289,13 @@ fn surface_distances_by<T: Sync>(
     let sp = spacing3(spacing, pred.ndim())?;
     let p = to3(pred)?;
     let g = to3(gt)?.view;
-    let s = scan(p.view, g, 1, |v| if is_fg(v) { 0 } else { NO_SLOT });
+    let s = scan_one(p.view, g, &is_fg);
     Ok(pair_distances(
         p.view,
         g,
         &is_fg,
         &is_fg,
-        &s[0],
+        &s,
         p.active,
         sp,
         connectivity,
