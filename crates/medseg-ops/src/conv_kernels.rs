@@ -714,6 +714,16 @@ pub(crate) struct ConvBwdWeightOp(pub Geom);
 /// Per-channel sum of a `[N, C, ...]` tensor, shape `[C]`.
 pub(crate) struct ChannelSumOp;
 
+/// Computes a gradient only for arguments that take part in backprop (inputs
+/// that are plain tensors, like a network's input image, get none).
+fn need(arg: &Tensor, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    if arg.track_op() {
+        f().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 fn storage(v: Vec<f32>, dims: &[usize]) -> (CpuStorage, Shape) {
     (CpuStorage::F32(v), Shape::from(dims.to_vec()))
 }
@@ -742,9 +752,9 @@ impl CustomOp2 for ConvFwdOp {
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let gy = gy.contiguous()?;
-        let dx = gy.apply_op2(w, ConvBwdDataOp(self.0))?;
-        let dw = x.apply_op2(&gy, ConvBwdWeightOp(self.0))?;
-        Ok((Some(dx), Some(dw)))
+        let dx = need(x, || gy.apply_op2(w, ConvBwdDataOp(self.0)))?;
+        let dw = need(w, || x.apply_op2(&gy, ConvBwdWeightOp(self.0)))?;
+        Ok((dx, dw))
     }
 }
 
@@ -771,15 +781,15 @@ impl CustomOp3 for ConvFwdOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let gy = gy.contiguous()?;
-        let dx = gy.apply_op2(w, ConvBwdDataOp(self.0))?;
-        let dw = x.apply_op2(&gy, ConvBwdWeightOp(self.0))?;
-        let db = gy.apply_op1(ChannelSumOp)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        let dx = need(x, || gy.apply_op2(w, ConvBwdDataOp(self.0)))?;
+        let dw = need(w, || x.apply_op2(&gy, ConvBwdWeightOp(self.0)))?;
+        let db = need(b, || gy.apply_op1(ChannelSumOp))?;
+        Ok((dx, dw, db))
     }
 }
 
@@ -807,9 +817,9 @@ impl CustomOp2 for ConvBwdDataOp {
         gx: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let gx = gx.contiguous()?;
-        let ddy = gx.apply_op2(w, ConvFwdOp(self.0))?;
-        let dw = gx.apply_op2(dy, ConvBwdWeightOp(self.0))?;
-        Ok((Some(ddy), Some(dw)))
+        let ddy = need(dy, || gx.apply_op2(w, ConvFwdOp(self.0)))?;
+        let dw = need(w, || gx.apply_op2(dy, ConvBwdWeightOp(self.0)))?;
+        Ok((ddy, dw))
     }
 }
 
@@ -836,15 +846,15 @@ impl CustomOp3 for ConvBwdDataOp {
         &self,
         dy: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         gx: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let gx = gx.contiguous()?;
-        let ddy = gx.apply_op2(w, ConvFwdOp(self.0))?;
-        let dw = gx.apply_op2(dy, ConvBwdWeightOp(self.0))?;
-        let db = gx.apply_op1(ChannelSumOp)?;
-        Ok((Some(ddy), Some(dw), Some(db)))
+        let ddy = need(dy, || gx.apply_op2(w, ConvFwdOp(self.0)))?;
+        let dw = need(w, || gx.apply_op2(dy, ConvBwdWeightOp(self.0)))?;
+        let db = need(b, || gx.apply_op1(ChannelSumOp))?;
+        Ok((ddy, dw, db))
     }
 }
 
@@ -872,9 +882,9 @@ impl CustomOp2 for ConvBwdWeightOp {
         gw: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let gw = gw.contiguous()?;
-        let dx = dy.apply_op2(&gw, ConvBwdDataOp(self.0))?;
-        let ddy = x.apply_op2(&gw, ConvFwdOp(self.0))?;
-        Ok((Some(dx), Some(ddy)))
+        let dx = need(x, || dy.apply_op2(&gw, ConvBwdDataOp(self.0)))?;
+        let ddy = need(dy, || x.apply_op2(&gw, ConvFwdOp(self.0)))?;
+        Ok((dx, ddy))
     }
 }
 

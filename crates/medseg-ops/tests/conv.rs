@@ -51,6 +51,7 @@ fn check_against_naive(g: G, seed: u64) {
     assert_close(&db, &fd_grad(&args, 2, &loss), 1e-4, &format!("{g:?} db"));
 }
 
+#[allow(clippy::too_many_arguments)]
 fn geom(
     n: usize,
     cin: usize,
@@ -441,4 +442,35 @@ fn conv2d_input_and_weight_grad_match_autograd() {
         // mismatched gradient size is rejected
         assert!(medseg_ops::conv2d_input_grad(&gy, wv.as_tensor(), [h + 5, wd], &p).is_err());
     }
+}
+
+/// Gradients are produced for the weight when the input is a plain tensor
+/// (no input gradient is computed then), and they match the full computation.
+#[test]
+fn conv_gradient_only_for_tracked_arguments() {
+    let mut r = rng(1000);
+    let xs = randv(&mut r, 2 * 3 * 8 * 7);
+    let ws = randv(&mut r, 4 * 3 * 9);
+    let p = Conv2dParams {
+        padding: [1, 1],
+        ..Default::default()
+    };
+    let x_plain = tensor(&xs, &[2, 3, 8, 7]);
+    let wv = var(&ws, &[4, 3, 3, 3]);
+    let y = conv2d(&x_plain, wv.as_tensor(), None, &p).unwrap();
+    let rr = tensor(&randv(&mut r, y.elem_count()), y.dims());
+    let g1 = (&y * &rr).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g1.get(&x_plain).is_none());
+    let xv = var(&xs, &[2, 3, 8, 7]);
+    let y2 = conv2d(xv.as_tensor(), wv.as_tensor(), None, &p).unwrap();
+    let g2 = (&y2 * &rr).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g2.get(xv.as_tensor()).is_some());
+    let dw1 = to_vec(g1.get(wv.as_tensor()).unwrap());
+    let dw2 = f64v(&to_vec(g2.get(wv.as_tensor()).unwrap()));
+    assert_close(
+        &dw1,
+        &dw2,
+        1e-6,
+        "weight gradient with and without input gradient",
+    );
 }

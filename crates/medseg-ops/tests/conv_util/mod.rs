@@ -75,20 +75,16 @@ pub struct G {
 impl G {
     /// Output size of the convolution.
     pub fn conv_out(&self) -> [usize; 3] {
-        let mut o = [0; 3];
-        for i in 0..3 {
-            o[i] = (self.inp[i] + 2 * self.p[i] - self.d[i] * (self.k[i] - 1) - 1) / self.s[i] + 1;
-        }
-        o
+        std::array::from_fn(|i| {
+            (self.inp[i] + 2 * self.p[i] - self.d[i] * (self.k[i] - 1) - 1) / self.s[i] + 1
+        })
     }
     /// Output size of the transposed convolution.
     pub fn tconv_out(&self) -> [usize; 3] {
-        let mut o = [0; 3];
-        for i in 0..3 {
-            o[i] = (self.inp[i] - 1) * self.s[i] + self.d[i] * (self.k[i] - 1) + self.op[i] + 1
-                - 2 * self.p[i];
-        }
-        o
+        std::array::from_fn(|i| {
+            (self.inp[i] - 1) * self.s[i] + self.d[i] * (self.k[i] - 1) + self.op[i] + 1
+                - 2 * self.p[i]
+        })
     }
     pub fn x_len(&self) -> usize {
         self.n * self.cin * self.inp.iter().product::<usize>()
