@@ -9,6 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The activation applied after a normalisation (or on its own by [`activate`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -68,6 +69,27 @@ pub(crate) fn with_slice<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -
 /// A CPU f32 tensor of the given shape from a vector.
 pub(crate) fn from_vec(v: Vec<f32>, shape: &Shape) -> Result<Tensor> {
     Tensor::from_vec(v, shape.clone(), &candle_core::Device::Cpu)
+}
+
+/// A vector of `n` f32 written in parallel by `f(chunk_index, chunk)` over
+/// chunks of `chunk` elements, without zero-filling it first. `f` must write
+/// every element of its chunk (it receives `MaybeUninit` slots).
+pub(crate) fn par_fill(
+    n: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    if n > 0 {
+        v.spare_capacity_mut()[..n]
+            .par_chunks_mut(chunk.max(1))
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+    // SAFETY: the capacity is at least n and every caller's `f` writes every
+    // element of every chunk, so the first n elements are initialised.
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// A raw pointer that may be shared between rayon tasks writing disjoint elements.
@@ -133,15 +155,13 @@ impl CustomOp1 for ActOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = cpu_slice(s, l, self.name())?;
-        let mut y = vec![0f32; x.len()];
         let slope = self.slope;
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = act1(x, slope);
-                }
-            });
+        let y = par_fill(x.len(), CHUNK, |i, y| {
+            let x = &x[i * CHUNK..i * CHUNK + y.len()];
+            for (y, &x) in y.iter_mut().zip(x) {
+                y.write(act1(x, slope));
+            }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -149,15 +169,12 @@ impl CustomOp1 for ActOp {
         let slope = self.slope;
         let g = with_slice(arg, self.name(), |x| {
             with_slice(grad, "medseg-leaky-relu-bwd", |dy| {
-                let mut dx = vec![0f32; x.len()];
-                dx.par_chunks_mut(CHUNK)
-                    .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-                    .for_each(|(dx, (x, dy))| {
-                        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                            *dx = if x > 0.0 { dy } else { dy * slope };
-                        }
-                    });
-                dx
+                par_fill(x.len(), CHUNK, |i, dx| {
+                    let r = i * CHUNK..i * CHUNK + dx.len();
+                    for ((dx, &x), &dy) in dx.iter_mut().zip(&x[r.clone()]).zip(&dy[r]) {
+                        dx.write(if x > 0.0 { dy } else { dy * slope });
+                    }
+                })
             })
         })??;
         Ok(Some(from_vec(g, arg.shape())?))

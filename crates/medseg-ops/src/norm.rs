@@ -11,7 +11,7 @@
 //! pass; the backward is one reduction pass and one pass that writes the input
 //! gradient. Other devices/dtypes are composed from candle ops.
 
-use crate::activation::{activate, cpu_slice, from_vec, is_fast, with_slice, Activation};
+use crate::activation::{activate, cpu_slice, from_vec, is_fast, par_fill, with_slice, Activation};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -119,22 +119,21 @@ impl CustomOp3 for NormOp {
         let beta = cpu_slice(s3, l3, self.name())?;
         let (_, c, s) = ncs(l1.dims());
         let slope = self.slope;
-        let mut y = vec![0f32; x.len()];
-        if s > 0 {
-            y.par_chunks_mut(s)
-                .zip(x.par_chunks(s))
-                .enumerate()
-                .for_each(|(p, (y, x))| {
-                    let ch = p % c;
-                    let k = self.stat(p, c);
-                    let a = gamma[ch] * self.invstd[k];
-                    let b = beta[ch] - self.mean[k] * a;
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        let z = a.mul_add(x, b);
-                        *y = if z > 0.0 { z } else { z * slope };
-                    }
-                });
-        }
+        let y = if s > 0 {
+            par_fill(x.len(), s, |p, y| {
+                let x = &x[p * s..(p + 1) * s];
+                let ch = p % c;
+                let k = self.stat(p, c);
+                let a = gamma[ch] * self.invstd[k];
+                let b = beta[ch] - self.mean[k] * a;
+                for (y, &x) in y.iter_mut().zip(x) {
+                    let z = a.mul_add(x, b);
+                    y.write(if z > 0.0 { z } else { z * slope });
+                }
+            })
+        } else {
+            vec![]
+        };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -197,38 +196,35 @@ impl CustomOp3 for NormOp {
                     dbeta[ch] = b as f32;
                 }
                 // pass 2: input gradient
-                let mut dx = vec![0f32; x.len()];
                 let mode = self.mode;
-                dx.par_chunks_mut(s)
-                    .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
-                    .enumerate()
-                    .for_each(|(p, (dx, (x, dy)))| {
-                        let ch = p % c;
-                        let k = self.stat(p, c);
-                        let (m, is) = (self.mean[k], self.invstd[k]);
-                        let a = gv[ch] * is;
-                        let b = bv[ch] - m * a;
-                        let (mdz, mdzx) = match mode {
-                            Mode::BatchEval => (0.0, 0.0),
-                            Mode::BatchTrain => {
-                                let cnt = (n * s) as f64;
-                                (
-                                    (dbeta[ch] as f64 / cnt) as f32,
-                                    (dgamma[ch] as f64 / cnt) as f32,
-                                )
-                            }
-                            Mode::Instance => {
-                                let cnt = s as f64;
-                                ((sums[p].0 / cnt) as f32, (sums[p].1 / cnt) as f32)
-                            }
-                        };
-                        for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
-                            let z = a.mul_add(xv, b);
-                            let dz = if z > 0.0 { g } else { g * slope };
-                            let xh = (xv - m) * is;
-                            *d = a * (dz - mdz - xh * mdzx);
+                let dx = par_fill(x.len(), s, |p, dx| {
+                    let (x, dy) = (&x[p * s..(p + 1) * s], &dy[p * s..(p + 1) * s]);
+                    let ch = p % c;
+                    let k = self.stat(p, c);
+                    let (m, is) = (self.mean[k], self.invstd[k]);
+                    let a = gv[ch] * is;
+                    let b = bv[ch] - m * a;
+                    let (mdz, mdzx) = match mode {
+                        Mode::BatchEval => (0.0, 0.0),
+                        Mode::BatchTrain => {
+                            let cnt = (n * s) as f64;
+                            (
+                                (dbeta[ch] as f64 / cnt) as f32,
+                                (dgamma[ch] as f64 / cnt) as f32,
+                            )
                         }
-                    });
+                        Mode::Instance => {
+                            let cnt = s as f64;
+                            ((sums[p].0 / cnt) as f32, (sums[p].1 / cnt) as f32)
+                        }
+                    };
+                    for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
+                        let z = a.mul_add(xv, b);
+                        let dz = if z > 0.0 { g } else { g * slope };
+                        let xh = (xv - m) * is;
+                        d.write(a * (dz - mdz - xh * mdzx));
+                    }
+                });
                 (dx, dgamma, dbeta)
             })
         })??;
