@@ -165,10 +165,11 @@ fn main() -> Result<()> {
     };
 
     // cases: explicit inputs, else the config's test manifest
-    let cases: Vec<(String, Vec<PathBuf>)> = if !cli.input.is_empty() {
+    // (name, image files, ground truth if the manifest has one)
+    let cases: Vec<(String, Vec<PathBuf>, Option<PathBuf>)> = if !cli.input.is_empty() {
         cli.input
             .iter()
-            .map(|p| (medseg_io::file_stem(p), vec![p.clone()]))
+            .map(|p| (medseg_io::file_stem(p), vec![p.clone()], None))
             .collect()
     } else if let Some(c) = &cfg {
         let test = c
@@ -180,22 +181,38 @@ fn main() -> Result<()> {
         m.rows
             .iter()
             .map(|r| {
-                let files: Vec<PathBuf> = r.images.iter().map(|p| m.root.join(p)).collect();
-                (medseg_io::file_stem(&files[0]), files)
+                let files: Vec<PathBuf> = r.images.iter().map(|p| m.resolve(p)).collect();
+                (
+                    medseg_io::file_stem(&files[0]),
+                    files,
+                    r.label.as_ref().map(|l| m.resolve(l)),
+                )
             })
             .collect()
     } else {
         bail!("give --input files or a CONFIG with dataset.test_csv");
     };
     let pb = indicatif::ProgressBar::new(cases.len() as u64);
-    for (name, files) in &cases {
-        job.run_case(files, name)
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut listing = medseg_io::Manifest::new(&out_dir);
+    for (name, files, gt) in &cases {
+        let out = job
+            .run_case(files, name)
             .with_context(|| format!("case {name} ({})", files[0].display()))?;
+        let mut row = medseg_io::ManifestRow::new(abs(&files[0]));
+        row.label = gt.as_deref().map(abs);
+        row.extra.insert(
+            "prediction".into(),
+            abs(&out.label).to_string_lossy().into_owned(),
+        );
+        listing.rows.push(row);
         pb.inc(1);
     }
     pb.finish_and_clear();
+    // image, label (when known) and prediction of every case, for medseg-eval --manifest
+    listing.write(&out_dir.join("predictions.csv"))?;
     println!(
-        "{} predictions written to {}",
+        "{} predictions written to {} (listed in predictions.csv)",
         cases.len(),
         out_dir.display()
     );
