@@ -79,7 +79,14 @@ fn bench_unet_convs() {
         "{:>18} {:>9} {:>9} {:>9} | candle {:>9} {:>9} {:>9}",
         "layer", "fwd", "dx", "dw", "fwd", "dx", "dw"
     );
+    let only = std::env::var("CONV_BENCH_LAYER").ok();
     for &(cin, cout, s) in &layers {
+        if only
+            .as_ref()
+            .is_some_and(|o| *o != format!("{cin}->{cout}@{s}"))
+        {
+            continue;
+        }
         let x = Tensor::randn(0f32, 1.0, (4, cin, s, s), &dev).unwrap();
         let w = Tensor::randn(0f32, 0.1, (cout, cin, 3, 3), &dev).unwrap();
         let gy = Tensor::randn(0f32, 1.0, (4, cout, s, s), &dev).unwrap();
