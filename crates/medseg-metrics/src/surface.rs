@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 /// distance is the exact Euclidean distance from a surface voxel centre of
 /// one mask to the nearest surface voxel centre of the other (MedPy's
 /// `distance_transform_edt`, MONAI's KD-tree). A set is empty exactly when
-/// its mask is empty.
+/// its mask is empty; when only the other mask is empty, every distance in
+/// it is `+inf` (so the surface voxel count stays available). The metric
+/// methods apply an [`EmptyPolicies`] in both cases.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SurfaceDistances {
     /// For every prediction surface voxel, the distance to the ground-truth
