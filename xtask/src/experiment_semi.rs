@@ -468,7 +468,7 @@ fn write_report(o: &Options, vevery: usize, results: &[Scores], total_s: f64) ->
     let png = o.out.join("semi_dice.png");
     medseg_viz::bar_chart(
         &png,
-        "Semi-supervised, 10% labelled: test Dice per class (mean ± std over subjects)",
+        "Test Dice per class, 10% labelled",
         "Dice",
         &cats,
         &series,
