@@ -74,3 +74,27 @@ pub fn collate(batch: &Batch, ignore: u16, device: &Device) -> candle_core::Resu
         labels,
     })
 }
+
+/// Checks that every label value of `sample` is a class `0..class_num` or
+/// the ignore value; the error names the case, the value and what was expected.
+pub fn check_label_range(
+    sample: &medseg_core::Sample,
+    class_num: usize,
+    ignore: u16,
+) -> Result<(), String> {
+    if let Some(l) = &sample.label {
+        if let Some(bad) = l
+            .data
+            .iter()
+            .copied()
+            .find(|&v| v as usize >= class_num && v != ignore)
+        {
+            return Err(format!(
+                "{}: label value {bad} is out of range; expected classes 0..{} or the ignore value {ignore} (dataset.class_num, dataset.ignore_label)",
+                sample.name,
+                class_num - 1
+            ));
+        }
+    }
+    Ok(())
+}

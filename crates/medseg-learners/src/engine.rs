@@ -286,7 +286,13 @@ pub struct ValidationSet {
 
 impl ValidationSet {
     /// Loads every case of `manifest` and applies the test pipeline.
-    pub fn load(manifest: Manifest, pipeline: &Pipeline) -> Result<Self> {
+    /// Label values must be classes `0..class_num` or `ignore`.
+    pub fn load(
+        manifest: Manifest,
+        pipeline: &Pipeline,
+        class_num: usize,
+        ignore: u16,
+    ) -> Result<Self> {
         let ds = LabelledDataset::new(manifest)?;
         let mut cases = Vec::with_capacity(ds.len());
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -301,6 +307,7 @@ impl ValidationSet {
                 .data
                 .index_axis(ndarray::Axis(0), 0)
                 .to_owned();
+            crate::collate::check_label_range(&s, class_num, ignore).map_err(LearnError::Other)?;
             let t = pipeline.apply_in(s, &mut rng, Mode::Inference)?;
             cases.push((t, gt));
         }
@@ -536,6 +543,8 @@ impl Trainer {
             Some(p) if t.validate_every > 0 => Some(ValidationSet::load(
                 read_manifest(&cfg, p)?,
                 &test_pipeline(&cfg)?,
+                d.class_num,
+                d.ignore_label,
             )?),
             _ => None,
         };
@@ -661,6 +670,10 @@ impl Trainer {
         while it < t.iterations {
             let lr = sched.lr(it);
             let batch = stream.next()?;
+            for smp in &batch.samples {
+                crate::collate::check_label_range(smp, d.class_num, d.ignore_label)
+                    .map_err(LearnError::Other)?;
+            }
             let tb =
                 collate(&batch, d.ignore_label, &self.device).ctx("collating a training batch")?;
             let ub = match unl_stream.as_mut() {

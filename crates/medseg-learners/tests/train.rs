@@ -115,6 +115,8 @@ fn train_checkpoint_infer_resume() {
     let vs = ValidationSet::load(
         read_manifest(&cfg, Path::new("valid.csv")).unwrap(),
         &test_pipeline(&cfg).unwrap(),
+        4,
+        255,
     )
     .unwrap();
     let pred = Predictor::new(
@@ -181,4 +183,34 @@ fn same_seed_same_run_and_bad_config_is_named() {
         .expect("must fail")
         .to_string();
     assert!(e.contains("DiceLos"), "{e}");
+}
+
+#[test]
+fn early_stopping_and_out_of_range_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    tiny_phantom(&root);
+    // a frozen network never improves after the first validation: stop at 2 x validate_every
+    let out = dir.path().join("stop");
+    let mut cfg = tiny_config(&root, &out, 40, 5, "early_stop_patience = 5");
+    cfg.training.lr = 1e-12;
+    // no running statistics: with a negligible rate the network does not change
+    cfg.network["norm_type"] = serde_json::json!("instance_norm");
+    let mut t = Trainer::new(cfg, Box::new(SupervisedLearner)).unwrap();
+    t.progress = false;
+    let s = t.run().unwrap();
+    assert!(s.early_stopped);
+    assert_eq!(s.iterations, 10, "stopped at {}", s.iterations);
+    assert_eq!(s.best.unwrap().iteration, 5);
+    assert!(out.join("checkpoints/latest.json").is_file());
+
+    // a label value >= class_num is an error naming the case and the value
+    let mut cfg = tiny_config(&root, &dir.path().join("bad"), 4, 0, "");
+    cfg.dataset.class_num = 3;
+    cfg.network["class_num"] = serde_json::json!(3);
+    let mut t = Trainer::new(cfg, Box::new(SupervisedLearner)).unwrap();
+    t.progress = false;
+    let e = t.run().unwrap_err().to_string();
+    assert!(e.contains("label value 3 is out of range"), "{e}");
+    assert!(e.contains("subject"), "{e}");
 }
