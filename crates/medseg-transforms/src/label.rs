@@ -7,10 +7,6 @@ use ndarray::{ArrayD, Axis, IxDyn, Zip};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
-fn default_ignore() -> u16 {
-    DEFAULT_IGNORE_LABEL
-}
-
 /// Remaps label values: each value of `source_list` becomes the value at the
 /// same position of `target_list`; other values are kept (PyMIC's
 /// `LabelConvert`). The unannotated value is kept too unless listed.
@@ -65,6 +61,68 @@ impl Transform for LabelConvert {
             &mut sample,
             "LabelConvert",
             serde_json::json!({ "source_list": self.source_list, "target_list": self.target_list }),
+        );
+        Ok(sample)
+    }
+}
+
+/// PyMIC's `LabelToProbability` as a pipeline step. medseg keeps the class
+/// map in the sample, because its losses take class maps and one-hot encode
+/// them themselves (leaving the unannotated value out); this step checks that
+/// every label value is a class below `class_num` or the `ignore` value, so
+/// that a bad label fails here, naming the case, rather than inside a loss.
+/// [`label_to_probability`] builds the one-hot array where one is needed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelToProbability {
+    /// Number of classes, background included.
+    pub class_num: u16,
+    /// The unannotated value (255 by default).
+    #[serde(default = "default_ignore")]
+    pub ignore: u16,
+}
+
+fn default_ignore() -> u16 {
+    DEFAULT_IGNORE_LABEL
+}
+
+impl Validate for LabelToProbability {
+    fn validate(&self) -> Result<()> {
+        if self.class_num < 2 {
+            return Err(Error::invalid("class_num", "at least 2"));
+        }
+        Ok(())
+    }
+}
+
+impl Transform for LabelToProbability {
+    fn name(&self) -> &str {
+        "LabelToProbability"
+    }
+    fn is_random(&self) -> bool {
+        false
+    }
+    fn apply(&self, mut sample: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+        if let Some(l) = sample.label.as_ref() {
+            if let Some(bad) = l
+                .data
+                .iter()
+                .copied()
+                .find(|&v| v >= self.class_num && v != self.ignore)
+            {
+                return Err(Error::invalid(
+                    "LabelToProbability.class_num",
+                    format!(
+                        "{}: label value {bad} is not a class below {} nor the ignore value {}",
+                        sample.name, self.class_num, self.ignore
+                    ),
+                ));
+            }
+        }
+        record(
+            &mut sample,
+            "LabelToProbability",
+            serde_json::json!({ "class_num": self.class_num, "ignore": self.ignore }),
         );
         Ok(sample)
     }

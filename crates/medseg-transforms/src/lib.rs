@@ -19,7 +19,9 @@ pub use intensity::{
     NormalizeWithMinMax, NormalizeWithPercentiles,
 };
 pub use invert::{invert_label, invert_prediction};
-pub use label::{label_to_probability, LabelConvert, PartialLabelToProbability};
+pub use label::{
+    label_to_probability, LabelConvert, LabelToProbability, PartialLabelToProbability,
+};
 pub use pipeline::{
     build_pipeline, from_params, Constructor, Mode, Pipeline, Registry, Stage, Transform,
 };
@@ -42,6 +44,7 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "HistEqual",
     "IntensityClip",
     "LabelConvert",
+    "LabelToProbability",
     "NormalizeWithMeanStd",
     "NormalizeWithMinMax",
     "NormalizeWithPercentiles",
@@ -72,6 +75,7 @@ fn register_builtins(r: &mut Registry) {
     r.register_de::<HistEqual>("HistEqual");
     r.register_de::<IntensityClip>("IntensityClip");
     r.register_de::<LabelConvert>("LabelConvert");
+    r.register_de::<LabelToProbability>("LabelToProbability");
     r.register_de::<NormalizeWithMeanStd>("NormalizeWithMeanStd");
     r.register_de::<NormalizeWithMinMax>("NormalizeWithMinMax");
     r.register_de::<NormalizeWithPercentiles>("NormalizeWithPercentiles");

@@ -841,3 +841,39 @@ fn users_register_their_own_transforms() {
         assert!(reg.names().contains(name));
     }
 }
+
+#[test]
+fn label_to_probability_checks_classes_and_keeps_the_map() {
+    let s = sample(&[6, 7], Geometry::identity());
+    let before = s.label.clone();
+    // classes 0..=3 plus the ignore value 255: valid for class_num 4
+    let out = apply(
+        json!({"name": "LabelToProbability", "class_num": 4}),
+        s.clone(),
+        1,
+    );
+    assert_eq!(out.label, before);
+    assert_eq!(out.history.last().unwrap().name, "LabelToProbability");
+    // class 3 is out of range for class_num 3, and the error names the case
+    let e = build_pipeline(&specs(
+        json!([{"name": "LabelToProbability", "class_num": 3}]),
+    ))
+    .unwrap()
+    .apply(s.clone(), &mut rng(1))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("label value 3") && e.contains("s:"), "{e}");
+    // with another ignore value, 255 is out of range too
+    let e = build_pipeline(&specs(
+        json!([{"name": "LabelToProbability", "class_num": 4, "ignore": 0}]),
+    ))
+    .unwrap()
+    .apply(s, &mut rng(1))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("label value"), "{e}");
+    assert!(build_pipeline(&specs(
+        json!([{"name": "LabelToProbability", "class_num": 1}])
+    ))
+    .is_err());
+}
