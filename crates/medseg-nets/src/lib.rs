@@ -1,11 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod cenet;
 mod checkpoint;
 pub mod config;
 mod coplenet;
+mod denseunet;
 mod error;
 mod layers;
+mod multiresunet;
 mod r2unet;
 mod registry;
 mod summary;

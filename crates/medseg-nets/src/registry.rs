@@ -146,7 +146,8 @@ impl NetRegistry {
     /// `AttentionUNet`, `AttentionUNet2D`, `AttentionUNet3D`,
     /// `UNetpp` (alias `UNet++`, `NestedUNet`), `DualDecoderUNet` (alias
     /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`, `UNet_ScSE`, `COPLENet` (2D), `R2UNet`,
-    /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`.
+    /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
+    /// `CENet` (alias `CE-Net`).
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -175,6 +176,11 @@ impl NetRegistry {
         for (name, kind) in table {
             r.register(name, move |c, vb| build_builtin(kind, c, vb));
         }
+        // Networks with their own configuration types.
+        r.register("MultiResUNet", crate::multiresunet::build_from_config);
+        r.register("DenseUNet", crate::denseunet::build_from_config);
+        r.register("CENet", crate::cenet::build_from_config);
+        r.register("CE-Net", crate::cenet::build_from_config);
         r
     }
 
