@@ -27,6 +27,7 @@ pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
 pub use error::{NetError, Result};
 pub use layers::LayerRecord;
+pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
 pub use r2unet::{R2UNet, ResUNet};
 pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};
 pub use summary::{summarize, NetSummary};
