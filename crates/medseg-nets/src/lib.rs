@@ -25,6 +25,7 @@ pub use checkpoint::{
 };
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
+pub use denseunet::{DenseUNet, DenseUNetConfig};
 pub use error::{NetError, Result};
 pub use layers::LayerRecord;
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
