@@ -1,49 +1,5 @@
-//! DenseUNet: the 2D DenseUNet of H-DenseUNet (X. Li, H. Chen, X. Qi, Q. Dou,
-//! C.-W. Fu, P.-A. Heng, "H-DenseUNet: Hybrid Densely Connected UNet for
-//! Liver and Tumor Segmentation from CT Volumes", IEEE TMI 37(12), 2018).
-//!
-//! It follows the PyTorch port by the same group, `DenseUnet_2d` in
-//! `models/network.py` with `UnetBlock_`/`UnetBlock` from `models/layers.py`
-//! of the TCSM repository (xmengli/TCSM, Li et al., IEEE TNNLS 2020), itself
-//! a transcription of the Keras `DenseUNet` of xmengli/H-DenseUNet
-//! (`denseunet.py`):
-//!
-//! * **Encoder** `rn`: torchvision's DenseNet `features` (DenseNet-161 by
-//!   default: `num_init_features` 96, `growth_rate` 48, `block_config`
-//!   `[6, 12, 36, 24]`, `bn_size` 4): 7x7 stride-2 convolution, BN, ReLU,
-//!   3x3 stride-2 max pooling (padding 1); dense blocks of BN-ReLU-1x1
-//!   conv (`bn_size * growth_rate`)-BN-ReLU-3x3 conv (`growth_rate`) layers
-//!   whose outputs are concatenated; transitions BN-ReLU-1x1 conv (half the
-//!   channels)-2x2 average pooling; a final BN (`norm5`) followed by ReLU.
-//!   Parameter names are torchvision's under `rn`:
-//!   `rn.conv0`, `rn.norm0`, `rn.denseblock1.denselayer1.norm1`, ...,
-//!   `rn.transition1.conv`, `rn.norm5`.
-//! * **Decoder**: four stages `up1..up4`, each up-sampling bilinearly (aligned
-//!   corners) by 2, **adding** the encoder feature map of that scale and
-//!   applying 3x3 conv (with bias)-BN-ReLU (`x_conv`, `bn`): the skips are
-//!   the outputs of dense blocks 3, 2, 1 and of the stem ReLU. Only `up1`
-//!   projects its skip with a 1x1 convolution (`x_conv_`, dense block 3 to
-//!   the `norm5` channels); the other sums need the decoder channels to
-//!   equal the encoder's (`decoder_chns[0..3]` = channels of dense blocks 2,
-//!   1 and of the stem; H-DenseUNet's 768, 384, 96).
-//! * **Head**: bilinear up-sampling by 2 to the input resolution, 3x3 conv
-//!   (`conv1`, 64 channels), channel dropout (p 0.3), BN (`bn1`), ReLU and a
-//!   1x1 classifier (`conv2`).
-//!
-//! Differences from the reference, all configurable away or invisible at
-//! sizes that are multiples of 32: each up-sampling goes to the size of the
-//! skip connection (the input size for the head) instead of a fixed factor
-//! of 2, so any input of at least 29 pixels per side works (the five
-//! down-samplings need it) and gives logits at the input size; the head's
-//! channel dropout acts in training mode only (the reference calls
-//! `F.dropout2d` with its default `training=True`, i.e. also at inference
-//! unless `forward(x, dropout=False)`). The Keras original up-samples with
-//! nearest neighbours and uses Keras' BN epsilon; the PyTorch port (and
-//! this module) use bilinear up-sampling and PyTorch's BN (eps 1e-5,
-//! momentum 0.1).
-//!
-//! 2D only; a `[N, C, D, H, W]` input is processed slice by slice (depth
-//! folded into the batch). Tensors are channel-first.
+//! DenseUNet, the 2D network of H-DenseUNet (Li et al., IEEE TMI 2018); see
+//! [`DenseUNet`].
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -377,8 +333,54 @@ impl UpBlock {
     }
 }
 
-/// DenseUNet (2D): DenseNet encoder, additive up-sampling decoder. See the
-/// module documentation for the architecture and its reference.
+/// DenseUNet: the 2D DenseUNet of H-DenseUNet (X. Li, H. Chen, X. Qi, Q. Dou,
+/// C.-W. Fu, P.-A. Heng, "H-DenseUNet: Hybrid Densely Connected UNet for
+/// Liver and Tumor Segmentation from CT Volumes", IEEE TMI 37(12), 2018).
+///
+/// It follows the PyTorch port by the same group, `DenseUnet_2d` in
+/// `models/network.py` with `UnetBlock_`/`UnetBlock` from `models/layers.py`
+/// of the TCSM repository (xmengli/TCSM, Li et al., IEEE TNNLS 2020), itself
+/// a transcription of the Keras `DenseUNet` of xmengli/H-DenseUNet
+/// (`denseunet.py`):
+///
+/// * **Encoder** `rn`: torchvision's DenseNet `features` (DenseNet-161 by
+///   default: `num_init_features` 96, `growth_rate` 48, `block_config`
+///   `[6, 12, 36, 24]`, `bn_size` 4): 7x7 stride-2 convolution, BN, ReLU,
+///   3x3 stride-2 max pooling (padding 1); dense blocks of BN-ReLU-1x1
+///   conv (`bn_size * growth_rate`)-BN-ReLU-3x3 conv (`growth_rate`) layers
+///   whose outputs are concatenated; transitions BN-ReLU-1x1 conv (half the
+///   channels)-2x2 average pooling; a final BN (`norm5`) followed by ReLU.
+///   Parameter names are torchvision's under `rn`:
+///   `rn.conv0`, `rn.norm0`, `rn.denseblock1.denselayer1.norm1`, ...,
+///   `rn.transition1.conv`, `rn.norm5`.
+/// * **Decoder**: four stages `up1..up4`, each up-sampling bilinearly (aligned
+///   corners) by 2, **adding** the encoder feature map of that scale and
+///   applying 3x3 conv (with bias)-BN-ReLU (`x_conv`, `bn`): the skips are
+///   the outputs of dense blocks 3, 2, 1 and of the stem ReLU. Only `up1`
+///   projects its skip with a 1x1 convolution (`x_conv_`, dense block 3 to
+///   the `norm5` channels); the other sums need the decoder channels to
+///   equal the encoder's (`decoder_chns[0..3]` = channels of dense blocks 2,
+///   1 and of the stem; H-DenseUNet's 768, 384, 96).
+/// * **Head**: bilinear up-sampling by 2 to the input resolution, 3x3 conv
+///   (`conv1`, 64 channels), channel dropout (p 0.3), BN (`bn1`), ReLU and a
+///   1x1 classifier (`conv2`).
+///
+/// Two differences from the reference: (1) each up-sampling goes to the
+/// size of its skip connection (the input size for the head) instead of a
+/// fixed factor of 2 -- identical for sides that are multiples of 32, and
+/// it lets any side of at least 29 pixels through (the five down-samplings
+/// need that much; the reference needs multiples of 32), with logits at the
+/// input size; (2) the head's channel dropout acts in training mode only
+/// (the reference calls `F.dropout2d` with its default `training=True`, so
+/// it also drops at inference unless called with `dropout=False`). The
+/// Keras original up-samples with nearest neighbours and uses Keras' BN
+/// epsilon; the PyTorch port (and this network) use bilinear up-sampling and
+/// PyTorch's BN (eps 1e-5, momentum 0.1). Weights saved from the reference's
+/// `state_dict()` load by name ([`crate::import_pytorch`]); torchvision's
+/// ImageNet DenseNet weights need `features.` renamed to `rn.`.
+///
+/// 2D only; a `[N, C, D, H, W]` input is processed slice by slice (depth
+/// folded into the batch). Tensors are channel-first.
 pub struct DenseUNet {
     cfg: DenseUNetConfig,
     params: Vec<ParamInfo>,
