@@ -19,6 +19,7 @@ mod unetpp;
 
 use candle_core::{Result as CandleResult, Tensor};
 
+pub use cenet::{CENet, CENetConfig};
 pub use checkpoint::{
     count_parameters, import_pytorch, load_checkpoint, load_network, read_checkpoint_config,
     save_checkpoint, trainable_vars,
