@@ -1,45 +1,6 @@
-//! CE-Net (Gu et al., "CE-Net: Context Encoder Network for 2D Medical Image
-//! Segmentation", IEEE TMI 38(10), 2019), after the authors' PyTorch
-//! reference implementation (github.com/Guzaiwang/CE-Net,
-//! `networks/cenet.py`, class `CE_Net_`), with its module and parameter
-//! names:
-//!
-//! * a ResNet-34 encoder in torchvision's layout: `firstconv` (7x7, stride 2,
-//!   padding 3, no bias), `firstbn`, ReLU, `firstmaxpool` (3x3, stride 2,
-//!   padding 1), then `encoder1..encoder4` (torchvision's `layer1..layer4`)
-//!   of `[3, 4, 6, 3]` BasicBlocks (`conv1`, `bn1`, `conv2`, `bn2`,
-//!   `downsample.0/1` = 1x1 strided convolution + BatchNorm where the shape
-//!   changes), strides 1, 2, 2, 2;
-//! * the dense atrous convolution block `dblock` (3x3 convolutions of
-//!   dilation 1, 3 and 5 with biases, a shared 1x1 convolution, ReLUs,
-//!   four cascaded branches added to the input; biases start at zero as in
-//!   the reference);
-//! * the residual multi-kernel pooling block `spp` (max pooling 2, 3, 5 and
-//!   6 with stride equal to the kernel, a shared 1x1 convolution to one
-//!   channel, bilinear up-sampling without aligned corners, concatenated
-//!   before the input: `feature_chns[3] + 4` channels, 516 by default);
-//! * `decoder4..decoder1` (1x1 convolution to a quarter of the channels, BN,
-//!   ReLU, 3x3 transposed convolution stride 2 padding 1 output padding 1,
-//!   BN, ReLU, 1x1 convolution, BN, ReLU) with additive skips from
-//!   `encoder3..encoder1`;
-//! * `finaldeconv1` (4x4 transposed convolution, stride 2, padding 1, to 32
-//!   channels), ReLU, `finalconv2` (3x3), ReLU, `finalconv3` (3x3 to
-//!   `class_num`).
-//!
-//! Differences from the reference: weights start random (no ImageNet
-//! weights, nothing is downloaded; the convolutions use PyTorch's default
-//! uniform initialisation rather than torchvision's Kaiming normal), the
-//! input has `in_chns` channels instead of 3, the encoder widths and block
-//! counts are configurable (defaults equal the reference), and the network
-//! returns logits: the reference's final sigmoid is left out (apply a
-//! sigmoid or a softmax, or a loss that takes logits).
-//!
-//! Input sizes: `H` and `W` must be multiples of 32 (five halvings whose
-//! skips are added back) and at least 192, because the 6x6 max pooling of
-//! the `spp` block runs on the 1/32 feature map (PyTorch rejects smaller
-//! inputs too). Other sizes are rejected with an error that says so; pad or
-//! crop the input first. The network is 2D; a `[N, C, D, H, W]` input has
-//! its depth folded into the batch.
+//! CE-Net (Gu et al., IEEE TMI 2019) after the authors' reference
+//! implementation (github.com/Guzaiwang/CE-Net, `networks/cenet.py`,
+//! `CE_Net_`); see [`CENet`].
 
 use candle_core::{DType, Result as CandleResult, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -407,8 +368,53 @@ impl DecoderBlock {
     }
 }
 
-/// CE-Net (2D; a 5D input is folded), returning logits. See the module
-/// documentation for the architecture and the accepted input sizes.
+/// CE-Net (Gu et al., "CE-Net: Context Encoder Network for 2D Medical Image
+/// Segmentation", IEEE TMI 38(10), 2019), after the authors' PyTorch
+/// reference implementation (github.com/Guzaiwang/CE-Net,
+/// `networks/cenet.py`, class `CE_Net_`), with its module and parameter
+/// names:
+///
+/// * a ResNet-34 encoder in torchvision's layout: `firstconv` (7x7, stride 2,
+///   padding 3, no bias), `firstbn`, ReLU, `firstmaxpool` (3x3, stride 2,
+///   padding 1), then `encoder1..encoder4` (torchvision's `layer1..layer4`)
+///   of `[3, 4, 6, 3]` BasicBlocks (`conv1`, `bn1`, `conv2`, `bn2`,
+///   `downsample.0/1` = 1x1 strided convolution + BatchNorm where the shape
+///   changes), strides 1, 2, 2, 2;
+/// * the dense atrous convolution block `dblock` (3x3 convolutions of
+///   dilation 1, 3 and 5 with biases, a shared 1x1 convolution, ReLUs,
+///   four cascaded branches added to the input; biases start at zero as in
+///   the reference);
+/// * the residual multi-kernel pooling block `spp` (max pooling 2, 3, 5 and
+///   6 with stride equal to the kernel, a shared 1x1 convolution to one
+///   channel, bilinear up-sampling without aligned corners, concatenated
+///   before the input: `feature_chns[3] + 4` channels, 516 by default);
+/// * `decoder4..decoder1` (1x1 convolution to a quarter of the channels, BN,
+///   ReLU, 3x3 transposed convolution stride 2 padding 1 output padding 1,
+///   BN, ReLU, 1x1 convolution, BN, ReLU) with additive skips from
+///   `encoder3..encoder1`;
+/// * `finaldeconv1` (4x4 transposed convolution, stride 2, padding 1, to 32
+///   channels), ReLU, `finalconv2` (3x3), ReLU, `finalconv3` (3x3 to
+///   `class_num`).
+///
+/// Differences from the reference: weights start random (no ImageNet
+/// weights, nothing is downloaded; the convolutions use PyTorch's default
+/// uniform initialisation rather than torchvision's Kaiming normal), the
+/// input has `in_chns` channels instead of 3, the encoder widths and block
+/// counts are configurable (defaults equal the reference), and the network
+/// returns logits: the reference's final sigmoid is left out (apply a
+/// sigmoid or a softmax, or a loss that takes logits).
+///
+/// Input sizes: `H` and `W` must be multiples of 32 (five halvings whose
+/// skips are added back) and at least 192, because the 6x6 max pooling of
+/// the `spp` block runs on the 1/32 feature map (PyTorch rejects smaller
+/// inputs too). Other sizes are rejected with an error that says so; pad or
+/// crop the input first. The network is 2D; a `[N, C, D, H, W]` input has
+/// its depth folded into the batch.
+///
+/// The default configuration has 29,003,093 trainable parameters (21,284,672
+/// in the ResNet-34 part), as the reference. tests/cenet.rs checks outputs
+/// (eval and train mode) and BatchNorm running statistics against a
+/// PyTorch transcription of the reference (tools/make_cenet_fixtures.py).
 pub struct CENet {
     cfg: CENetConfig,
     params: Vec<ParamInfo>,
