@@ -134,7 +134,7 @@ fn matches_reference_in_eval_and_train_mode_with_running_stats() {
 
 /// In f64 the network runs on candle's own ops (transposed convolutions,
 /// pooling, resizing, normalisation) instead of the `medseg-ops` kernels;
-/// both paths give the reference's output.
+/// both paths give the reference's outputs and running statistics.
 #[test]
 fn candle_fallback_path_matches_reference() {
     let (varmap, net) = build(&tiny_config(), DType::F64);
@@ -142,8 +142,17 @@ fn candle_fallback_path_matches_reference() {
     let x = pattern(&input_shape()).to_dtype(DType::F64).unwrap();
     let y = net.forward(&x).unwrap();
     assert_eq!(y.dtype(), DType::F64);
-    let d = max_abs_diff(&y, &io()["eval"]);
+    let io = io();
+    let d = max_abs_diff(&y, &io["eval"]);
     assert!(d < 1e-4, "f64 eval logits differ by {d}");
+    let yt = net.forward_t(&x, true).unwrap().logits;
+    let d = max_abs_diff(&stride2(&yt), &io["train_s2"]);
+    assert!(d < 1e-4, "f64 train logits differ by {d}");
+    let data = varmap.data().lock().unwrap();
+    for name in ["firstbn.running_var", "decoder4.norm2.running_mean"] {
+        let d = max_abs_diff(data[name].as_tensor(), &io[&format!("after_train.{name}")]);
+        assert!(d < 1e-4, "f64 {name} differs by {d}");
+    }
 }
 
 #[test]
@@ -393,4 +402,55 @@ fn adam_steps_decrease_cross_entropy() {
         .copy()
         .unwrap();
     assert!(max_abs_diff(&stem, &stem0) > 1e-4);
+}
+
+/// Gradients of the f32 path (`medseg-ops` kernels: strided and transposed
+/// convolutions with padding, padded max pooling) agree with those of the
+/// f64 path (candle's own ops), two independent implementations, in train
+/// mode with the fixture's weights.
+#[test]
+fn gradients_of_kernel_and_candle_paths_agree() {
+    let shape = input_shape();
+    let weights = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect()
+    };
+    let mut grads = Vec::new();
+    for dtype in [DType::F32, DType::F64] {
+        let (varmap, net) = build(&tiny_config(), dtype);
+        import_pytorch(&fixtures().join("cenet_tiny.weights.safetensors"), &varmap).unwrap();
+        let x = pattern(&shape).to_dtype(dtype).unwrap();
+        let y = net.forward_t(&x, true).unwrap().logits;
+        let w = Tensor::from_vec(weights(y.elem_count()), y.dims(), &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let g = (y * w).unwrap().sum_all().unwrap().backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        let names = [
+            "firstconv.weight",
+            "encoder2.0.downsample.0.weight",
+            "dblock.dilate3.weight",
+            "spp.conv.weight",
+            "decoder4.deconv2.weight",
+            "finaldeconv1.bias",
+            "finaldeconv1.weight",
+        ];
+        grads.push(
+            names
+                .iter()
+                .map(|n| (n.to_string(), g.get(data[*n].as_tensor()).unwrap().clone()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    for ((name, a), (_, b)) in grads[0].iter().zip(&grads[1]) {
+        let scale = max_abs(b);
+        assert!(scale > 1e-3, "{name}: no gradient");
+        let d = max_abs_diff(a, b);
+        assert!(
+            d < 1e-3 * scale,
+            "{name}: gradients differ by {d} (scale {scale})"
+        );
+    }
 }
