@@ -176,6 +176,7 @@ struct TransConv {
     stride: usize,
     pad: usize,
     out_pad: usize,
+    name: String,
 }
 
 impl TransConv {
@@ -198,10 +199,26 @@ impl TransConv {
             stride,
             pad,
             out_pad,
+            name: ctx.prefix(),
         })
     }
 
     fn forward(&self, x: &Tensor) -> CandleResult<Tensor> {
+        let y = self.apply(x)?;
+        // every input element meets every (output channel, kernel tap) pair
+        let (_, cout, kh, kw) = self.w.dims4()?;
+        let macs = (x.elem_count() * cout * kh * kw) as u64;
+        crate::layers::record(
+            &self.name,
+            "ConvTranspose2d",
+            &y,
+            self.w.elem_count() + self.b.elem_count(),
+            macs,
+        );
+        Ok(y)
+    }
+
+    fn apply(&self, x: &Tensor) -> CandleResult<Tensor> {
         if use_ops(x) {
             return medseg_ops::conv_transpose2d(
                 x,

@@ -53,7 +53,9 @@ pub(crate) fn stop_recording() -> Vec<LayerRecord> {
     RECORDER.with(|r| r.borrow_mut().take().unwrap_or_default())
 }
 
-fn record(name: &str, kind: &str, out: &Tensor, params: usize, macs: u64) {
+/// Adds a row to the summary being recorded (if any): the layer's path,
+/// kind, output, parameter count and multiply-adds.
+pub(crate) fn record(name: &str, kind: &str, out: &Tensor, params: usize, macs: u64) {
     RECORDER.with(|r| {
         if let Some(v) = r.borrow_mut().as_mut() {
             v.push(LayerRecord {

@@ -454,3 +454,28 @@ fn gradients_of_kernel_and_candle_paths_agree() {
         );
     }
 }
+
+#[test]
+fn summary_lists_the_transposed_convolutions_with_their_multiply_adds() {
+    let (_varmap, net) = build(&tiny_config(), DType::F32);
+    let shape = input_shape();
+    let s = medseg_nets::summarize(net.as_ref(), &shape, &Device::Cpu).unwrap();
+    assert_eq!(s.total_params, net.num_parameters());
+    let deconvs: Vec<_> = s
+        .layers
+        .iter()
+        .filter(|l| l.kind == "ConvTranspose2d")
+        .collect();
+    // four decoder blocks and the final 4x4 deconvolution
+    assert_eq!(deconvs.len(), 5, "{:?}", s.layers);
+    let last = deconvs.last().unwrap();
+    assert!(last.name.ends_with("finaldeconv1"), "{}", last.name);
+    // finaldeconv1 maps the half-resolution map of feature_chns[0] channels
+    // to 32 channels with a 4x4 kernel: every input element meets 32 * 16 taps
+    let f0 = tiny_config()["feature_chns"][0].as_u64().unwrap() as usize;
+    let (n, h, w) = (shape[0], shape[2], shape[3]);
+    assert_eq!(last.output_shape, vec![n, 32, h, w]);
+    assert_eq!(last.macs, (n * f0 * (h / 2) * (w / 2) * 32 * 16) as u64);
+    let convs: u64 = s.layers.iter().map(|l| l.macs).sum();
+    assert_eq!(convs, s.total_macs);
+}
