@@ -8,8 +8,11 @@
 //!
 //! Options: `--iterations N` (default 300), `--validate-every N` (default
 //! iterations / 3), `--only NAME[,NAME]` (run a subset: baseline, EM, MT,
-//! UAMT, CCT, CPS, URPC, MCNet, full), `--out DIR` (default docs/results),
-//! `--runs DIR` (default runs/experiment_semi).
+//! UAMT, CCT, CPS, URPC, MCNet, full), `--seeds S[,S]` (default 1; every
+//! run is repeated with each training seed, which also seeds the initial
+//! weights), `--report-only` (rebuild the report from the `scores.json`
+//! of finished runs), `--out DIR` (default docs/results), `--runs DIR`
+//! (default runs/experiment_semi).
 
 use anyhow::{bail, Context, Result};
 use medseg_config::ExperimentConfig;
@@ -83,14 +86,42 @@ const RUNS: [RunSpec; 9] = [
 ];
 
 /// Test scores of one run: per subject, per class (1..C), Dice and HD95.
+/// Saved as `scores.json` in the run's folder, so that `--report-only`
+/// can rebuild the report from finished runs.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Scores {
     name: String,
+    seed: u64,
     method: String,
     train_s: f64,
     best_iteration: usize,
     best_valid: f64,
+    #[serde(with = "non_finite_as_null")]
     dice: Vec<Vec<f64>>,
+    #[serde(with = "non_finite_as_null")]
     hd95: Vec<Vec<f64>>,
+}
+
+/// JSON has no NaN or infinity: undefined values (an HD95 with an empty
+/// mask) are written as `null` and read back as NaN. The report ignores
+/// non-finite values either way.
+mod non_finite_as_null {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Vec<f64>], s: S) -> Result<S::Ok, S::Error> {
+        let o: Vec<Vec<Option<f64>>> = v
+            .iter()
+            .map(|r| r.iter().map(|x| x.is_finite().then_some(*x)).collect())
+            .collect();
+        o.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f64>>, D::Error> {
+        let o: Vec<Vec<Option<f64>>> = Vec::deserialize(d)?;
+        Ok(o.into_iter()
+            .map(|r| r.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+            .collect())
+    }
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64, usize) {
@@ -108,6 +139,8 @@ struct Options {
     iterations: usize,
     validate_every: Option<usize>,
     only: Option<Vec<String>>,
+    seeds: Vec<u64>,
+    report_only: bool,
     out: PathBuf,
     runs: PathBuf,
 }
@@ -117,6 +150,8 @@ fn parse(args: &[String]) -> Result<Options> {
         iterations: 300,
         validate_every: None,
         only: None,
+        seeds: vec![1],
+        report_only: false,
         out: PathBuf::from("docs/results"),
         runs: PathBuf::from("runs/experiment_semi"),
     };
@@ -133,6 +168,17 @@ fn parse(args: &[String]) -> Result<Options> {
                 o.validate_every = Some(val()?.parse().context("--validate-every")?)
             }
             "--only" => o.only = Some(val()?.split(',').map(str::to_string).collect()),
+            "--seeds" => {
+                o.seeds = val()?
+                    .split(',')
+                    .map(|t| {
+                        t.trim()
+                            .parse::<u64>()
+                            .with_context(|| format!("--seeds: `{t}` is not an integer"))
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--report-only" => o.report_only = true,
             "--out" => o.out = PathBuf::from(val()?),
             "--runs" => o.runs = PathBuf::from(val()?),
             "-h" | "--help" => {
@@ -140,7 +186,7 @@ fn parse(args: &[String]) -> Result<Options> {
                     "{}",
                     include_str!("experiment_semi.rs")
                         .lines()
-                        .take(13)
+                        .take(17)
                         .map(|l| l.trim_start_matches("//!").trim_start())
                         .collect::<Vec<_>>()
                         .join("\n")
@@ -152,6 +198,9 @@ fn parse(args: &[String]) -> Result<Options> {
     }
     if o.iterations == 0 {
         bail!("--iterations must be > 0");
+    }
+    if o.seeds.is_empty() {
+        bail!("--seeds needs at least one seed");
     }
     Ok(o)
 }
@@ -272,21 +321,67 @@ pub fn run(args: &[String]) -> Result<()> {
     let vevery = o.validate_every.unwrap_or((o.iterations / 3).max(1));
     let mut results: Vec<Scores> = Vec::new();
     let started = Instant::now();
-    for spec in RUNS.iter() {
-        if let Some(only) = &o.only {
-            if !only.iter().any(|n| n == spec.name) {
+    let selected: Vec<&RunSpec> = RUNS
+        .iter()
+        .filter(|spec| {
+            o.only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|n| n == spec.name))
+        })
+        .collect();
+    if selected.is_empty() {
+        bail!("--only selected no run");
+    }
+    for &seed in &o.seeds {
+        for spec in &selected {
+            let out_dir = o.runs.join(spec.name).join(format!("seed{seed}"));
+            let scores_path = out_dir.join("scores.json");
+            if o.report_only {
+                let text = std::fs::read_to_string(&scores_path)
+                    .with_context(|| format!("reading {}", scores_path.display()))?;
+                let sc: Scores = serde_json::from_str(&text)
+                    .with_context(|| format!("parsing {}", scores_path.display()))?;
+                results.push(sc);
                 continue;
             }
+            let sc = train_and_test(&root, &o, vevery, spec, seed, &out_dir, started)?;
+            let tmp = out_dir.join("scores.json.tmp");
+            std::fs::write(&tmp, serde_json::to_string_pretty(&sc)?)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &scores_path)
+                .with_context(|| format!("writing {}", scores_path.display()))?;
+            results.push(sc);
         }
+    }
+    let total_s = if o.report_only {
+        results.iter().map(|r| r.train_s).sum()
+    } else {
+        started.elapsed().as_secs_f64()
+    };
+    write_report(&o, vevery, &results, total_s)
+}
+
+/// Trains one run (one method, one seed) and tests its best checkpoint.
+fn train_and_test(
+    root: &Path,
+    o: &Options,
+    vevery: usize,
+    spec: &RunSpec,
+    seed: u64,
+    out_dir: &Path,
+    started: Instant,
+) -> Result<Scores> {
+    {
         let path = root.join("configs/semi").join(spec.config);
-        let out_dir = o.runs.join(spec.name);
+        let out_dir = out_dir.to_path_buf();
         let mut cfg = ExperimentConfig::load(&path, &[])
             .with_context(|| format!("loading {}", path.display()))?;
         cfg.training.iterations = o.iterations;
         cfg.training.validate_every = vevery;
         cfg.training.output_dir = out_dir.clone();
         cfg.training.resume = false;
-        cfg.resolve_paths(&root);
+        cfg.training.seed = seed;
+        cfg.resolve_paths(root);
         if let Some(csv) = spec.supervised_csv {
             cfg.dataset.train_csv = PathBuf::from(csv);
             cfg.dataset.train_unlabelled_csv = None;
@@ -310,7 +405,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .map(|s| s.method.clone())
             .unwrap_or_else(|| "supervised".into());
         eprintln!(
-            "[{:>6.0} s] {} ({method}, {}) for {} iterations",
+            "[{:>6.0} s] {} seed {seed} ({method}, {}) for {} iterations",
             started.elapsed().as_secs_f64(),
             spec.name,
             cfg.dataset.train_csv.display(),
@@ -335,31 +430,84 @@ pub fn run(args: &[String]) -> Result<()> {
             best.iteration,
             fmt_ms(&row_means(&dice), 3)
         );
-        results.push(Scores {
+        Ok(Scores {
             name: spec.name.to_string(),
+            seed,
             method,
             train_s,
             best_iteration: best.iteration,
             best_valid: best.mean_dice,
             dice,
             hd95,
-        });
+        })
     }
-    if results.is_empty() {
-        bail!("--only selected no run");
+}
+
+/// The results of one run name over all its seeds, in seed order.
+struct Group<'a> {
+    name: &'a str,
+    method: &'a str,
+    runs: Vec<&'a Scores>,
+}
+
+impl Group<'_> {
+    /// Per-(seed, subject) rows, pooled over seeds.
+    fn pooled(&self, hd: bool) -> Vec<Vec<f64>> {
+        self.runs
+            .iter()
+            .flat_map(|r| if hd { r.hd95.clone() } else { r.dice.clone() })
+            .collect()
     }
-    write_report(&o, vevery, &results, started.elapsed().as_secs_f64())
+
+    /// Mean test Dice (over subjects and classes) per seed.
+    fn seed_means(&self) -> Vec<f64> {
+        self.runs
+            .iter()
+            .map(|r| mean_std(&row_means(&r.dice)).0)
+            .collect()
+    }
+}
+
+fn groups(results: &[Scores]) -> Vec<Group<'_>> {
+    let mut out: Vec<Group> = Vec::new();
+    for r in results {
+        match out.iter_mut().find(|g| g.name == r.name) {
+            Some(g) => g.runs.push(r),
+            None => out.push(Group {
+                name: &r.name,
+                method: &r.method,
+                runs: vec![r],
+            }),
+        }
+    }
+    for g in &mut out {
+        g.runs.sort_by_key(|r| r.seed);
+    }
+    out
 }
 
 fn write_report(o: &Options, vevery: usize, results: &[Scores], total_s: f64) -> Result<()> {
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let classes = ["RV (1)", "myocardium (2)", "LV (3)"];
     let nc = results[0].dice.first().map_or(0, |r| r.len());
+    let gs = groups(results);
+    let seeds: Vec<u64> = {
+        let mut v: Vec<u64> = results.iter().map(|r| r.seed).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let seed_list = seeds
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let n_test = results[0].dice.len();
     let mut md = String::new();
     md.push_str("# Semi-supervised learning on the cardiac phantom\n\n");
     md.push_str(&format!(
-        "Command: `cargo xtask experiment semi --iterations {}` (release build; validation every {vevery} iterations). \
-         Total wall time {:.1} min on the shared 2-core development machine.\n\n",
+        "Command: `cargo xtask experiment semi --iterations {} --validate-every {vevery} --seeds {seed_list}` \
+         (release build). Total training time {:.1} min on the shared 2-core development machine.\n\n",
         o.iterations,
         total_s / 60.0
     ));
@@ -372,19 +520,72 @@ fn write_report(o: &Options, vevery: usize, results: &[Scores], total_s: f64) ->
          trains on all 24 training subjects with labels (`train.csv`).\n\n",
     );
     md.push_str(&format!(
-        "Budget, identical for every run: {} iterations, seed 1, Adam (lr 0.002, poly decay), \
+        "Budget, identical for every run: {} iterations, Adam (lr 0.002, poly decay), \
          labelled batch 4 and unlabelled batch 4 of 64 x 64 random crops with flips, \
          a 2D UNet with feature_chns [8, 16, 32, 64, 128] (CCTNet, URPC and MCNet variants for those methods; \
          CPS trains two such networks), loss 0.5 Dice + 0.5 CE, consistency weight \
          `regularize_w` with a sigmoid ramp-up over the first 40% of the iterations \
-         (values in `configs/semi/`). \
+         (values in `configs/semi/`). Every run is repeated with the training seeds {seed_list} \
+         (the seed also draws the initial weights; the data split is fixed). \
          Test: the best checkpoint by validation mean Dice, full-image sliding-window inference \
-         without post-processing, the slices of each of the 8 test subjects stacked into a volume \
-         (spacing 10 x 1.5 x 1.5 mm), Dice and HD95 (MedPy's pooled definition, mm) per class; \
-         mean ± population std over the 8 test subjects.\n\n",
+         without post-processing, the slices of each of the {n_test} test subjects stacked into a volume \
+         (spacing 10 x 1.5 x 1.5 mm), Dice and HD95 (MedPy's pooled definition, mm) per class.\n\n",
         o.iterations
     ));
-    md.push_str("## Dice (test subjects)\n\n| run | method | ");
+    // per-seed means and paired differences
+    md.push_str("## Mean test Dice per seed\n\n");
+    md.push_str(
+        "Mean over the test subjects and the three classes. The difference to the \
+         labelled-only baseline is paired by seed (same seed, same initial weights); \
+         \"wins\" counts the seeds where the method is above the baseline.\n\n| run | method | ",
+    );
+    for s in &seeds {
+        md.push_str(&format!("seed {s} | "));
+    }
+    md.push_str("mean ± std over seeds | vs baseline (mean ± std of paired differences) | wins |\n|---|---|");
+    for _ in 0..seeds.len() + 3 {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    let base = gs.iter().find(|g| g.name == "baseline");
+    let paired = |g: &Group| -> Option<(Vec<f64>, usize)> {
+        let b = base?;
+        let d: Vec<f64> = g
+            .runs
+            .iter()
+            .filter_map(|r| {
+                b.runs
+                    .iter()
+                    .find(|x| x.seed == r.seed)
+                    .map(|x| mean_std(&row_means(&r.dice)).0 - mean_std(&row_means(&x.dice)).0)
+            })
+            .collect();
+        let wins = d.iter().filter(|x| **x > 0.0).count();
+        Some((d, wins))
+    };
+    for g in &gs {
+        md.push_str(&format!("| {} | {} | ", g.name, g.method));
+        for s in &seeds {
+            match g.runs.iter().find(|r| r.seed == *s) {
+                Some(r) => md.push_str(&format!("{:.3} | ", mean_std(&row_means(&r.dice)).0)),
+                None => md.push_str("- | "),
+            }
+        }
+        md.push_str(&format!("{} | ", fmt_ms(&g.seed_means(), 3)));
+        match paired(g) {
+            Some((d, wins)) if g.name != "baseline" && !d.is_empty() => {
+                let (m, sd, _) = mean_std(&d);
+                md.push_str(&format!("{m:+.3} ± {sd:.3} | {wins} of {} |\n", d.len()));
+            }
+            _ => md.push_str("- | - |\n"),
+        }
+    }
+    md.push_str(&format!(
+        "\n## Dice per class (test subjects, pooled over seeds)\n\n\
+         Mean ± population std over the {} (seed, test subject) pairs; the best validation \
+         Dice and its iteration, and the training time, are averaged over seeds.\n\n| run | method | ",
+        n_test * seeds.len()
+    ));
     for c in classes.iter().take(nc) {
         md.push_str(&format!("{c} | "));
     }
@@ -393,20 +594,22 @@ fn write_report(o: &Options, vevery: usize, results: &[Scores], total_s: f64) ->
         md.push_str("---|");
     }
     md.push('\n');
-    for r in results {
-        md.push_str(&format!("| {} | {} | ", r.name, r.method));
+    for g in &gs {
+        let rows = g.pooled(false);
+        md.push_str(&format!("| {} | {} | ", g.name, g.method));
         for k in 0..nc {
-            md.push_str(&format!("{} | ", fmt_ms(&column(&r.dice, k), 3)));
+            md.push_str(&format!("{} | ", fmt_ms(&column(&rows, k), 3)));
         }
+        let n = g.runs.len() as f64;
         md.push_str(&format!(
-            "{} | {:.3} ({}) | {:.0} s |\n",
-            fmt_ms(&row_means(&r.dice), 3),
-            r.best_valid,
-            r.best_iteration,
-            r.train_s
+            "{} | {:.3} ({:.0}) | {:.0} s |\n",
+            fmt_ms(&row_means(&rows), 3),
+            g.runs.iter().map(|r| r.best_valid).sum::<f64>() / n,
+            g.runs.iter().map(|r| r.best_iteration as f64).sum::<f64>() / n,
+            g.runs.iter().map(|r| r.train_s).sum::<f64>() / n
         ));
     }
-    md.push_str("\n## HD95 in mm (test subjects)\n\n| run | ");
+    md.push_str("\n## HD95 in mm (test subjects, pooled over seeds)\n\n| run | ");
     for c in classes.iter().take(nc) {
         md.push_str(&format!("{c} | "));
     }
@@ -415,60 +618,39 @@ fn write_report(o: &Options, vevery: usize, results: &[Scores], total_s: f64) ->
         md.push_str("---|");
     }
     md.push('\n');
-    for r in results {
-        md.push_str(&format!("| {} | ", r.name));
+    for g in &gs {
+        let rows = g.pooled(true);
+        md.push_str(&format!("| {} | ", g.name));
         for k in 0..nc {
-            md.push_str(&format!("{} | ", fmt_ms(&column(&r.hd95, k), 2)));
+            md.push_str(&format!("{} | ", fmt_ms(&column(&rows, k), 2)));
         }
         md.push('\n');
     }
     md.push_str("\n![Dice per class](semi_dice.png)\n\n");
-    md.push_str("## Commentary\n\n");
-    let mean_of = |n: &str| {
-        results
-            .iter()
-            .find(|r| r.name == n)
-            .map(|r| mean_std(&row_means(&r.dice)).0)
-    };
-    if let Some(b) = mean_of("baseline") {
-        for r in results {
-            if r.name == "baseline" {
-                continue;
-            }
-            let m = mean_std(&row_means(&r.dice)).0;
-            md.push_str(&format!(
-                "- {}: mean test Dice {:.3} ({:+.3} vs the labelled-only baseline {:.3}).\n",
-                r.name,
-                m,
-                m - b,
-                b
-            ));
-        }
-        md.push('\n');
-    }
-    md.push_str("COMMENTARY_PLACEHOLDER\n");
+    md.push_str("## Commentary\n\nCOMMENTARY_PLACEHOLDER\n");
     let path = o.out.join("semi.md");
     let tmp = o.out.join("semi.md.tmp");
     std::fs::write(&tmp, md).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
 
     let cats: Vec<String> = classes.iter().take(nc).map(|s| s.to_string()).collect();
-    let series: Vec<medseg_viz::BarSeries> = results
+    let series: Vec<medseg_viz::BarSeries> = gs
         .iter()
-        .map(|r| {
+        .map(|g| {
+            let rows = g.pooled(false);
             let (m, s): (Vec<f64>, Vec<f64>) = (0..nc)
                 .map(|k| {
-                    let (m, s, _) = mean_std(&column(&r.dice, k));
+                    let (m, s, _) = mean_std(&column(&rows, k));
                     (m, s)
                 })
                 .unzip();
-            (r.name.clone(), m, Some(s))
+            (g.name.to_string(), m, Some(s))
         })
         .collect();
     let png = o.out.join("semi_dice.png");
     medseg_viz::bar_chart(
         &png,
-        "Test Dice per class, 10% labelled",
+        &format!("Test Dice per class, 10% labelled, seeds {seed_list}"),
         "Dice",
         &cats,
         &series,
