@@ -337,6 +337,10 @@ pub fn run(args: &[String]) -> Result<()> {
             let out_dir = o.runs.join(spec.name).join(format!("seed{seed}"));
             let scores_path = out_dir.join("scores.json");
             if o.report_only {
+                if !scores_path.exists() {
+                    eprintln!("no {} (run not done); left out", scores_path.display());
+                    continue;
+                }
                 let text = std::fs::read_to_string(&scores_path)
                     .with_context(|| format!("reading {}", scores_path.display()))?;
                 let sc: Scores = serde_json::from_str(&text)
@@ -352,6 +356,9 @@ pub fn run(args: &[String]) -> Result<()> {
                 .with_context(|| format!("writing {}", scores_path.display()))?;
             results.push(sc);
         }
+    }
+    if results.is_empty() {
+        bail!("no finished run to report");
     }
     let total_s = if o.report_only {
         results.iter().map(|r| r.train_s).sum()
