@@ -105,6 +105,7 @@ pub(crate) fn conv_geom(
         s: stride,
         p: padding,
         d: dilation,
+        planar: false,
     })
 }
 
@@ -150,10 +151,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -
         [1, p.dilation[0], p.dilation[1]],
         p.groups,
     )?;
-    let x5 = x.contiguous()?.reshape(g.x_dims().to_vec())?;
-    let w5 = w.contiguous()?.reshape(g.w_dims().to_vec())?;
-    let y = apply_conv(g, &x5, &w5, bias, OP)?;
-    y.reshape((n, cout, g.out[1], g.out[2]))
+    // Planar geometry: the kernels read the rank-4 tensors as they are, so
+    // no reshape nodes (each one a gradient accumulation) enter the graph.
+    let g = Geom { planar: true, ..g };
+    apply_conv(g, &x.contiguous()?, &w.contiguous()?, bias, OP)
 }
 
 /// 3-D convolution of `x [N, Cin, D, H, W]` with `w [Cout, Cin/groups, kd, kh, kw]`
@@ -211,10 +212,9 @@ pub fn conv2d_input_grad(
             g.out[2]
         );
     }
-    let gy5 = gy.contiguous()?.reshape(g.y_dims().to_vec())?;
-    let w5 = w.contiguous()?.reshape(g.w_dims().to_vec())?;
-    gy5.apply_op2(&w5, ConvBwdDataOp(g))?
-        .reshape((n, g.cin, input_hw[0], input_hw[1]))
+    let g = Geom { planar: true, ..g };
+    gy.contiguous()?
+        .apply_op2(&w.contiguous()?, ConvBwdDataOp(g))
 }
 
 /// Weight gradient of [`conv2d`] (like PyTorch's `torch.nn.grad.conv2d_weight`):
@@ -250,12 +250,7 @@ pub fn conv2d_weight_grad(
             g.out[2]
         );
     }
-    let x5 = x.contiguous()?.reshape(g.x_dims().to_vec())?;
-    let gy5 = gy.contiguous()?.reshape(g.y_dims().to_vec())?;
-    x5.apply_op2(&gy5, ConvBwdWeightOp(g))?.reshape((
-        cout,
-        cin / p.groups,
-        kernel_hw[0],
-        kernel_hw[1],
-    ))
+    let g = Geom { planar: true, ..g };
+    x.contiguous()?
+        .apply_op2(&gy.contiguous()?, ConvBwdWeightOp(g))
 }

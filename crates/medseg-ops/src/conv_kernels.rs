@@ -40,6 +40,9 @@ pub(crate) struct Geom {
     pub s: [usize; 3],
     pub p: [usize; 3],
     pub d: [usize; 3],
+    /// 2D convolution on rank-4 tensors: the depth axis (of size 1) is left
+    /// out of the tensor shapes, so that no reshape enters the autograd graph.
+    pub planar: bool,
 }
 
 fn prod3(a: [usize; 3]) -> usize {
@@ -66,14 +69,22 @@ impl Geom {
     fn kdim(&self) -> usize {
         self.cin_g() * self.kvol()
     }
-    pub(crate) fn x_dims(&self) -> [usize; 5] {
-        [self.n, self.cin, self.inp[0], self.inp[1], self.inp[2]]
+    /// Drops the depth axis (index 2) of a rank-5 shape in planar mode.
+    fn shape(&self, d: [usize; 5]) -> Vec<usize> {
+        if self.planar {
+            vec![d[0], d[1], d[3], d[4]]
+        } else {
+            d.to_vec()
+        }
     }
-    pub(crate) fn y_dims(&self) -> [usize; 5] {
-        [self.n, self.cout, self.out[0], self.out[1], self.out[2]]
+    pub(crate) fn x_dims(&self) -> Vec<usize> {
+        self.shape([self.n, self.cin, self.inp[0], self.inp[1], self.inp[2]])
     }
-    pub(crate) fn w_dims(&self) -> [usize; 5] {
-        [self.cout, self.cin_g(), self.k[0], self.k[1], self.k[2]]
+    pub(crate) fn y_dims(&self) -> Vec<usize> {
+        self.shape([self.n, self.cout, self.out[0], self.out[1], self.out[2]])
+    }
+    pub(crate) fn w_dims(&self) -> Vec<usize> {
+        self.shape([self.cout, self.cin_g(), self.k[0], self.k[1], self.k[2]])
     }
     /// 1x1x1 kernel, stride 1, no padding: the conv is a plain matrix product.
     fn pointwise(&self) -> bool {

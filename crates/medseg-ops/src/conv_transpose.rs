@@ -120,6 +120,7 @@ fn transpose_geom(
         s: stride,
         p: padding,
         d: dilation,
+        planar: false,
     })
 }
 
@@ -170,10 +171,9 @@ pub fn conv_transpose2d(
         [1, p.dilation[0], p.dilation[1]],
         p.groups,
     )?;
-    let x5 = x.contiguous()?.reshape(g.y_dims().to_vec())?;
-    let w5 = w.contiguous()?.reshape(g.w_dims().to_vec())?;
-    let y = apply_transpose(g, &x5, &w5, bias, OP)?;
-    y.reshape((n, g.cin, g.inp[1], g.inp[2]))
+    // planar geometry: rank-4 tensors as they are, no reshape nodes
+    let g = Geom { planar: true, ..g };
+    apply_transpose(g, &x.contiguous()?, &w.contiguous()?, bias, OP)
 }
 
 /// 3-D transposed convolution of `x [N, Cin, D, H, W]` with
