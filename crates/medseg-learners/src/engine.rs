@@ -485,6 +485,34 @@ impl Trainer {
         self.out_dir.join("checkpoints")
     }
 
+    /// What a checkpoint records besides the weights: where training stands
+    /// (iteration, loader position, plateau state) and the scores so far.
+    fn checkpoint_meta(
+        &self,
+        cfg: &ExperimentConfig,
+        iteration: usize,
+        metric: f64,
+        best: Option<&ValidResult>,
+        stream: &BatchStream,
+        sched: &LrSchedule,
+    ) -> CheckpointMeta {
+        let (plateau_factor, plateau_best, plateau_bad) = sched.plateau_state();
+        CheckpointMeta {
+            iteration,
+            metric,
+            best_metric: best.map_or(f64::NAN, |v| v.mean_dice),
+            best_iteration: best.map_or(0, |v| v.iteration),
+            config_hash: cfg.hash(),
+            learner: self.learner.name().to_string(),
+            epoch: stream.epoch,
+            batch_in_epoch: stream.consumed,
+            plateau_factor,
+            plateau_best,
+            plateau_bad,
+            network: self.net_config.clone(),
+        }
+    }
+
     fn save_checkpoint(
         &self,
         name: &str,
@@ -752,20 +780,7 @@ impl Trainer {
                     best = Some(vr.clone());
                 }
                 let b = best.as_ref().expect("set above");
-                let meta = CheckpointMeta {
-                    iteration: it,
-                    metric: mean_dice,
-                    best_metric: b.mean_dice,
-                    best_iteration: b.iteration,
-                    config_hash: cfg.hash(),
-                    learner: self.learner.name().to_string(),
-                    epoch: stream.epoch,
-                    batch_in_epoch: stream.consumed,
-                    plateau_factor: sched.plateau_state().0,
-                    plateau_best: sched.plateau_state().1,
-                    plateau_bad: sched.plateau_state().2,
-                    network: self.net_config.clone(),
-                };
+                let meta = self.checkpoint_meta(&cfg, it, mean_dice, Some(b), &stream, &sched);
                 if improved {
                     self.save_checkpoint("best", &meta, None)?;
                 }
@@ -785,20 +800,8 @@ impl Trainer {
                 || early_stopped
                 || (t.checkpoint_every > 0 && it % t.checkpoint_every == 0);
             if save_now {
-                let meta = CheckpointMeta {
-                    iteration: it,
-                    metric: last.as_ref().map_or(f64::NAN, |v| v.mean_dice),
-                    best_metric: best.as_ref().map_or(f64::NAN, |v| v.mean_dice),
-                    best_iteration: best.as_ref().map_or(0, |v| v.iteration),
-                    config_hash: cfg.hash(),
-                    learner: self.learner.name().to_string(),
-                    epoch: stream.epoch,
-                    batch_in_epoch: stream.consumed,
-                    plateau_factor: sched.plateau_state().0,
-                    plateau_best: sched.plateau_state().1,
-                    plateau_bad: sched.plateau_state().2,
-                    network: self.net_config.clone(),
-                };
+                let metric = last.as_ref().map_or(f64::NAN, |v| v.mean_dice);
+                let meta = self.checkpoint_meta(&cfg, it, metric, best.as_ref(), &stream, &sched);
                 self.save_checkpoint("latest", &meta, Some(&opt))?;
             }
             if early_stopped {
