@@ -35,37 +35,14 @@ which the Rust test recomputes.
 Run with the repository's virtual environment:
     .venv/bin/python tools/make_cenet_fixtures.py
 """
-import importlib.util
-import json
 import os
-import subprocess
-import sys
 
+from fixture_utils import OUT, n_params, randomise, running_stats, save_json, save_safetensors, state_dict_f16
 
-def ensure(pkg, module=None):
-    try:
-        __import__(module or pkg)
-    except ImportError:
-        subprocess.check_call([sys.executable, "-m", "pip", "install", pkg])
-
-
-ensure("torch")
-ensure("numpy")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-# Helpers (safetensors writer, float16 rounding, randomisation) shared with
-# make_pymic_weights.py; importing it does not run its main().
-_spec = importlib.util.spec_from_file_location("make_pymic_weights", os.path.join(HERE, "make_pymic_weights.py"))
-_pw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_pw)
-save_safetensors, half, n_params, randomise = _pw.save_safetensors, _pw.half, _pw.n_params, _pw.randomise
-
-OUT = os.path.join(HERE, "..", "crates", "medseg-nets", "tests", "fixtures")
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 
 # ---------------------------------------------------------------------------
@@ -245,7 +222,7 @@ def main():
         net.finalconv3.weight.mul_(8.0)
         net.finalconv3.bias.mul_(8.0)
     assert torch.equal(x.half().float(), x)
-    sd = {k: half(v.detach().cpu().numpy().copy()) for k, v in net.state_dict().items()}
+    sd = state_dict_f16(net)
     net.eval()
     with torch.no_grad():
         y = net(x)
@@ -254,9 +231,7 @@ def main():
     with torch.no_grad():
         yt = net(x)
     io["train_s2"] = np.ascontiguousarray(yt.numpy()[:, :, ::2, ::2])
-    for k, v in net.state_dict().items():
-        if k.endswith("running_mean") or k.endswith("running_var"):
-            io["after_train." + k] = v.detach().numpy().copy()
+    io.update(running_stats(net))
     save_safetensors(os.path.join(OUT, "cenet_tiny.weights.safetensors"), sd)
     save_safetensors(os.path.join(OUT, "cenet_tiny.io.safetensors"), io)
     reference = {
@@ -267,8 +242,7 @@ def main():
         "default": {"config": DEFAULT, "num_parameters": n_params(default),
                     "num_parameters_resnet34_encoder": enc},
     }
-    with open(os.path.join(OUT, "cenet_reference.json"), "w") as f:
-        json.dump(reference, f, indent=1, sort_keys=True)
+    save_json(os.path.join(OUT, "cenet_reference.json"), reference)
     print("tiny", n_params(net), "params, output", list(y.shape))
     print("default", n_params(default), "params (encoder", enc, ")")
 

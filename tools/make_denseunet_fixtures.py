@@ -28,20 +28,14 @@ Writes under crates/medseg-nets/tests/fixtures/:
 Run with the repository's virtual environment:
     .venv/bin/python tools/make_denseunet_fixtures.py
 """
-import json
 import os
-import sys
 from collections import OrderedDict
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# helpers only (main() is guarded there): F16 rounding, randomisation, writer
-from make_pymic_weights import half, n_params, randomise, save_safetensors  # noqa: E402
+from fixture_utils import OUT, half, n_params, randomise, running_stats, save_json, save_safetensors, state_dict_f16
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-OUT = os.path.join(os.path.dirname(__file__), "..", "crates", "medseg-nets", "tests", "fixtures")
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 
 # --- torchvision DenseNet `features`, transcribed ----------------------------
@@ -214,7 +208,7 @@ def main():
 
     net = DenseUnet_2d(**TINY, dropout=0.0)
     randomise(net, gen)
-    sd = {k: half(v.detach().cpu().numpy().copy()) for k, v in net.state_dict().items()}
+    sd = state_dict_f16(net)
     x = torch.randn(TINY_SHAPE, generator=gen).half().float()
     io = {"input": half(x.numpy())}
     net.eval()
@@ -223,9 +217,7 @@ def main():
     net.train()
     with torch.no_grad():
         io["train"] = net(x, dropout=False).numpy()
-    for k, v in net.state_dict().items():
-        if k.endswith("running_mean") or k.endswith("running_var"):
-            io["after_train." + k] = v.detach().numpy().copy()
+    io.update(running_stats(net))
     save_safetensors(os.path.join(OUT, "denseunet_tiny.weights.safetensors"), sd)
     save_safetensors(os.path.join(OUT, "denseunet_tiny.io.safetensors"), io)
     reference = {
@@ -235,8 +227,7 @@ def main():
                  "num_tensors": len(sd)},
         "default": {"config": DEFAULT, "num_parameters": n_params(full), "encoder_parameters": enc},
     }
-    with open(os.path.join(OUT, "denseunet_reference.json"), "w") as f:
-        json.dump(reference, f, indent=1, sort_keys=True)
+    save_json(os.path.join(OUT, "denseunet_reference.json"), reference)
     print("tiny", n_params(net), "params", list(io["eval"].shape))
     print("default", n_params(full), "params (encoder", enc, ")")
 

@@ -42,28 +42,13 @@ Writes under crates/medseg-nets/tests/fixtures/:
 
 Run:  .venv/bin/python tools/make_multiresunet_fixtures.py
 """
-import json
 import os
-import subprocess
-import sys
 
+from fixture_utils import OUT, half, n_params, randomise, running_stats, save_json, save_safetensors, state_dict_f16
 
-def ensure(pkg, module=None):
-    try:
-        __import__(module or pkg)
-    except ImportError:
-        subprocess.check_call([sys.executable, "-m", "pip", "install", pkg])
-
-
-ensure("torch")
-ensure("numpy")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "medseg-nets", "tests", "fixtures")
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 
 def layers(nd):
@@ -180,72 +165,6 @@ class MultiResUnet(nn.Module):
         return self.conv_final(x)
 
 
-# ---------------------------------------------------------------------------
-# safetensors writing and randomisation (same conventions as
-# tools/make_pymic_weights.py, which is not imported: it needs PyMIC)
-# ---------------------------------------------------------------------------
-DTYPES = {np.float16: "F16", np.float32: "F32", np.int64: "I64"}
-
-
-def save_safetensors(path, tensors):
-    import struct
-
-    header = {}
-    offset = 0
-    blobs = []
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        if a.dtype == np.float64:
-            a = a.astype(np.float32)
-        b = a.tobytes()
-        header[name] = {"dtype": DTYPES[a.dtype.type], "shape": list(a.shape),
-                        "data_offsets": [offset, offset + len(b)]}
-        offset += len(b)
-        blobs.append(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-
-
-def half(a):
-    """float32 values that are float16-representable, stored as F16 (lossless)."""
-    if a.dtype == np.float32:
-        h = a.astype(np.float16)
-        assert np.array_equal(h.astype(np.float32), a)
-        return h
-    return a
-
-
-def n_params(net):
-    return int(sum(p.numel() for p in net.parameters()))
-
-
-def randomise(net, gen):
-    with torch.no_grad():
-        for name, t in net.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=gen) * 0.8 + 0.6)
-            elif name.endswith("running_mean"):
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.2)
-            elif t.dim() > 1:
-                t.copy_(torch.randn(t.shape, generator=gen) / np.sqrt(t[0].numel()))
-            elif name.endswith("weight"):
-                t.copy_(1.0 + 0.3 * torch.randn(t.shape, generator=gen))
-            else:
-                t.copy_(0.3 * torch.randn(t.shape, generator=gen))
-        for _, t in net.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(t.half().float())
-
-
 # name, config (medseg keys), input shape
 CASES = [
     ("multiresunet2d", {"dimension": 2, "in_chns": 1, "class_num": 2,
@@ -280,7 +199,7 @@ def main():
         net = build(cfg)
         randomise(net, gen)
         x = torch.randn(shape, generator=gen).half().float()
-        sd = {k: half(v.detach().cpu().numpy().copy()) for k, v in net.state_dict().items()}
+        sd = state_dict_f16(net)
         net.eval()
         with torch.no_grad():
             y = net(x)
@@ -296,9 +215,7 @@ def main():
         with torch.no_grad():
             yt = net(x)
         io["train"] = yt.numpy()
-        for k, v in net.state_dict().items():
-            if k.endswith("running_mean") or k.endswith("running_var"):
-                io["after_train." + k] = v.detach().numpy().copy()
+        io.update(running_stats(net))
         save_safetensors(os.path.join(OUT, f"{name}.weights.safetensors"), sd)
         save_safetensors(os.path.join(OUT, f"{name}.io.safetensors"), io)
         reference["cases"][name] = {"config": cfg, "input_shape": shape, "num_parameters": n_params(net),
@@ -309,11 +226,7 @@ def main():
         reference["defaults"][name] = {"config": cfg, "num_parameters": n_params(net),
                                        "num_tensors": len(net.state_dict())}
         print("default", name, n_params(net))
-    path = os.path.join(OUT, "multiresunet_reference.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(reference, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
+    save_json(os.path.join(OUT, "multiresunet_reference.json"), reference, trailing_newline=True)
 
 
 if __name__ == "__main__":

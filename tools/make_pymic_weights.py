@@ -21,26 +21,16 @@ under crates/medseg-nets/tests/fixtures/:
 Run with the repository's virtual environment:
     .venv/bin/python tools/make_pymic_weights.py
 It pip-installs pymic and torch into the running interpreter when missing.
-Safetensors files are written by a small writer below (no extra package).
+Safetensors files are written by the small writer in tools/fixture_utils.py
+(no extra package).
 """
-import json
 import os
-import struct
-import subprocess
-import sys
 
+from fixture_utils import (OUT, ensure, half, n_params, randomise, running_stats, save_json,
+                           save_safetensors, state_dict_f16)
 
-def ensure(pkg, module=None):
-    try:
-        __import__(module or pkg)
-    except ImportError:
-        subprocess.check_call([sys.executable, "-m", "pip", "install", pkg])
-
-
-ensure("torch")
 ensure("pymic")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from pymic.net.cnn.unet import UNet  # noqa: E402
 from pymic.net.cnn import unet_attention  # noqa: E402
@@ -257,71 +247,6 @@ class UNet3PlusRef(nn.Module):
         return self.outconv1(hd[1])
 
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "crates", "medseg-nets", "tests", "fixtures")
-
-DTYPES = {np.float16: "F16", np.float32: "F32", np.int64: "I64"}
-
-
-def save_safetensors(path, tensors, metadata=None):
-    header = {}
-    offset = 0
-    blobs = []
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        if a.dtype == np.float64:
-            a = a.astype(np.float32)
-        dt = DTYPES[a.dtype.type]
-        b = a.tobytes()
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
-        offset += len(b)
-        blobs.append(b)
-    if metadata:
-        header["__metadata__"] = metadata
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def half(a):
-    """float32 arrays holding float16-representable values, stored as F16."""
-    if a.dtype == np.float32:
-        h = a.astype(np.float16)
-        assert np.array_equal(h.astype(np.float32), a)
-        return h
-    return a
-
-
-def n_params(net):
-    return int(sum(p.numel() for p in net.parameters()))
-
-
-def randomise(net, gen):
-    with torch.no_grad():
-        for name, t in net.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=gen) * 0.8 + 0.6)
-            elif name.endswith("running_mean"):
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.2)
-            elif t.dim() > 1:
-                fan = t[0].numel()
-                t.copy_(torch.randn(t.shape, generator=gen) / np.sqrt(fan))
-            elif name.endswith("weight"):  # BatchNorm gamma
-                t.copy_(1.0 + 0.3 * torch.randn(t.shape, generator=gen))
-            else:
-                t.copy_(0.3 * torch.randn(t.shape, generator=gen))
-        # Round every value to float16 so the fixtures can store them as F16
-        # losslessly (half the size); the networks still compute in float32.
-        for name, t in net.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(t.half().float())
-
-
 def quiet(builder, params):
     # PyMIC prints its parameters; keep stdout readable.
     import contextlib
@@ -398,7 +323,7 @@ def main():
         net = quiet(cls, params)
         randomise(net, gen)
         x = torch.randn(shape, generator=gen).half().float()
-        sd = {k: half(v.detach().cpu().numpy().copy()) for k, v in net.state_dict().items()}
+        sd = state_dict_f16(net)
         net.eval()
         with torch.no_grad():
             y = net(x)
@@ -414,9 +339,7 @@ def main():
             with torch.no_grad():
                 yt = net(x)
             io["train"] = (yt[0] if isinstance(yt, (list, tuple)) else yt).numpy()
-            for k, v in net.state_dict().items():
-                if k.endswith("running_mean") or k.endswith("running_var"):
-                    io["after_train." + k] = v.detach().numpy().copy()
+            io.update(running_stats(net))
         save_safetensors(os.path.join(OUT, f"{name}.weights.safetensors"), sd)
         save_safetensors(os.path.join(OUT, f"{name}.io.safetensors"), io)
         reference["cases"][name] = {"config": params, "input_shape": shape, "num_parameters": n_params(net),
@@ -426,8 +349,7 @@ def main():
         net = quiet(cls, params)
         reference["defaults"][name] = {"config": params, "num_parameters": n_params(net)}
         print("default", name, n_params(net))
-    with open(os.path.join(OUT, "pymic_reference.json"), "w") as f:
-        json.dump(reference, f, indent=1, sort_keys=True)
+    save_json(os.path.join(OUT, "pymic_reference.json"), reference)
 
 
 if __name__ == "__main__":
