@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::NormType;
 use crate::error::{NetError, Result};
 use crate::layers::{cat_channels, resize_linear, Act, Conv, ConvTranspose, Ctx, Norm};
-use crate::{fold_depth, unfold_depth, NetOutput, ParamInfo, SegNetwork};
+use crate::unet::{logits_only_2d, unet_meta};
+use crate::{NetOutput, ParamInfo, SegNetwork};
 
 fn d_dimension() -> usize {
     2
@@ -513,16 +514,9 @@ impl CENet {
         &self.cfg
     }
 
+    /// Checks the spatial size (rank and channels: [`logits_only_2d`]).
     fn check_input(&self, x: &Tensor) -> CandleResult<()> {
-        let (_, c, h, w) = x.dims4()?;
-        if c != self.cfg.in_chns {
-            candle_core::bail!(
-                "{}: expected {} input channels, got shape {:?}",
-                self.cfg.name,
-                self.cfg.in_chns,
-                x.dims()
-            )
-        }
+        let (_, _, h, w) = x.dims4()?;
         let ok = |s: usize| s % Self::SIZE_MULTIPLE == 0 && s >= Self::MIN_SIZE;
         if !ok(h) || !ok(w) {
             candle_core::bail!(
@@ -566,44 +560,13 @@ impl CENet {
 
 impl SegNetwork for CENet {
     fn forward_t(&self, x: &Tensor, train: bool) -> CandleResult<NetOutput> {
-        let logits = match x.rank() {
-            4 => self.forward4(x, train)?,
-            5 => {
-                let (x4, n, d) = fold_depth(x)?;
-                unfold_depth(&self.forward4(&x4, train)?, n, d)?
-            }
-            _ => candle_core::bail!(
-                "{}: CE-Net takes [N, C, H, W] or [N, C, D, H, W] input, got shape {:?}",
-                self.cfg.name,
-                x.dims()
-            ),
-        };
-        Ok(NetOutput {
-            logits,
-            deep: Vec::new(),
-            aux: Vec::new(),
+        logits_only_2d(&self.cfg.name, "CE-Net", self.cfg.in_chns, x, |x| {
+            self.forward4(x, train)
         })
     }
 
-    fn config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.cfg).unwrap_or(serde_json::Value::Null)
-    }
-
-    fn dimension(&self) -> usize {
-        2
-    }
-
-    fn in_chns(&self) -> usize {
-        self.cfg.in_chns
-    }
-
-    fn class_num(&self) -> usize {
-        self.cfg.class_num
-    }
-
-    fn parameters(&self) -> &[ParamInfo] {
-        &self.params
-    }
+    // `dimension` is 2 (checked by `CENetConfig::validate`)
+    unet_meta!();
 }
 
 /// Builds a CENet from its JSON configuration (registry entries `CENet`

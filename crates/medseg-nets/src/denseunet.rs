@@ -10,7 +10,8 @@ use crate::error::{NetError, Result as NetResult};
 use crate::layers::{
     bernoulli_mask, cat_channels, spatial, Act, Conv, Ctx, Dropout, Norm, Upsample,
 };
-use crate::{fold_depth, unfold_depth, NetOutput, ParamInfo, SegNetwork};
+use crate::unet::{logits_only_2d, unet_meta};
+use crate::{NetOutput, ParamInfo, SegNetwork};
 
 fn d_dimension() -> usize {
     2
@@ -518,50 +519,13 @@ impl DenseUNet {
 
 impl SegNetwork for DenseUNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<NetOutput> {
-        let logits = match x.rank() {
-            4 | 5 if x.dim(1)? != self.cfg.in_chns => candle_core::bail!(
-                "{}: expected {} input channels, got shape {:?}",
-                self.cfg.name,
-                self.cfg.in_chns,
-                x.dims()
-            ),
-            4 => self.forward4(x, train)?,
-            5 => {
-                let (x4, n, d) = fold_depth(x)?;
-                unfold_depth(&self.forward4(&x4, train)?, n, d)?
-            }
-            _ => candle_core::bail!(
-                "{}: a 2D network takes [N, C, H, W] or [N, C, D, H, W] input, got shape {:?}",
-                self.cfg.name,
-                x.dims()
-            ),
-        };
-        Ok(NetOutput {
-            logits,
-            deep: Vec::new(),
-            aux: Vec::new(),
+        logits_only_2d(&self.cfg.name, "a 2D network", self.cfg.in_chns, x, |x| {
+            self.forward4(x, train)
         })
     }
 
-    fn config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.cfg).unwrap_or(serde_json::Value::Null)
-    }
-
-    fn dimension(&self) -> usize {
-        2
-    }
-
-    fn in_chns(&self) -> usize {
-        self.cfg.in_chns
-    }
-
-    fn class_num(&self) -> usize {
-        self.cfg.class_num
-    }
-
-    fn parameters(&self) -> &[ParamInfo] {
-        &self.params
-    }
+    // `dimension` is 2 (checked by `DenseUNetConfig::validate`)
+    unet_meta!();
 }
 
 /// Builds a DenseUNet from its JSON configuration (registry entry `DenseUNet`).

@@ -46,7 +46,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::NormType;
 use crate::error::{NetError, Result};
 use crate::layers::{cat_channels, fit_to, spatial, Act, Conv, ConvTranspose, Ctx, Norm, Pool};
-use crate::{fold_depth, unfold_depth, NetOutput, ParamInfo, SegNetwork};
+use crate::unet::{logits_only, unet_meta};
+use crate::{NetOutput, ParamInfo, SegNetwork};
 
 fn d_dimension() -> usize {
     2
@@ -453,38 +454,11 @@ impl MultiResUNet {
 impl SegNetwork for MultiResUNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> CResult<NetOutput> {
         self.check_input(x)?;
-        let logits = if self.cfg.dimension == 2 && x.rank() == 5 {
-            let (x4, n, d) = fold_depth(x)?;
-            unfold_depth(&self.forward_nd(&x4, train)?, n, d)?
-        } else {
-            self.forward_nd(x, train)?
-        };
-        Ok(NetOutput {
-            logits,
-            deep: Vec::new(),
-            aux: Vec::new(),
-        })
+        // a 2D network given [N, C, D, H, W] folds depth into the batch
+        logits_only(x, self.cfg.dimension == 2, |x| self.forward_nd(x, train))
     }
 
-    fn config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.cfg).unwrap_or(serde_json::Value::Null)
-    }
-
-    fn dimension(&self) -> usize {
-        self.cfg.dimension
-    }
-
-    fn in_chns(&self) -> usize {
-        self.cfg.in_chns
-    }
-
-    fn class_num(&self) -> usize {
-        self.cfg.class_num
-    }
-
-    fn parameters(&self) -> &[ParamInfo] {
-        &self.params
-    }
+    unet_meta!();
 }
 
 /// Builds a MultiResUNet from its JSON configuration (registry entry `MultiResUNet`).

@@ -499,6 +499,52 @@ pub(crate) fn with_folding(
     }
 }
 
+/// The output of a network with logits only (no deep or auxiliary outputs):
+/// `f` runs on `x`, or, when `fold` is set and `x` is `[N, C, D, H, W]`, on
+/// `x` with depth folded into the batch, its logits unfolded again.
+pub(crate) fn logits_only(
+    x: &Tensor,
+    fold: bool,
+    f: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<NetOutput> {
+    let logits = if fold && x.rank() == 5 {
+        let (x4, n, d) = fold_depth(x)?;
+        unfold_depth(&f(&x4)?, n, d)?
+    } else {
+        f(x)?
+    };
+    Ok(NetOutput {
+        logits,
+        deep: Vec::new(),
+        aux: Vec::new(),
+    })
+}
+
+/// [`logits_only`] for a 2D-only network named `name`: `x` must be
+/// `[N, in_chns, H, W]` or `[N, in_chns, D, H, W]` (the error for another
+/// rank says that `what` takes those), and a 5D `x` is folded.
+pub(crate) fn logits_only_2d(
+    name: &str,
+    what: &str,
+    in_chns: usize,
+    x: &Tensor,
+    f: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<NetOutput> {
+    if !matches!(x.rank(), 4 | 5) {
+        candle_core::bail!(
+            "{name}: {what} takes [N, C, H, W] or [N, C, D, H, W] input, got shape {:?}",
+            x.dims()
+        )
+    }
+    if x.dim(1)? != in_chns {
+        candle_core::bail!(
+            "{name}: expected {in_chns} input channels, got shape {:?}",
+            x.dims()
+        )
+    }
+    logits_only(x, true, f)
+}
+
 /// UNet (2D or 3D) and AttentionUNet: PyMIC's `UNet` / `AttentionUNet`.
 pub struct UNet {
     cfg: UNetConfig,

@@ -3,37 +3,25 @@
 //! parameter count, accepted input sizes, configuration errors, a
 //! checkpoint round trip and a few training steps.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod common;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use medseg_nets::{
-    build_network, count_parameters, import_pytorch, load_network, save_checkpoint, trainable_vars,
-    CENet, CENetConfig, NetError, SegNetwork,
+use candle_nn::VarBuilder;
+use common::{
+    adam_losses, build, build_with, check_running_stats, config_error, import_weights, load_io,
+    max_abs, max_abs_diff, read_json, shape_of,
 };
+use medseg_nets::{count_parameters, load_network, save_checkpoint, CENet, CENetConfig};
 use serde_json::{json, Value};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 fn reference() -> Value {
-    let text = std::fs::read_to_string(fixtures().join("cenet_reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    read_json("cenet_reference.json")
 }
 
 fn tiny_config() -> Value {
     let mut c = reference()["tiny"]["config"].clone();
     c["name"] = json!("CENet");
     c
-}
-
-fn build(config: &Value, dtype: DType) -> (VarMap, Box<dyn SegNetwork>) {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
-    let net = build_network(config, vb).unwrap();
-    (varmap, net)
 }
 
 /// The fixture's input, `((i * 7919) mod 1021 - 510) / 256` (exact in f16).
@@ -45,45 +33,8 @@ fn pattern(shape: &[usize]) -> Tensor {
     Tensor::from_vec(v, shape.to_vec(), &Device::Cpu).unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn max_abs(a: &Tensor) -> f32 {
-    a.to_dtype(DType::F32)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn io() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join("cenet_tiny.io.safetensors"), &Device::Cpu)
-        .unwrap()
-}
-
 fn input_shape() -> Vec<usize> {
-    reference()["tiny"]["input_shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect()
+    shape_of(&reference()["tiny"]["input_shape"])
 }
 
 /// Even rows and columns, as the fixture stores the train-mode output.
@@ -100,13 +51,13 @@ fn stride2(t: &Tensor) -> Tensor {
 #[test]
 fn matches_reference_in_eval_and_train_mode_with_running_stats() {
     let r = reference();
-    let (varmap, net) = build(&tiny_config(), DType::F32);
+    let (varmap, net) = build(&tiny_config());
     assert_eq!(
         net.num_parameters() as u64,
         r["tiny"]["num_parameters"].as_u64().unwrap()
     );
-    import_pytorch(&fixtures().join("cenet_tiny.weights.safetensors"), &varmap).unwrap();
-    let io = io();
+    import_weights(&varmap, "cenet_tiny");
+    let io = load_io("cenet_tiny");
     let x = pattern(&input_shape());
     let y = net.forward_t(&x, false).unwrap();
     assert!(y.deep.is_empty() && y.aux.is_empty());
@@ -119,15 +70,7 @@ fn matches_reference_in_eval_and_train_mode_with_running_stats() {
     assert!(d < 1e-4, "train logits differ by {d}");
     // train mode really differs from eval mode here
     assert!(max_abs_diff(&stride2(&y.logits), &io["train_s2"]) > 1e-2);
-    let data = varmap.data().lock().unwrap();
-    let mut checked = 0;
-    for (k, v) in &io {
-        if let Some(name) = k.strip_prefix("after_train.") {
-            let d = max_abs_diff(data[name].as_tensor(), v);
-            assert!(d < 1e-4, "{name} after a train pass differs by {d}");
-            checked += 1;
-        }
-    }
+    let checked = check_running_stats(&varmap, &io, "cenet_tiny", 1e-4);
     // 2 per BatchNorm: stem, 6 blocks x 2, 3 downsamples, 4 decoders x 3
     assert_eq!(checked, 2 * (1 + 2 * 6 + 3 + 4 * 3));
 }
@@ -137,12 +80,12 @@ fn matches_reference_in_eval_and_train_mode_with_running_stats() {
 /// both paths give the reference's outputs and running statistics.
 #[test]
 fn candle_fallback_path_matches_reference() {
-    let (varmap, net) = build(&tiny_config(), DType::F64);
-    import_pytorch(&fixtures().join("cenet_tiny.weights.safetensors"), &varmap).unwrap();
+    let (varmap, net) = build_with(&tiny_config(), DType::F64);
+    import_weights(&varmap, "cenet_tiny");
     let x = pattern(&input_shape()).to_dtype(DType::F64).unwrap();
     let y = net.forward(&x).unwrap();
     assert_eq!(y.dtype(), DType::F64);
-    let io = io();
+    let io = load_io("cenet_tiny");
     let d = max_abs_diff(&y, &io["eval"]);
     assert!(d < 1e-4, "f64 eval logits differ by {d}");
     let yt = net.forward_t(&x, true).unwrap().logits;
@@ -160,7 +103,7 @@ fn default_parameter_count_equals_reference() {
     let r = reference();
     let mut config = r["default"]["config"].clone();
     config["name"] = json!("CE-Net");
-    let (varmap, net) = build(&config, DType::F32);
+    let (varmap, net) = build(&config);
     let want = r["default"]["num_parameters"].as_u64().unwrap();
     assert_eq!(want, 29_003_093);
     assert_eq!(net.num_parameters() as u64, want);
@@ -206,7 +149,7 @@ fn default_parameter_count_equals_reference() {
 
 #[test]
 fn dac_biases_start_at_zero_as_in_the_reference() {
-    let (varmap, _net) = build(&tiny_config(), DType::F32);
+    let (varmap, _net) = build(&tiny_config());
     let data = varmap.data().lock().unwrap();
     for n in ["dilate1", "dilate2", "dilate3", "conv1x1"] {
         let b = data[&format!("dblock.{n}.bias")].as_tensor();
@@ -219,7 +162,7 @@ fn dac_biases_start_at_zero_as_in_the_reference() {
 
 #[test]
 fn input_sizes_multiples_of_32_from_192_work_and_others_are_refused() {
-    let (_vm, net) = build(&tiny_config(), DType::F32);
+    let (_vm, net) = build(&tiny_config());
     // 2 input channels, 1 class
     let y = net.forward(&pattern(&[1, 2, 192, 224])).unwrap();
     assert_eq!(y.dims(), &[1, 1, 192, 224]);
@@ -255,14 +198,9 @@ fn input_sizes_multiples_of_32_from_192_work_and_others_are_refused() {
 #[test]
 fn config_errors_name_the_key_and_config_round_trips() {
     let vb = || VarBuilder::zeros(DType::F32, &Device::Cpu);
-    let err_of = |c: Value| match build_network(&c, vb()) {
-        Err(e @ NetError::Config(_)) => e.to_string(),
-        Err(e) => panic!("unexpected error kind {e}"),
-        Ok(_) => panic!("accepted {c}"),
-    };
     let mut c = tiny_config();
     c["feature_chn"] = json!([4, 8, 8, 16]);
-    assert!(err_of(c).contains("feature_chn"));
+    assert!(config_error(&c).contains("feature_chn"));
     for (key, val) in [
         ("feature_chns", json!([4, 8, 16])),
         ("feature_chns", json!([4, 8, 2, 16])),
@@ -274,7 +212,7 @@ fn config_errors_name_the_key_and_config_round_trips() {
     ] {
         let mut c = tiny_config();
         c[key] = val.clone();
-        let e = err_of(c);
+        let e = config_error(&c);
         assert!(e.contains(key), "{key} = {val}: {e}");
     }
     for (key, val) in [
@@ -284,26 +222,23 @@ fn config_errors_name_the_key_and_config_round_trips() {
     ] {
         let mut c = tiny_config();
         c[key] = val.clone();
-        let e = err_of(c);
+        let e = config_error(&c);
         assert!(e.contains(&format!("`{key}`")), "{key} = {val}: {e}");
     }
     let mut c = tiny_config();
     c.as_object_mut().unwrap().remove("class_num");
-    assert!(err_of(c).contains("class_num"));
+    assert!(config_error(&c).contains("class_num"));
 
     // defaults are filled in and the full configuration is returned; the
     // alias name and PyMIC's `net_type` key build the same network
-    let (_vm, net) = build(
-        &json!({"net_type": "CE-Net", "in_chns": 1, "class_num": 2}),
-        DType::F32,
-    );
+    let (_vm, net) = build(&json!({"net_type": "CE-Net", "in_chns": 1, "class_num": 2}));
     let mut want = serde_json::to_value(CENetConfig::new(1, 2)).unwrap();
     want["name"] = json!("CE-Net");
     assert_eq!(net.config(), want);
     assert_eq!(net.config()["feature_chns"], json!([64, 128, 256, 512]));
     assert_eq!(net.config()["block_nums"], json!([3, 4, 6, 3]));
     assert_eq!((net.dimension(), net.in_chns(), net.class_num()), (2, 1, 2));
-    let (_vm2, again) = build(&net.config(), DType::F32);
+    let (_vm2, again) = build(&net.config());
     assert_eq!(again.config(), net.config());
 
     // the typed constructor validates too
@@ -319,7 +254,7 @@ fn checkpoint_round_trip_through_load_network() {
     let path = dir.path().join("cenet.safetensors");
     let mut config = tiny_config();
     config["seed"] = json!(5);
-    let (vm, net) = build(&config, DType::F32);
+    let (vm, net) = build(&config);
     let x = pattern(&[1, 2, 192, 192]);
     // a train pass moves the running statistics, which must be saved too
     net.forward_t(&x, true).unwrap();
@@ -330,7 +265,7 @@ fn checkpoint_round_trip_through_load_network() {
     assert_eq!(max_abs_diff(&net2.forward(&x).unwrap(), &y), 0.0);
     // a network of another seed computes something else
     config["seed"] = json!(6);
-    let (_vm3, net3) = build(&config, DType::F32);
+    let (_vm3, net3) = build(&config);
     assert!(max_abs_diff(&net3.forward(&x).unwrap(), &y) > 1e-4);
 }
 
@@ -340,7 +275,7 @@ fn adam_steps_decrease_cross_entropy() {
     config["class_num"] = json!(2);
     config["block_nums"] = json!([1, 1, 1, 1]);
     config["seed"] = json!(3);
-    let (varmap, net) = build(&config, DType::F32);
+    let (varmap, net) = build(&config);
     // a smooth input; target: class 1 where its first channel is positive
     let (h, w) = (192usize, 192usize);
     let v: Vec<f32> = (0..2 * 2 * h * w)
@@ -371,25 +306,11 @@ fn adam_steps_decrease_cross_entropy() {
             .mean_all()
             .unwrap()
     };
-    let mut opt = AdamW::new(
-        trainable_vars(&varmap),
-        ParamsAdamW {
-            lr: 1e-2,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
     let stem0 = varmap.data().lock().unwrap()["firstconv.weight"]
         .as_tensor()
         .copy()
         .unwrap();
-    let mut losses = Vec::new();
-    for _ in 0..6 {
-        let loss = loss_of(true);
-        losses.push(loss.to_scalar::<f32>().unwrap());
-        opt.backward_step(&loss).unwrap();
-    }
+    let losses = adam_losses(&varmap, 6, || loss_of(true));
     let last = loss_of(true).to_scalar::<f32>().unwrap();
     assert!(losses.iter().all(|l| l.is_finite()));
     assert!(
@@ -418,8 +339,8 @@ fn gradients_of_kernel_and_candle_paths_agree() {
     };
     let mut grads = Vec::new();
     for dtype in [DType::F32, DType::F64] {
-        let (varmap, net) = build(&tiny_config(), dtype);
-        import_pytorch(&fixtures().join("cenet_tiny.weights.safetensors"), &varmap).unwrap();
+        let (varmap, net) = build_with(&tiny_config(), dtype);
+        import_weights(&varmap, "cenet_tiny");
         let x = pattern(&shape).to_dtype(dtype).unwrap();
         let y = net.forward_t(&x, true).unwrap().logits;
         let w = Tensor::from_vec(weights(y.elem_count()), y.dims(), &Device::Cpu)
@@ -457,7 +378,7 @@ fn gradients_of_kernel_and_candle_paths_agree() {
 
 #[test]
 fn summary_lists_the_transposed_convolutions_with_their_multiply_adds() {
-    let (_varmap, net) = build(&tiny_config(), DType::F32);
+    let (_varmap, net) = build(&tiny_config());
     let shape = input_shape();
     let s = medseg_nets::summarize(net.as_ref(), &shape, &Device::Cpu).unwrap();
     assert_eq!(s.total_params, net.num_parameters());

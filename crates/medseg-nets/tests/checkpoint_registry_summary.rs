@@ -2,20 +2,16 @@
 //! the registry (unknown names/keys, user networks) and the summary
 //! (parameters and multiply-adds against closed forms).
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use common::{build, max_abs_diff};
 use medseg_nets::{
-    build_network, load_checkpoint, load_network, read_checkpoint_config, save_checkpoint,
-    summarize, NetError, NetOutput, NetRegistry, ParamInfo, SegNetwork,
+    load_checkpoint, load_network, read_checkpoint_config, save_checkpoint, summarize, NetError,
+    NetOutput, NetRegistry, ParamInfo, SegNetwork,
 };
 use serde_json::json;
-
-fn build(config: &serde_json::Value) -> (VarMap, Box<dyn SegNetwork>) {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let net = build_network(config, vb).unwrap();
-    (varmap, net)
-}
 
 fn input() -> Tensor {
     Tensor::arange(0f32, 2.0 * 16.0 * 16.0, &Device::Cpu)
@@ -46,36 +42,15 @@ fn checkpoint_round_trip_keeps_weights_running_stats_and_config() {
 
     // another seed gives other weights; loading restores the saved ones
     let (vm2, net2) = build(&cfg(2));
-    let before = (net2.forward(&input()).unwrap() - &y)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let before = max_abs_diff(&net2.forward(&input()).unwrap(), &y);
     assert!(before > 1e-3);
     load_checkpoint(&path, &vm2, Some(&net2.config())).unwrap();
-    let after = (net2.forward(&input()).unwrap() - &y)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let after = max_abs_diff(&net2.forward(&input()).unwrap(), &y);
     assert_eq!(after, 0.0);
 
     // load_network rebuilds from the stored configuration
     let (_vm3, net3) = load_network(&path, &Device::Cpu).unwrap();
-    let d = (net3.forward(&input()).unwrap() - &y)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = max_abs_diff(&net3.forward(&input()).unwrap(), &y);
     assert_eq!(d, 0.0);
     // no temporary files left behind
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

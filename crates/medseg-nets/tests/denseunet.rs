@@ -4,56 +4,24 @@
 //! configuration, odd and 5D input sizes, configuration errors, checkpoints
 //! and a few training steps.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
+use common::{
+    adam_losses, build, build_with, check_running_stats, config_error, cross_entropy, fixtures,
+    import_weights, labelled_images, load_io, max_abs, max_abs_diff, read_json,
+};
 use medseg_nets::{
-    build_network, import_pytorch, load_network, read_checkpoint_config, save_checkpoint,
-    trainable_vars, DenseUNet, DenseUNetConfig, NetError, SegNetwork,
+    load_network, read_checkpoint_config, save_checkpoint, trainable_vars, DenseUNet,
+    DenseUNetConfig, SegNetwork,
 };
 use serde_json::{json, Value};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 fn reference() -> Value {
-    let text = std::fs::read_to_string(fixtures().join("denseunet_reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn build(config: &Value) -> (VarMap, Box<dyn SegNetwork>) {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let net = build_network(config, vb).unwrap();
-    (varmap, net)
-}
-
-fn build_err(config: &Value) -> String {
-    let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
-    match build_network(config, vb) {
-        Ok(_) => panic!("{config} was accepted"),
-        Err(e) => {
-            assert!(matches!(e, NetError::Config(_)), "{e}");
-            e.to_string()
-        }
-    }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    read_json("denseunet_reference.json")
 }
 
 /// A tiny network (encoder channels 4, 6, 7, 7, 5) for the fast tests.
@@ -87,11 +55,7 @@ fn matches_the_pytorch_reference_in_eval_and_train_mode() {
         net.num_parameters() as u64,
         case["num_parameters"].as_u64().unwrap()
     );
-    import_pytorch(
-        &fixtures().join("denseunet_tiny.weights.safetensors"),
-        &varmap,
-    )
-    .unwrap();
+    import_weights(&varmap, "denseunet_tiny");
     // every tensor the network holds has the reference's name and shape
     let sd = candle_core::safetensors::load(
         fixtures().join("denseunet_tiny.weights.safetensors"),
@@ -118,32 +82,20 @@ fn matches_the_pytorch_reference_in_eval_and_train_mode() {
     assert!(ours.contains_key("rn.denseblock3.denselayer2.conv2.weight"));
     assert!(ours.contains_key("up1.x_conv_.weight"));
 
-    let io: HashMap<String, Tensor> = candle_core::safetensors::load(
-        fixtures().join("denseunet_tiny.io.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let x = io["input"].to_dtype(DType::F32).unwrap();
-    let eval = net.forward_t(&x, false).unwrap();
+    let io = load_io("denseunet_tiny");
+    let x = &io["input"];
+    let eval = net.forward_t(x, false).unwrap();
     assert!(eval.deep.is_empty() && eval.aux.is_empty());
     let d = max_abs_diff(&eval.logits, &io["eval"]);
     assert!(d < 1e-4, "eval logits differ by {d}");
 
-    let train = net.forward_t(&x, true).unwrap();
+    let train = net.forward_t(x, true).unwrap();
     let d = max_abs_diff(&train.logits, &io["train"]);
     assert!(d < 1e-4, "train logits differ by {d}");
     // train mode differs from eval mode (batch statistics), so the check above
     // is not the eval check again
     assert!(max_abs_diff(&train.logits, &eval.logits) > 1e-2);
-    let data = varmap.data().lock().unwrap();
-    let mut checked = 0;
-    for (k, v) in &io {
-        if let Some(name) = k.strip_prefix("after_train.") {
-            let d = max_abs_diff(data[name].as_tensor(), v);
-            assert!(d < 1e-4, "{name} after a train pass differs by {d}");
-            checked += 1;
-        }
-    }
+    let checked = check_running_stats(&varmap, &io, "denseunet_tiny", 1e-4);
     // 2 per BatchNorm: stem, 6 dense layers x 2, 3 transitions, norm5, 4 up blocks, head
     assert_eq!(checked, 2 * (1 + 12 + 3 + 1 + 4 + 1));
 }
@@ -234,12 +186,12 @@ fn head_dropout_acts_in_training_only() {
 fn configuration_errors_name_the_key() {
     let mut c = tiny(0, 0.3);
     c["growth_rte"] = json!(2);
-    let e = build_err(&c);
+    let e = config_error(&c);
     assert!(e.contains("growth_rte"), "{e}");
 
     let mut c = tiny(0, 0.3);
     c["decoder_chns"] = json!([8, 6, 4, 4, 3]);
-    let e = build_err(&c);
+    let e = config_error(&c);
     assert!(
         e.contains("decoder_chns[0]") && e.contains("dense block 2"),
         "{e}"
@@ -247,27 +199,27 @@ fn configuration_errors_name_the_key() {
 
     let mut c = tiny(0, 0.3);
     c["decoder_chns"] = json!([7, 6, 4, 4]);
-    assert!(build_err(&c).contains("decoder_chns"));
+    assert!(config_error(&c).contains("decoder_chns"));
 
     let mut c = tiny(0, 0.3);
     c["block_config"] = json!([1, 2, 2]);
-    assert!(build_err(&c).contains("block_config"));
+    assert!(config_error(&c).contains("block_config"));
 
-    let e = build_err(&tiny(0, 1.5));
+    let e = config_error(&tiny(0, 1.5));
     assert!(e.contains("dropout"), "{e}");
 
     let mut c = tiny(0, 0.3);
     c["dimension"] = json!(3);
-    assert!(build_err(&c).contains("dimension"));
+    assert!(config_error(&c).contains("dimension"));
 
     let mut c = tiny(0, 0.3);
     c["growth_rate"] = json!(0);
-    assert!(build_err(&c).contains("growth_rate"));
+    assert!(config_error(&c).contains("growth_rate"));
 
     // missing required key
     let mut c = tiny(0, 0.3);
     c.as_object_mut().unwrap().remove("class_num");
-    assert!(build_err(&c).contains("class_num"));
+    assert!(config_error(&c).contains("class_num"));
 
     // PyMIC's `net_type` is accepted for `name`
     let mut c = tiny(0, 0.3);
@@ -299,54 +251,21 @@ fn checkpoint_round_trip_restores_weights_stats_and_config() {
     assert_eq!(max_abs_diff(&net3.forward(&x).unwrap(), &y), 0.0);
 }
 
-fn ce(logits: &Tensor, labels: &Tensor) -> Tensor {
-    let c = logits.dim(1).unwrap();
-    let flat = logits
-        .permute((0, 2, 3, 1))
-        .unwrap()
-        .contiguous()
-        .unwrap()
-        .reshape(((), c))
-        .unwrap();
-    candle_nn::loss::cross_entropy(&flat, &labels.flatten_all().unwrap()).unwrap()
-}
-
 #[test]
 fn adam_steps_decrease_cross_entropy() {
     let (vm, net) = build(&tiny(3, 0.0));
     // a disc on a noisy background
-    let (n, s) = (2usize, 32usize);
-    let mut img = Vec::new();
-    let mut lab = Vec::new();
-    for b in 0..n {
-        for i in 0..s {
-            for j in 0..s {
-                let (di, dj) = (i as f32 - 14.0 - b as f32, j as f32 - 17.0);
-                let inside = di * di + dj * dj < 64.0;
-                let noise = ((i * 31 + j * 17 + b * 7) as f32 * 0.61).sin() * 0.2;
-                img.push(if inside { 1.0 } else { 0.0 } + noise);
-                lab.push(inside as u32);
-            }
-        }
-    }
-    let x = Tensor::from_vec(img, (n, 1, s, s), &Device::Cpu).unwrap();
-    let y = Tensor::from_vec(lab, (n, s, s), &Device::Cpu).unwrap();
-    let mut opt = AdamW::new(
-        trainable_vars(&vm),
-        ParamsAdamW {
-            lr: 1e-2,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let mut losses = Vec::new();
-    for _ in 0..10 {
-        let out = net.forward_t(&x, true).unwrap();
-        let loss = ce(&out.logits, &y);
-        losses.push(loss.to_scalar::<f32>().unwrap());
-        opt.backward_step(&loss).unwrap();
-    }
+    let (x, y) = labelled_images(2, 32, |b, i, j| {
+        let (di, dj) = (i as f32 - 14.0 - b as f32, j as f32 - 17.0);
+        let inside = di * di + dj * dj < 64.0;
+        (
+            inside,
+            ((i * 31 + j * 17 + b * 7) as f32 * 0.61).sin() * 0.2,
+        )
+    });
+    let losses = adam_losses(&vm, 10, || {
+        cross_entropy(&net.forward_t(&x, true).unwrap().logits, &y)
+    });
     let (first, last) = (losses[0], *losses.last().unwrap());
     assert!(last < 0.7 * first, "loss {losses:?}");
 }
@@ -357,14 +276,8 @@ fn adam_steps_decrease_cross_entropy() {
 #[test]
 fn candle_fallback_path_matches_the_kernels() {
     let config = tiny(4, 0.0);
-    let build_dt = |dt: DType| {
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, dt, &Device::Cpu);
-        let net = build_network(&config, vb).unwrap();
-        (varmap, net)
-    };
-    let (vm32, n32) = build_dt(DType::F32);
-    let (vm64, n64) = build_dt(DType::F64);
+    let (vm32, n32) = build_with(&config, DType::F32);
+    let (vm64, n64) = build_with(&config, DType::F64);
     let x = smooth_input(&[2, 1, 33, 35], 0.9);
     let x64 = x.to_dtype(DType::F64).unwrap();
     for train in [false, true] {
@@ -389,13 +302,7 @@ fn candle_fallback_path_matches_the_kernels() {
     };
     let g32 = grad(&vm32, n32.as_ref(), &x);
     let g64 = grad(&vm64, n64.as_ref(), &x64);
-    let scale = g64
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = max_abs(&g64);
     let d = max_abs_diff(&g32, &g64);
     assert!(
         d < 1e-3 * scale.max(1.0),

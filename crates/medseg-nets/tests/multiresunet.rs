@@ -6,62 +6,28 @@
 //! reference configuration, odd input sizes, configuration errors,
 //! checkpoints and a few training steps.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod common;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
+use common::{
+    adam_losses, build, check_running_stats, config_error, cross_entropy, import_weights,
+    labelled_images, load_io, max_abs_diff, read_json, shape_of,
+};
 use medseg_nets::{
-    build_network, count_parameters, import_pytorch, load_network, save_checkpoint, summarize,
-    trainable_vars, MultiResUNet, MultiResUNetConfig, SegNetwork,
+    count_parameters, load_network, save_checkpoint, summarize, MultiResUNet, MultiResUNetConfig,
+    SegNetwork,
 };
 use serde_json::{json, Value};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 fn reference() -> Value {
-    let text = std::fs::read_to_string(fixtures().join("multiresunet_reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn build(config: &Value) -> (VarMap, Box<dyn SegNetwork>) {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let net = build_network(config, vb).unwrap();
-    (varmap, net)
+    read_json("multiresunet_reference.json")
 }
 
 fn with_name(config: &Value) -> Value {
     let mut c = config.clone();
     c["name"] = json!("MultiResUNet");
     c
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn load_io(case: &str) -> HashMap<String, Tensor> {
-    let io = candle_core::safetensors::load(
-        fixtures().join(format!("{case}.io.safetensors")),
-        &Device::Cpu,
-    )
-    .unwrap();
-    io.into_iter()
-        .map(|(k, v)| (k, v.to_dtype(DType::F32).unwrap()))
-        .collect()
 }
 
 fn run_case(case: &str) {
@@ -84,23 +50,10 @@ fn run_case(case: &str) {
         info["num_tensors"].as_u64().unwrap(),
         "{case}: tensor count"
     );
-    import_pytorch(
-        &fixtures().join(format!("{case}.weights.safetensors")),
-        &varmap,
-    )
-    .unwrap();
+    import_weights(&varmap, case);
     let io = load_io(case);
     let x = &io["input"];
-    assert_eq!(
-        x.dims(),
-        info["input_shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect::<Vec<_>>()
-            .as_slice()
-    );
+    assert_eq!(x.dims(), shape_of(&info["input_shape"]).as_slice());
     let out = net.forward_t(x, false).unwrap();
     assert!(out.deep.is_empty() && out.aux.is_empty());
     let d = max_abs_diff(&out.logits, &io["eval"]);
@@ -112,15 +65,7 @@ fn run_case(case: &str) {
     let out = net.forward_t(x, true).unwrap();
     let d = max_abs_diff(&out.logits, &io["train"]);
     assert!(d < 1e-4, "{case}: train logits differ by {d}");
-    let data = varmap.data().lock().unwrap();
-    let mut checked = 0;
-    for (k, v) in &io {
-        if let Some(name) = k.strip_prefix("after_train.") {
-            let d = max_abs_diff(data[name].as_tensor(), v);
-            assert!(d < 1e-4, "{case}: {name} after a train pass differs by {d}");
-            checked += 1;
-        }
-    }
+    let checked = check_running_stats(&varmap, &io, case, 1e-4);
     assert_eq!(checked, 2 * bns, "{case}: running statistics checked");
 }
 
@@ -230,15 +175,6 @@ fn odd_sizes_folding_and_size_limits() {
     assert!(net3.forward(&pseudo(&[1, 1, 9, 6], 0.2)).is_err());
 }
 
-fn config_error(config: Value) -> String {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    match build_network(&config, vb) {
-        Ok(_) => panic!("config accepted: {config}"),
-        Err(e) => e.to_string(),
-    }
-}
-
 #[test]
 fn config_errors_name_the_key() {
     let base = tiny(2, 3);
@@ -263,7 +199,7 @@ fn config_errors_name_the_key() {
         (with("seed", json!(-3)), "seed"),
     ];
     for (config, key) in cases {
-        let err = config_error(config.clone());
+        let err = config_error(&config);
         assert!(
             err.contains(key),
             "error for {config} does not name `{key}`: {err}"
@@ -271,7 +207,7 @@ fn config_errors_name_the_key() {
     }
     let mut missing = base.clone();
     missing.as_object_mut().unwrap().remove("in_chns");
-    let err = config_error(missing);
+    let err = config_error(&missing);
     assert!(err.contains("in_chns"), "{err}");
 }
 
@@ -377,54 +313,20 @@ fn checkpoint_round_trip() {
     assert!(max_abs_diff(&net3.forward(&x).unwrap(), &y) > 1e-3);
 }
 
-fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
-    let c = logits.dim(1).unwrap();
-    let flat = logits
-        .permute((0, 2, 3, 1))
-        .unwrap()
-        .contiguous()
-        .unwrap()
-        .reshape(((), c))
-        .unwrap();
-    candle_nn::loss::cross_entropy(&flat, &labels.flatten_all().unwrap()).unwrap()
-}
-
 #[test]
 fn adam_steps_decrease_cross_entropy() {
     let (vm, net) = build(&tiny(2, 3));
     // a bright disc on a noisy background, its mask as the label
     let (n, s) = (2usize, 16usize);
-    let mut img = Vec::with_capacity(n * s * s);
-    let mut lab = Vec::with_capacity(n * s * s);
     let noise = pseudo(&[n * s * s], 0.5).to_vec1::<f32>().unwrap();
-    for b in 0..n {
-        for i in 0..s {
-            for j in 0..s {
-                let (cy, cx, r) = (7.0 + b as f32, 8.0 - b as f32, 4.5);
-                let inside = (i as f32 - cy).powi(2) + (j as f32 - cx).powi(2) < r * r;
-                img.push(if inside { 1.0 } else { 0.0 } + 0.3 * noise[img.len()]);
-                lab.push(inside as u32);
-            }
-        }
-    }
-    let x = Tensor::from_vec(img, (n, 1, s, s), &Device::Cpu).unwrap();
-    let y = Tensor::from_vec(lab, (n, s, s), &Device::Cpu).unwrap();
-    let mut opt = AdamW::new(
-        trainable_vars(&vm),
-        ParamsAdamW {
-            lr: 1e-2,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let mut losses = Vec::new();
-    for _ in 0..8 {
-        let out = net.forward_t(&x, true).unwrap();
-        let loss = cross_entropy(&out.logits, &y);
-        losses.push(loss.to_scalar::<f32>().unwrap());
-        opt.backward_step(&loss).unwrap();
-    }
+    let (x, y) = labelled_images(n, s, |b, i, j| {
+        let (cy, cx, r) = (7.0 + b as f32, 8.0 - b as f32, 4.5);
+        let inside = (i as f32 - cy).powi(2) + (j as f32 - cx).powi(2) < r * r;
+        (inside, 0.3 * noise[(b * s + i) * s + j])
+    });
+    let losses = adam_losses(&vm, 8, || {
+        cross_entropy(&net.forward_t(&x, true).unwrap().logits, &y)
+    });
     let (first, last) = (losses[0], *losses.last().unwrap());
     assert!(last < 0.7 * first, "loss {losses:?}");
 }

@@ -1,17 +1,13 @@
 //! Output shapes (2D, 3D, odd sizes, depth folding), variants' outputs,
 //! BatchNorm running statistics, determinism and a few training steps.
 
+mod common;
+
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use medseg_nets::{build_network, trainable_vars, SegNetwork};
+use common::{build, cross_entropy};
+use medseg_nets::{build_network, trainable_vars};
 use serde_json::{json, Value};
-
-fn build(config: Value) -> (VarMap, Box<dyn SegNetwork>) {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let net = build_network(&config, vb).unwrap();
-    (varmap, net)
-}
 
 fn tiny(name: &str, dim: usize) -> Value {
     json!({"name": name, "dimension": dim, "in_chns": 2, "class_num": 3,
@@ -38,7 +34,7 @@ fn unet_shapes_2d_and_3d_with_odd_sizes() {
             for name in ["UNet", "AttentionUNet"] {
                 let mut cfg = tiny(name, dim);
                 cfg["up_mode"] = json!(up);
-                let (_vm, net) = build(cfg);
+                let (_vm, net) = build(&cfg);
                 let out = net.forward_t(&randn(&shape), false).unwrap();
                 let mut want = shape.clone();
                 want[1] = 3;
@@ -53,7 +49,7 @@ fn unetpp_shapes_and_deep_supervision() {
     for (dim, shape) in [(2, vec![2, 2, 15, 20]), (3, vec![1, 2, 8, 9, 10])] {
         let mut cfg = tiny("UNetpp", dim);
         cfg["multiscale_pred"] = json!(true);
-        let (_vm, net) = build(cfg);
+        let (_vm, net) = build(&cfg);
         let out = net.forward_t(&randn(&shape), true).unwrap();
         let mut want = shape.clone();
         want[1] = 3;
@@ -70,7 +66,7 @@ fn unetpp_shapes_and_deep_supervision() {
 fn deep_supervision_outputs_are_at_decoder_resolutions() {
     let mut cfg = tiny("UNet", 2);
     cfg["deep_supervise"] = json!(true);
-    let (_vm, net) = build(cfg);
+    let (_vm, net) = build(&cfg);
     let out = net.forward_t(&randn(&[1, 2, 32, 24]), false).unwrap();
     let shapes: Vec<Vec<usize>> = out.deep.iter().map(|t| t.dims().to_vec()).collect();
     assert_eq!(shapes, vec![vec![1, 3, 16, 12], vec![1, 3, 8, 6]]);
@@ -78,7 +74,7 @@ fn deep_supervision_outputs_are_at_decoder_resolutions() {
 
 #[test]
 fn two_d_network_folds_depth_into_batch() {
-    let (_vm, net) = build(tiny("UNet", 2));
+    let (_vm, net) = build(&tiny("UNet", 2));
     let x = randn(&[2, 2, 3, 16, 16]);
     let y = net.forward_t(&x, false).unwrap().logits;
     assert_eq!(y.dims(), &[2, 3, 3, 16, 16]);
@@ -98,9 +94,9 @@ fn two_d_network_folds_depth_into_batch() {
 
 #[test]
 fn wrong_input_is_an_error_not_a_panic() {
-    let (_vm, net) = build(tiny("UNet", 3));
+    let (_vm, net) = build(&tiny("UNet", 3));
     assert!(net.forward_t(&randn(&[1, 2, 16, 16]), false).is_err());
-    let (_vm, net) = build(tiny("UNet", 2));
+    let (_vm, net) = build(&tiny("UNet", 2));
     let err = net.forward_t(&randn(&[1, 5, 16, 16]), false).unwrap_err();
     assert!(err.to_string().contains("input channels"), "{err}");
 }
@@ -118,7 +114,7 @@ fn variants_return_their_auxiliary_outputs() {
         ("UNet", 0, 0),
     ];
     for (name, n_train, n_eval) in cases {
-        let (_vm, net) = build(tiny(name, 2));
+        let (_vm, net) = build(&tiny(name, 2));
         let tr = net.forward_t(&x, true).unwrap();
         let ev = net.forward_t(&x, false).unwrap();
         assert_eq!(tr.aux.len(), n_train, "{name} train");
@@ -147,9 +143,9 @@ fn cct_vat_perturbation_changes_the_auxiliary_output() {
     cfg["dropout"] = json!([0.0, 0.0, 0.0, 0.0]);
     cfg["vat_eps"] = json!(0.0);
     cfg["vat_xi"] = json!(0.1);
-    let (vm0, net0) = build(cfg.clone());
+    let (vm0, net0) = build(&cfg);
     cfg["vat_eps"] = json!(5.0);
-    let (vm1, net1) = build(cfg);
+    let (vm1, net1) = build(&cfg);
     let x = randn(&[2, 2, 16, 16]);
     // eval-mode BN would be identical; train mode uses batch statistics, so
     // compare the VAT output against the aux decoder on clean features by
@@ -187,7 +183,7 @@ fn bn_stats(vm: &VarMap) -> (Tensor, Tensor) {
 
 #[test]
 fn batchnorm_running_statistics_update_in_train_and_are_used_in_eval() {
-    let (vm, net) = build(tiny("UNet", 2));
+    let (vm, net) = build(&tiny("UNet", 2));
     let x = ((randn(&[2, 2, 16, 16]) * 3.0).unwrap() + 1.0).unwrap();
     let (m0, v0) = bn_stats(&vm);
     let e0 = net.forward_t(&x, false).unwrap().logits;
@@ -249,7 +245,7 @@ fn instance_and_group_norm_options() {
         cfg["feature_chns"] = json!([4, 8, 8, 8]);
         cfg["norm_type"] = json!(norm);
         cfg["group_num"] = json!(2);
-        let (vm, net) = build(cfg);
+        let (vm, net) = build(&cfg);
         let has = vm
             .data()
             .lock()
@@ -269,7 +265,7 @@ fn instance_and_group_norm_options() {
         cfg["dropout"] = json!([0.0, 0.0]);
         cfg["norm_type"] = json!(norm);
         cfg["group_num"] = json!(2);
-        build(cfg).1.num_parameters()
+        build(&cfg).1.num_parameters()
     };
     // norms: in_conv 2x4, down1 2x8, up4.conv 2x4 channels = 32 channels
     assert_eq!(count("group_norm") - count("instance_norm"), 2 * 32);
@@ -282,7 +278,7 @@ fn same_seed_same_network_other_seed_other_weights() {
     let y = |seed: u64| {
         let mut cfg = tiny("UNet", 2);
         cfg["seed"] = json!(seed);
-        let (_vm, net) = build(cfg);
+        let (_vm, net) = build(&cfg);
         net.forward_t(&x, true).unwrap().logits
     };
     let (a, b, c) = (y(7), y(7), y(8));
@@ -321,24 +317,8 @@ fn phantom(n: usize, nd: usize, s: usize) -> (Tensor, Tensor) {
     (x, y)
 }
 
-fn ce(logits: &Tensor, labels: &Tensor) -> Tensor {
-    let c = logits.dim(1).unwrap();
-    let rank = logits.rank();
-    let mut perm: Vec<usize> = vec![0];
-    perm.extend(2..rank);
-    perm.push(1);
-    let flat = logits
-        .permute(perm)
-        .unwrap()
-        .contiguous()
-        .unwrap()
-        .reshape(((), c))
-        .unwrap();
-    candle_nn::loss::cross_entropy(&flat, &labels.flatten_all().unwrap()).unwrap()
-}
-
 fn train_steps(config: Value, nd: usize, s: usize, steps: usize) -> (f32, f32) {
-    let (vm, net) = build(config);
+    let (vm, net) = build(&config);
     let (x, y) = phantom(2, nd, s);
     let mut opt = AdamW::new(
         trainable_vars(&vm),
@@ -352,9 +332,9 @@ fn train_steps(config: Value, nd: usize, s: usize, steps: usize) -> (f32, f32) {
     let mut last = 0.0;
     for _ in 0..steps {
         let out = net.forward_t(&x, true).unwrap();
-        let mut loss = ce(&out.logits, &y);
+        let mut loss = cross_entropy(&out.logits, &y);
         for a in &out.aux {
-            loss = (loss + ce(a, &y)).unwrap();
+            loss = (loss + cross_entropy(a, &y)).unwrap();
         }
         let v = loss.to_scalar::<f32>().unwrap();
         first.get_or_insert(v);
@@ -384,7 +364,7 @@ fn training_steps_decrease_the_loss_3d_transconv() {
 
 #[test]
 fn trainable_vars_leave_out_running_statistics() {
-    let (vm, net) = build(tiny("UNet", 2));
+    let (vm, net) = build(&tiny("UNet", 2));
     let vars = trainable_vars(&vm);
     let n: usize = vars.iter().map(|v| v.elem_count()).sum();
     assert_eq!(n, net.num_parameters());
@@ -401,7 +381,7 @@ fn unet2d5_shapes_with_odd_sizes_and_conv_dims() {
         let mut cfg = tiny("UNet2D5", 3);
         cfg["conv_dims"] = dims.clone();
         cfg["up_mode"] = json!("transconv");
-        let (_vm, net) = build(cfg);
+        let (_vm, net) = build(&cfg);
         let y = net
             .forward_t(&randn(&[1, 2, 9, 13, 11]), true)
             .unwrap()
@@ -419,7 +399,7 @@ fn unet2d5_shapes_with_odd_sizes_and_conv_dims() {
 
 #[test]
 fn scse_and_coplenet_shapes_with_odd_sizes() {
-    let (_vm, net) = build(tiny("UNet_ScSE", 3));
+    let (_vm, net) = build(&tiny("UNet_ScSE", 3));
     let y = net
         .forward_t(&randn(&[1, 2, 9, 10, 11]), true)
         .unwrap()
@@ -427,7 +407,7 @@ fn scse_and_coplenet_shapes_with_odd_sizes() {
     assert_eq!(y.dims(), &[1, 3, 9, 10, 11]);
     let cfg = json!({"name": "COPLENet", "in_chns": 2, "class_num": 3,
                      "feature_chns": [2, 4, 8, 16, 32], "dropout": [0.0, 0.0, 0.1, 0.1, 0.1]});
-    let (_vm, net) = build(cfg.clone());
+    let (_vm, net) = build(&cfg);
     for shape in [[2usize, 2, 17, 21], [1, 2, 32, 19]] {
         let y = net.forward_t(&randn(&shape), true).unwrap().logits;
         assert_eq!(y.dims(), &[shape[0], 3, shape[2], shape[3]]);
@@ -449,7 +429,7 @@ fn scse_and_coplenet_shapes_with_odd_sizes() {
 fn recurrent_and_residual_unets_shapes_2d_3d_odd_sizes() {
     for name in ["R2UNet", "R2AttentionUNet", "ResUNet"] {
         for (dim, shape) in [(2, vec![2, 2, 17, 14]), (3, vec![1, 2, 9, 8, 11])] {
-            let (_vm, net) = build(tiny(name, dim));
+            let (_vm, net) = build(&tiny(name, dim));
             let y = net.forward_t(&randn(&shape), true).unwrap().logits;
             let mut want = shape.clone();
             want[1] = 3;
@@ -467,7 +447,7 @@ fn unet3plus_shapes_odd_sizes_and_deep_supervision() {
     for (dim, shape) in [(2, vec![2, 2, 19, 13]), (3, vec![1, 2, 9, 10, 8])] {
         let mut cfg = tiny("UNet3Plus", dim);
         cfg["multiscale_pred"] = json!(true);
-        let (_vm, net) = build(cfg);
+        let (_vm, net) = build(&cfg);
         let out = net.forward_t(&randn(&shape), true).unwrap();
         let mut want = shape.clone();
         want[1] = 3;

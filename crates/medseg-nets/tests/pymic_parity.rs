@@ -5,21 +5,17 @@
 //! with the same BatchNorm running-statistics update; parameter counts of
 //! the default configurations equal PyMIC's.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod common;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use medseg_nets::{build_network, import_pytorch, SegNetwork};
+use candle_nn::VarMap;
+use common::{
+    build, check_running_stats, fixtures, import_weights, load_io, max_abs_diff, read_json,
+};
+use medseg_nets::{import_pytorch, SegNetwork};
 use serde_json::{json, Value};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 fn reference() -> Value {
-    let text = std::fs::read_to_string(fixtures().join("pymic_reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    read_json("pymic_reference.json")
 }
 
 fn net_name(case: &str) -> &'static str {
@@ -46,20 +42,6 @@ fn net_name(case: &str) -> &'static str {
     }
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 /// The reference architectures without PyMIC versions have no dropout.
 fn no_dropout_if_absent(config: &mut Value) {
     if config.get("dropout").is_none() {
@@ -73,10 +55,7 @@ fn build_case(case: &str, cfg: &Value) -> (VarMap, Box<dyn SegNetwork>) {
     let mut config = cfg.clone();
     config["name"] = json!(net_name(case));
     no_dropout_if_absent(&mut config);
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let net = build_network(&config, vb).unwrap();
-    (varmap, net)
+    build(&config)
 }
 
 fn run_case(case: &str) {
@@ -88,17 +67,9 @@ fn run_case(case: &str) {
         info["num_parameters"].as_u64().unwrap(),
         "{case}: parameter count"
     );
-    import_pytorch(
-        &fixtures().join(format!("{case}.weights.safetensors")),
-        &varmap,
-    )
-    .unwrap();
-    let io: HashMap<String, Tensor> = candle_core::safetensors::load(
-        fixtures().join(format!("{case}.io.safetensors")),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let x = &io["input"].to_dtype(DType::F32).unwrap();
+    import_weights(&varmap, case);
+    let io = load_io(case);
+    let x = &io["input"];
     let out = net.forward_t(x, false).unwrap();
     let d = max_abs_diff(&out.logits, &io["eval"]);
     assert!(d < 1e-4, "{case}: eval logits differ by {d}");
@@ -112,17 +83,7 @@ fn run_case(case: &str) {
         let out = net.forward_t(x, true).unwrap();
         let d = max_abs_diff(&out.logits, train_ref);
         assert!(d < 1e-4, "{case}: train logits differ by {d}");
-        let data = varmap.data().lock().unwrap();
-        let mut checked = 0;
-        for (k, v) in &io {
-            if let Some(name) = k.strip_prefix("after_train.") {
-                let ours = data[name].as_tensor();
-                let d = max_abs_diff(ours, v);
-                assert!(d < 1e-4, "{case}: {name} after a train pass differs by {d}");
-                checked += 1;
-            }
-        }
-        assert!(checked > 0);
+        assert!(check_running_stats(&varmap, &io, case, 1e-4) > 0);
     }
 }
 
@@ -216,9 +177,7 @@ fn default_parameter_counts_equal_pymic() {
             "UNet"
         });
         no_dropout_if_absent(&mut config);
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let net = build_network(&config, vb).unwrap();
+        let (varmap, net) = build(&config);
         assert_eq!(
             net.num_parameters() as u64,
             info["num_parameters"].as_u64().unwrap(),
