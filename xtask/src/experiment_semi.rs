@@ -10,7 +10,8 @@
 //! iterations / 3), `--only NAME[,NAME]` (run a subset: baseline, EM, MT,
 //! UAMT, CCT, CPS, URPC, MCNet, full), `--seeds S[,S]` (default 1; every
 //! run is repeated with each training seed, which also seeds the initial
-//! weights), `--report-only` (rebuild the report from the `scores.json`
+//! weights), `--set KEY=VALUE` (a config override for every selected run,
+//! e.g. `semi.regularize_w=1.0`; repeatable), `--report-only` (rebuild the report from the `scores.json`
 //! of finished runs), `--out DIR` (default docs/results), `--runs DIR`
 //! (default runs/experiment_semi).
 
@@ -141,6 +142,7 @@ struct Options {
     only: Option<Vec<String>>,
     seeds: Vec<u64>,
     report_only: bool,
+    set: Vec<String>,
     out: PathBuf,
     runs: PathBuf,
 }
@@ -152,6 +154,7 @@ fn parse(args: &[String]) -> Result<Options> {
         only: None,
         seeds: vec![1],
         report_only: false,
+        set: Vec::new(),
         out: PathBuf::from("docs/results"),
         runs: PathBuf::from("runs/experiment_semi"),
     };
@@ -179,6 +182,7 @@ fn parse(args: &[String]) -> Result<Options> {
                     .collect::<Result<_>>()?
             }
             "--report-only" => o.report_only = true,
+            "--set" => o.set.push(val()?),
             "--out" => o.out = PathBuf::from(val()?),
             "--runs" => o.runs = PathBuf::from(val()?),
             "-h" | "--help" => {
@@ -186,7 +190,7 @@ fn parse(args: &[String]) -> Result<Options> {
                     "{}",
                     include_str!("experiment_semi.rs")
                         .lines()
-                        .take(17)
+                        .take(19)
                         .map(|l| l.trim_start_matches("//!").trim_start())
                         .collect::<Vec<_>>()
                         .join("\n")
@@ -381,7 +385,7 @@ fn train_and_test(
     {
         let path = root.join("configs/semi").join(spec.config);
         let out_dir = out_dir.to_path_buf();
-        let mut cfg = ExperimentConfig::load(&path, &[])
+        let mut cfg = ExperimentConfig::load(&path, &o.set)
             .with_context(|| format!("loading {}", path.display()))?;
         cfg.training.iterations = o.iterations;
         cfg.training.validate_every = vevery;
