@@ -392,7 +392,11 @@ pub fn bar_chart(
         y1 = y0 + 1.0;
     }
     render(path, |root| {
-        let mut chart = ChartBuilder::on(root)
+        // The legend gets its own column right of the plot, so that it never
+        // hides bars, however many series there are.
+        let legend_w = if series.is_empty() { 0 } else { 130 };
+        let (plot_area, legend_area) = root.split_horizontally(CHART_WIDTH as i32 - legend_w);
+        let mut chart = ChartBuilder::on(&plot_area)
             .caption(title, (FONT, 22))
             .margin(12)
             .x_label_area_size(40)
@@ -427,11 +431,20 @@ pub fn bar_chart(
                 });
             chart
                 .draw_series(bars)
-                .map_err(|e| plot_err(path, e))?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled())
-                });
+                .map_err(|e| plot_err(path, e))?;
+            let ly = 50 + 22 * si as i32;
+            legend_area
+                .draw(&Rectangle::new([(6, ly - 6), (20, ly + 6)], colour.filled()))
+                .map_err(|e| plot_err(path, e))?;
+            legend_area
+                .draw(&Text::new(
+                    name.clone(),
+                    (26, ly),
+                    TextStyle::from((FONT, 14).into_font())
+                        .color(&BLACK)
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
+                ))
+                .map_err(|e| plot_err(path, e))?;
             if let Some(errs) = errors {
                 for (k, (&v, &e)) in values.iter().zip(errs).enumerate() {
                     if !v.is_finite() || !e.is_finite() {
@@ -454,16 +467,6 @@ pub fn bar_chart(
                         .map_err(|e| plot_err(path, e))?;
                 }
             }
-        }
-        if !series.is_empty() {
-            chart
-                .configure_series_labels()
-                .label_font((FONT, 14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(|e| plot_err(path, e))?;
         }
         let positions: Vec<(i32, i32)> = (0..categories.len())
             .map(|i| chart.backend_coord(&(i as f64, y0)))
