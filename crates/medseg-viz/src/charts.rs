@@ -429,12 +429,13 @@ pub fn bar_chart(
                         colour.filled(),
                     )
                 });
-            chart
-                .draw_series(bars)
-                .map_err(|e| plot_err(path, e))?;
+            chart.draw_series(bars).map_err(|e| plot_err(path, e))?;
             let ly = 50 + 22 * si as i32;
             legend_area
-                .draw(&Rectangle::new([(6, ly - 6), (20, ly + 6)], colour.filled()))
+                .draw(&Rectangle::new(
+                    [(6, ly - 6), (20, ly + 6)],
+                    colour.filled(),
+                ))
                 .map_err(|e| plot_err(path, e))?;
             legend_area
                 .draw(&Text::new(
