@@ -273,6 +273,11 @@ fn bad_configs_are_named() {
     assert!(e.contains("CCTNet") && e.contains("network.name"), "{e}");
     let e = err("UNet2D", "method = \"UAMT\"\nparams = { mc_dropout_n = 3 }");
     assert!(e.contains("mc_dropout_n"), "{e}");
+    let e = err(
+        "UNet2D",
+        "method = \"MeanTeacher\"\nparams = { teacher_batch_stats = 1 }",
+    );
+    assert!(e.contains("teacher_batch_stats"), "{e}");
     let e = err("UNet2D", "method = \"MCNet\"");
     assert!(e.contains("\"MCNet\"") && e.contains("UNet2D"), "{e}");
     // an unbound teacher says how to bind it
@@ -335,4 +340,21 @@ fn cps_trains_its_second_network() {
         .to_scalar::<f64>()
         .unwrap();
     assert!(diff > 0.0);
+}
+
+#[test]
+fn mean_teacher_with_an_eval_mode_teacher_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    tiny_phantom(&root);
+    let out = dir.path().join("mt_eval");
+    let semi = "method = \"MeanTeacher\"\nregularize_w = 0.5\nrampup_end = 0.0\nparams = { teacher_batch_stats = false }";
+    let cfg = config(&root, &out, "UNet2D", semi, 2);
+    let mut t = semi_trainer(cfg).unwrap();
+    t.progress = false;
+    assert_eq!(t.run().unwrap().iterations, 2);
+    for e in jsonl(&out) {
+        let unsup = e["unsup"].as_f64().unwrap();
+        assert!(unsup.is_finite() && unsup > 0.0, "unsup {unsup}");
+    }
 }

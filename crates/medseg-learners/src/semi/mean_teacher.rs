@@ -2,8 +2,8 @@
 //! teacher updated in place by an exact exponential moving average.
 
 use super::{
-    consistency_weight, is_running_stat, joint_input, mse, param_f64, rows, scalar, semi_config,
-    softmax_c, sorted_vars, sup_loss, NoiseSource, StudentSlot,
+    consistency_weight, is_running_stat, joint_input, mse, param_bool, param_f64, rows, scalar,
+    semi_config, softmax_c, sorted_vars, sup_loss, NoiseSource, StudentSlot,
 };
 use crate::engine::{build_net, network_config, Learner, StepContext, StepOutput};
 use crate::error::Result;
@@ -85,11 +85,17 @@ impl Teacher {
 /// images with clipped Gaussian noise (std `semi.params.noise_std`, default
 /// 0.1, clipped to ±0.2). After each optimiser step the teacher becomes
 /// `d * teacher + (1 - d) * student` with `d = min(1 - 1/(t + 1), ema_decay)`.
+/// The teacher normalises with the statistics of its unlabelled batch and
+/// applies dropout, as PyMIC's and SSL4MIS' teachers do
+/// (`semi.params.teacher_batch_stats = true`, the default); with `false` it
+/// predicts in eval mode, with its running statistics (the EMA of the
+/// student's) and without dropout.
 pub struct MeanTeacherLearner {
     semi: SemiConfig,
     teacher: Teacher,
     noise: NoiseSource,
     noise_std: f64,
+    teacher_batch_stats: bool,
 }
 
 impl MeanTeacherLearner {
@@ -98,10 +104,12 @@ impl MeanTeacherLearner {
     pub fn new(cfg: &ExperimentConfig, device: &Device, student: StudentSlot) -> Result<Self> {
         let semi = semi_config(cfg)?.clone();
         let noise_std = param_f64(&semi, "noise_std", 0.1)?;
+        let teacher_batch_stats = param_bool(&semi, "teacher_batch_stats", true)?;
         Ok(Self {
             teacher: Teacher::new(cfg, device, student)?,
             noise: NoiseSource::new(cfg.training.seed ^ 0x7ea_c4e5),
             noise_std,
+            teacher_batch_stats,
             semi,
         })
     }
@@ -132,7 +140,7 @@ impl Learner for MeanTeacherLearner {
             + self
                 .noise
                 .clipped_gaussian(&x1, self.noise_std, 2.0 * self.noise_std)?)?;
-        let p1_t = softmax_c(&self.teacher.predict(&x1n, true)?)?;
+        let p1_t = softmax_c(&self.teacher.predict(&x1n, self.teacher_batch_stats)?)?;
         let reg = mse(&p1, &p1_t)?;
         let w = consistency_weight(&self.semi, ctx.iteration, ctx.iterations);
         let loss = (&sup + (&reg * w)?)?;

@@ -120,6 +120,16 @@ pub(crate) fn param_f64(semi: &SemiConfig, key: &str, default: f64) -> Result<f6
     }
 }
 
+/// A boolean `semi.params` entry, `default` when absent.
+pub(crate) fn param_bool(semi: &SemiConfig, key: &str, default: bool) -> Result<bool> {
+    match semi.params.get(key) {
+        None => Ok(default),
+        Some(v) => v.as_bool().ok_or_else(|| {
+            LearnError::Config(format!("semi.params.{key} must be true or false, got {v}"))
+        }),
+    }
+}
+
 fn check_semi(semi: &SemiConfig) -> Result<()> {
     if !(semi.regularize_w.is_finite() && semi.regularize_w >= 0.0) {
         return Err(LearnError::Config(format!(
