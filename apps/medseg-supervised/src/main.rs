@@ -61,32 +61,7 @@ fn main() -> Result<()> {
             medseg_learners::data::ensure_dataset(&cfg)?;
             let mut trainer = Trainer::new(cfg.clone(), Box::new(SupervisedLearner))?;
             trainer.progress = !quiet;
-            let s = trainer.run()?;
-            println!(
-                "trained {} iterations{}",
-                s.iterations,
-                if s.early_stopped { " (early stop)" } else { "" }
-            );
-            println!(
-                "training loss: first 10% {:.4}, last 10% {:.4}",
-                s.first_loss, s.final_loss
-            );
-            if let Some(b) = &s.best {
-                let per: Vec<String> = b
-                    .class_dice
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| format!("class {}: {d:.4}", i + 1))
-                    .collect();
-                println!(
-                    "best validation mean Dice {:.4} at iteration {} ({})",
-                    b.mean_dice,
-                    b.iteration,
-                    per.join(", ")
-                );
-            }
-            println!("checkpoints: {}", s.out_dir.join("checkpoints").display());
-            println!("logs and curves: {}", s.out_dir.display());
+            println!("{}", trainer.run()?);
             Ok(())
         }
         Command::Summary { config, input, set } => {

@@ -188,6 +188,49 @@ pub struct TrainSummary {
     pub first_loss: f64,
 }
 
+impl std::fmt::Display for TrainSummary {
+    /// The lines the training apps print at the end of a run: iterations,
+    /// first and last training loss, the best validation, where the results are.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "trained {} iterations{}",
+            self.iterations,
+            if self.early_stopped {
+                " (early stop)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            f,
+            "training loss: first 10% {:.4}, last 10% {:.4}",
+            self.first_loss, self.final_loss
+        )?;
+        if let Some(b) = &self.best {
+            let per: Vec<String> = b
+                .class_dice
+                .iter()
+                .enumerate()
+                .map(|(i, d)| format!("class {}: {d:.4}", i + 1))
+                .collect();
+            writeln!(
+                f,
+                "best validation mean Dice {:.4} at iteration {} ({})",
+                b.mean_dice,
+                b.iteration,
+                per.join(", ")
+            )?;
+        }
+        writeln!(
+            f,
+            "checkpoints: {}",
+            self.out_dir.join("checkpoints").display()
+        )?;
+        write!(f, "logs and curves: {}", self.out_dir.display())
+    }
+}
+
 /// Path of a manifest named in the config (relative to the dataset root).
 pub fn manifest_path(cfg: &ExperimentConfig, p: &Path) -> PathBuf {
     if p.is_absolute() {
@@ -827,5 +870,42 @@ impl Trainer {
             first_loss: mean(&losses[..tenth.min(losses.len())]),
             final_loss: mean(&losses[losses.len().saturating_sub(tenth)..]),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_text_names_the_figures_and_folders() {
+        let s = TrainSummary {
+            iterations: 40,
+            best: Some(ValidResult {
+                iteration: 30,
+                class_dice: vec![0.5, 0.25],
+                mean_dice: 0.375,
+            }),
+            last: None,
+            early_stopped: true,
+            out_dir: PathBuf::from("runs/x"),
+            final_loss: 0.125,
+            first_loss: 1.5,
+        };
+        let text = s.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "trained 40 iterations (early stop)");
+        assert_eq!(lines[1], "training loss: first 10% 1.5000, last 10% 0.1250");
+        assert_eq!(
+            lines[2],
+            "best validation mean Dice 0.3750 at iteration 30 (class 1: 0.5000, class 2: 0.2500)"
+        );
+        assert!(lines[3].ends_with("checkpoints") && lines[4].ends_with("runs/x"));
+        let none = TrainSummary {
+            best: None,
+            early_stopped: false,
+            ..s
+        };
+        assert!(!none.to_string().contains("validation"));
     }
 }
