@@ -103,6 +103,13 @@ struct Scores {
     hd95: Vec<Vec<f64>>,
 }
 
+impl Scores {
+    /// Mean test Dice over the subjects and classes of this run.
+    fn mean_dice(&self) -> f64 {
+        mean_std(&row_means(&self.dice)).0
+    }
+}
+
 /// JSON has no NaN or infinity: undefined values (an HD95 with an empty
 /// mask) are written as `null` and read back as NaN. The report ignores
 /// non-finite values either way.
@@ -472,10 +479,7 @@ impl Group<'_> {
 
     /// Mean test Dice (over subjects and classes) per seed.
     fn seed_means(&self) -> Vec<f64> {
-        self.runs
-            .iter()
-            .map(|r| mean_std(&row_means(&r.dice)).0)
-            .collect()
+        self.runs.iter().map(|r| r.mean_dice()).collect()
     }
 }
 
@@ -568,7 +572,7 @@ fn write_report(o: &Options, vevery: usize, results: &[Scores], total_s: f64) ->
                 b.runs
                     .iter()
                     .find(|x| x.seed == r.seed)
-                    .map(|x| mean_std(&row_means(&r.dice)).0 - mean_std(&row_means(&x.dice)).0)
+                    .map(|x| r.mean_dice() - x.mean_dice())
             })
             .collect();
         let wins = d.iter().filter(|x| **x > 0.0).count();
@@ -578,7 +582,7 @@ fn write_report(o: &Options, vevery: usize, results: &[Scores], total_s: f64) ->
         md.push_str(&format!("| {} | {} | ", g.name, g.method));
         for s in &seeds {
             match g.runs.iter().find(|r| r.seed == *s) {
-                Some(r) => md.push_str(&format!("{:.3} | ", mean_std(&row_means(&r.dice)).0)),
+                Some(r) => md.push_str(&format!("{:.3} | ", r.mean_dice())),
                 None => md.push_str("- | "),
             }
         }
