@@ -278,6 +278,11 @@ fn bad_configs_are_named() {
         "method = \"MeanTeacher\"\nparams = { teacher_batch_stats = 1 }",
     );
     assert!(e.contains("teacher_batch_stats"), "{e}");
+    let e = err(
+        "UNet2D",
+        "method = \"MeanTeacher\"\nparams = { student_noise_std = -0.1 }",
+    );
+    assert!(e.contains("student_noise_std") && e.contains(">= 0"), "{e}");
     let e = err("UNet2D", "method = \"MCNet\"");
     assert!(e.contains("\"MCNet\"") && e.contains("UNet2D"), "{e}");
     // an unbound teacher says how to bind it
@@ -357,4 +362,63 @@ fn mean_teacher_with_an_eval_mode_teacher_runs() {
         let unsup = e["unsup"].as_f64().unwrap();
         assert!(unsup.is_finite() && unsup > 0.0, "unsup {unsup}");
     }
+}
+
+/// One Mean Teacher step with the given `semi.params` (dropout off), and the
+/// supervised loss of the student's forward pass on the labelled batch alone.
+fn mean_teacher_step(params: &str) -> (Vec<(String, f64)>, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::Cpu;
+    let semi = format!("method = \"MeanTeacher\"\nrampup_end = 0.0\nparams = {{ {params} }}");
+    let mut cfg = config(dir.path(), &dir.path().join("o"), "UNet2D", &semi, 10);
+    cfg.network["dropout"] = serde_json::json!([0.0, 0.0, 0.0, 0.0]);
+    let (student_vm, student) = build_net(&network_config(&cfg), &dev).unwrap();
+    let slot = StudentSlot::new();
+    slot.bind(&student_vm);
+    let mut mt = MeanTeacherLearner::new(&cfg, &dev, slot).unwrap();
+    let loss = build_loss(&cfg.training.loss).unwrap();
+    let (lab, unl) = (random_batch(2, 1, &dev), random_batch(2, 2, &dev));
+    let ctx = StepContext {
+        iteration: 3,
+        iterations: 10,
+        net: student.as_ref(),
+        loss: loss.as_ref(),
+        labelled: &lab,
+        unlabelled: Some(&unl),
+        config: &cfg,
+    };
+    let terms = mt.train_step(&ctx).unwrap().terms;
+    let alone = student.forward_t(&lab.image, true).unwrap().logits;
+    let sup_alone = loss
+        .forward(&medseg_losses::Prediction::logits(alone), &lab.target)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    (terms, sup_alone)
+}
+
+fn term(terms: &[(String, f64)], name: &str) -> f64 {
+    terms.iter().find(|t| t.0 == name).unwrap().1
+}
+
+#[test]
+fn mean_teacher_separate_passes_normalise_the_labelled_batch_alone() {
+    // joint (default): BatchNorm statistics mix both batches, so the
+    // supervised loss differs from that of the labelled batch alone
+    let (joint, alone) = mean_teacher_step("");
+    assert!(
+        (term(&joint, "sup") - alone).abs() > 1e-4,
+        "{joint:?} {alone}"
+    );
+    // separate passes: exactly the labelled batch's own forward pass
+    let (sep, alone) = mean_teacher_step("joint_forward = false");
+    assert!((term(&sep, "sup") - alone).abs() < 1e-6, "{sep:?} {alone}");
+    // student noise changes the student's unlabelled input, hence the
+    // consistency loss, but not the supervised loss
+    let (noisy, _) = mean_teacher_step("joint_forward = false, student_noise_std = 0.3");
+    assert!((term(&noisy, "sup") - term(&sep, "sup")).abs() < 1e-6);
+    let (u0, u1) = (term(&sep, "unsup"), term(&noisy, "unsup"));
+    assert!(u1.is_finite() && (u1 - u0).abs() > 1e-7, "{u0} {u1}");
 }

@@ -83,19 +83,29 @@ impl Teacher {
 /// Mean Teacher: supervised loss plus the weighted MSE between the student's
 /// softmax on the unlabelled images and the teacher's softmax on the same
 /// images with clipped Gaussian noise (std `semi.params.noise_std`, default
-/// 0.1, clipped to ±0.2). After each optimiser step the teacher becomes
+/// 0.1, clipped to ±2 std). After each optimiser step the teacher becomes
 /// `d * teacher + (1 - d) * student` with `d = min(1 - 1/(t + 1), ema_decay)`.
-/// The teacher normalises with the statistics of its unlabelled batch and
-/// applies dropout, as PyMIC's and SSL4MIS' teachers do
-/// (`semi.params.teacher_batch_stats = true`, the default); with `false` it
-/// predicts in eval mode, with its running statistics (the EMA of the
-/// student's) and without dropout.
+///
+/// Options in `semi.params`:
+/// - `teacher_batch_stats` (default `true`, PyMIC's and SSL4MIS' choice): the
+///   teacher normalises with the statistics of its unlabelled batch and
+///   applies dropout; with `false` it predicts in eval mode, with its running
+///   statistics (the EMA of the student's) and without dropout.
+/// - `student_noise_std` (default 0, as in PyMIC and SSL4MIS): clipped
+///   Gaussian noise of its own on the student's unlabelled input, so that
+///   student and teacher see independently perturbed copies, as in
+///   Tarvainen & Valpola.
+/// - `joint_forward` (default `true`): the student sees the labelled and
+///   unlabelled images in one batch (shared BatchNorm statistics); with
+///   `false` it runs two forward passes, one per batch.
 pub struct MeanTeacherLearner {
     semi: SemiConfig,
     teacher: Teacher,
     noise: NoiseSource,
     noise_std: f64,
+    student_noise_std: f64,
     teacher_batch_stats: bool,
+    joint_forward: bool,
 }
 
 impl MeanTeacherLearner {
@@ -104,12 +114,26 @@ impl MeanTeacherLearner {
     pub fn new(cfg: &ExperimentConfig, device: &Device, student: StudentSlot) -> Result<Self> {
         let semi = semi_config(cfg)?.clone();
         let noise_std = param_f64(&semi, "noise_std", 0.1)?;
+        let student_noise_std = param_f64(&semi, "student_noise_std", 0.0)?;
         let teacher_batch_stats = param_bool(&semi, "teacher_batch_stats", true)?;
+        let joint_forward = param_bool(&semi, "joint_forward", true)?;
+        for (key, v) in [
+            ("noise_std", noise_std),
+            ("student_noise_std", student_noise_std),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(crate::error::LearnError::Config(format!(
+                    "semi.params.{key} must be >= 0, got {v}"
+                )));
+            }
+        }
         Ok(Self {
             teacher: Teacher::new(cfg, device, student)?,
             noise: NoiseSource::new(cfg.training.seed ^ 0x7ea_c4e5),
             noise_std,
+            student_noise_std,
             teacher_batch_stats,
+            joint_forward,
             semi,
         })
     }
@@ -132,10 +156,24 @@ impl Learner for MeanTeacherLearner {
     fn train_step(&mut self, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         let (x, n0) = joint_input(ctx)?;
         let n = x.dim(0)?;
-        let out = ctx.net.forward_t(&x, true)?;
-        let sup = sup_loss(ctx, rows(&out.logits, 0, n0)?)?;
-        let p1 = softmax_c(&rows(&out.logits, n0, n - n0)?)?;
         let x1 = rows(&x, n0, n - n0)?;
+        let x1s = if self.student_noise_std > 0.0 {
+            let s = self.student_noise_std;
+            (&x1 + self.noise.clipped_gaussian(&x1, s, 2.0 * s)?)?
+        } else {
+            x1.clone()
+        };
+        let (logits_l, logits_u) = if self.joint_forward {
+            let xs = Tensor::cat(&[&rows(&x, 0, n0)?, &x1s], 0)?;
+            let out = ctx.net.forward_t(&xs, true)?;
+            (rows(&out.logits, 0, n0)?, rows(&out.logits, n0, n - n0)?)
+        } else {
+            let l = ctx.net.forward_t(&rows(&x, 0, n0)?, true)?.logits;
+            let u = ctx.net.forward_t(&x1s, true)?.logits;
+            (l, u)
+        };
+        let sup = sup_loss(ctx, logits_l)?;
+        let p1 = softmax_c(&logits_u)?;
         let x1n = (&x1
             + self
                 .noise
