@@ -421,4 +421,9 @@ fn mean_teacher_separate_passes_normalise_the_labelled_batch_alone() {
     assert!((term(&noisy, "sup") - term(&sep, "sup")).abs() < 1e-6);
     let (u0, u1) = (term(&sep, "unsup"), term(&noisy, "unsup"));
     assert!(u1.is_finite() && (u1 - u0).abs() > 1e-7, "{u0} {u1}");
+    // so does a flip or rotation of the student's unlabelled images
+    let (turned, _) = mean_teacher_step("joint_forward = false, transform_consistency = true");
+    assert!((term(&turned, "sup") - term(&sep, "sup")).abs() < 1e-6);
+    let u2 = term(&turned, "unsup");
+    assert!(u2.is_finite() && (u2 - u0).abs() > 1e-7, "{u0} {u2}");
 }

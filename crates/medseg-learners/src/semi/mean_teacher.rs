@@ -3,7 +3,7 @@
 
 use super::{
     consistency_weight, is_running_stat, joint_input, mse, param_bool, param_f64, rows, scalar,
-    semi_config, softmax_c, sorted_vars, sup_loss, NoiseSource, StudentSlot,
+    semi_config, softmax_c, sorted_vars, sup_loss, NoiseSource, PlaneTransform, StudentSlot,
 };
 use crate::engine::{build_net, network_config, Learner, StepContext, StepOutput};
 use crate::error::Result;
@@ -95,6 +95,12 @@ impl Teacher {
 ///   Gaussian noise of its own on the student's unlabelled input, so that
 ///   student and teacher see independently perturbed copies, as in
 ///   Tarvainen & Valpola.
+/// - `transform_consistency` (default `false`): the student sees its
+///   unlabelled images flipped and/or rotated by a multiple of 90 degrees
+///   (one of the eight, drawn per step; rotations only for square images),
+///   and its prediction is mapped back before it is compared with the
+///   teacher's on the untransformed images, as in transformation-consistent
+///   self-ensembling (Li et al., TCSM).
 /// - `joint_forward` (default `true`): the student sees the labelled and
 ///   unlabelled images in one batch (shared BatchNorm statistics); with
 ///   `false` it runs two forward passes, one per batch.
@@ -106,6 +112,7 @@ pub struct MeanTeacherLearner {
     student_noise_std: f64,
     teacher_batch_stats: bool,
     joint_forward: bool,
+    transform_consistency: bool,
 }
 
 impl MeanTeacherLearner {
@@ -117,6 +124,7 @@ impl MeanTeacherLearner {
         let student_noise_std = param_f64(&semi, "student_noise_std", 0.0)?;
         let teacher_batch_stats = param_bool(&semi, "teacher_batch_stats", true)?;
         let joint_forward = param_bool(&semi, "joint_forward", true)?;
+        let transform_consistency = param_bool(&semi, "transform_consistency", false)?;
         for (key, v) in [
             ("noise_std", noise_std),
             ("student_noise_std", student_noise_std),
@@ -134,6 +142,7 @@ impl MeanTeacherLearner {
             student_noise_std,
             teacher_batch_stats,
             joint_forward,
+            transform_consistency,
             semi,
         })
     }
@@ -163,6 +172,14 @@ impl Learner for MeanTeacherLearner {
         } else {
             x1.clone()
         };
+        let tf = if self.transform_consistency {
+            let r = x1s.rank();
+            let square = x1s.dim(r - 1)? == x1s.dim(r - 2)?;
+            self.noise.plane_transform(square)
+        } else {
+            PlaneTransform::default()
+        };
+        let x1s = tf.apply(&x1s)?;
         let (logits_l, logits_u) = if self.joint_forward {
             let xs = Tensor::cat(&[&rows(&x, 0, n0)?, &x1s], 0)?;
             let out = ctx.net.forward_t(&xs, true)?;
@@ -173,7 +190,7 @@ impl Learner for MeanTeacherLearner {
             (l, u)
         };
         let sup = sup_loss(ctx, logits_l)?;
-        let p1 = softmax_c(&logits_u)?;
+        let p1 = softmax_c(&tf.invert(&logits_u)?)?;
         let x1n = (&x1
             + self
                 .noise
