@@ -89,11 +89,17 @@ fn every_method_runs_with_a_finite_nonzero_unsupervised_loss() {
         ("URPC", "URPC", None),
         ("MCNet", "MCNet", None),
     ];
-    for (method, net, extra) in cases {
-        let out = dir.path().join(method);
-        // rampup_end = 0 so that the weight is regularize_w from the start
+    for ((method, net, extra), joint) in cases.into_iter().flat_map(|c| [(c, true), (c, false)]) {
+        let out = dir.path().join(format!("{method}_{joint}"));
+        // rampup_end = 0 so that the weight is regularize_w from the start;
+        // each method once with one forward pass, once with two
+        let mc = if method == "UAMT" {
+            "mc_dropout_n = 2, "
+        } else {
+            ""
+        };
         let semi = format!(
-            "method = \"{method}\"\nregularize_w = 0.5\nrampup_end = 0.0\nparams = {{ mc_dropout_n = 2 }}"
+            "method = \"{method}\"\nregularize_w = 0.5\nrampup_end = 0.0\nparams = {{ {mc}joint_forward = {joint} }}"
         );
         let cfg = config(&root, &out, net, &semi, 2);
         let mut t = semi_trainer(cfg).unwrap();
@@ -283,6 +289,28 @@ fn bad_configs_are_named() {
         "method = \"MeanTeacher\"\nparams = { student_noise_std = -0.1 }",
     );
     assert!(e.contains("student_noise_std") && e.contains(">= 0"), "{e}");
+    // a misspelt parameter is named, with the ones the method takes
+    let e = err(
+        "UNet2D",
+        "method = \"MeanTeacher\"\nparams = { transform_consistancy = true }",
+    );
+    assert!(
+        e.contains("transform_consistancy") && e.contains("transform_consistency"),
+        "{e}"
+    );
+    let e = err("UNet2D", "method = \"CPS\"\nparams = { noise_std = 0.1 }");
+    assert!(
+        e.contains("noise_std") && e.contains("joint_forward"),
+        "{e}"
+    );
+    let e = err(
+        "UNet2D",
+        "method = \"CPS\"\nparams = { joint_forward = \"no\" }",
+    );
+    assert!(
+        e.contains("joint_forward") && e.contains("true or false"),
+        "{e}"
+    );
     let e = err("UNet2D", "method = \"MCNet\"");
     assert!(e.contains("\"MCNet\"") && e.contains("UNet2D"), "{e}");
     // an unbound teacher says how to bind it

@@ -1,6 +1,9 @@
 //! Cross-consistency training (Ouali et al. 2020; PyMIC `SSLCCT`).
 
-use super::{consistency_weight, joint_input, mse, rows, scalar, semi_config, softmax_c, sup_loss};
+use super::{
+    consistency_weight, forward_split, joint_forward, joint_input, mse, rows, scalar, semi_config,
+    softmax_c, sup_loss,
+};
 use crate::engine::{Learner, StepContext, StepOutput};
 use crate::error::{LearnError, Result};
 use candle_core::Tensor;
@@ -55,7 +58,7 @@ impl Learner for CctLearner {
     fn train_step(&mut self, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         let (x, n0) = joint_input(ctx)?;
         let n = x.dim(0)?;
-        let out = ctx.net.forward_t(&x, true)?;
+        let out = forward_split(ctx.net, &x, n0, joint_forward(&self.semi))?;
         if out.aux.is_empty() {
             candle_core::bail!("CCT needs a network with auxiliary decoders (CCTNet)")
         }

@@ -1,8 +1,8 @@
 //! Cross pseudo supervision (Chen et al. 2021; PyMIC `SSLCPS`).
 
 use super::{
-    consistency_weight, is_running_stat, joint_input, pseudo_label_loss, rows, scalar, semi_config,
-    softmax_c, sorted_vars, sup_loss,
+    consistency_weight, forward_split, is_running_stat, joint_forward, joint_input,
+    pseudo_label_loss, rows, scalar, semi_config, softmax_c, sorted_vars, sup_loss,
 };
 use crate::engine::{build_net, network_config, Learner, StepContext, StepOutput};
 use crate::error::Result;
@@ -70,8 +70,9 @@ impl Learner for CpsLearner {
     fn train_step(&mut self, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         let (x, n0) = joint_input(ctx)?;
         let n = x.dim(0)?;
-        let o1 = ctx.net.forward_t(&x, true)?.logits;
-        let o2 = self.net2.forward_t(&x, true)?.logits;
+        let joint = joint_forward(&self.semi);
+        let o1 = forward_split(ctx.net, &x, n0, joint)?.logits;
+        let o2 = forward_split(self.net2.as_ref(), &x, n0, joint)?.logits;
         let sup1 = sup_loss(ctx, rows(&o1, 0, n0)?)?;
         let sup2 = sup_loss(ctx, rows(&o2, 0, n0)?)?;
         let (u1, u2) = (rows(&o1, n0, n - n0)?, rows(&o2, n0, n - n0)?);

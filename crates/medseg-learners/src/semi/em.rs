@@ -1,6 +1,9 @@
 //! Entropy minimisation (Grandvalet & Bengio; PyMIC `SSLEntropyMinimization`).
 
-use super::{consistency_weight, joint_input, rows, scalar, semi_config, softmax_c, sup_loss};
+use super::{
+    consistency_weight, forward_split, joint_forward, joint_input, rows, scalar, semi_config,
+    softmax_c, sup_loss,
+};
 use crate::engine::{Learner, StepContext, StepOutput};
 use crate::error::Result;
 use candle_core::Tensor;
@@ -41,7 +44,7 @@ impl Learner for EntropyMinLearner {
 
     fn train_step(&mut self, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         let (x, n0) = joint_input(ctx)?;
-        let out = ctx.net.forward_t(&x, true)?;
+        let out = forward_split(ctx.net, &x, n0, joint_forward(&self.semi))?;
         let sup = sup_loss(ctx, rows(&out.logits, 0, n0)?)?;
         let reg = normalised_entropy(&out.logits)?;
         let w = consistency_weight(&self.semi, ctx.iteration, ctx.iterations);

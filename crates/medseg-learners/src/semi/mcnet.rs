@@ -1,7 +1,8 @@
 //! Mutual consistency (Wu et al. 2021; PyMIC `SSLMCNet`).
 
 use super::{
-    consistency_weight, joint_input, mse, param_f64, rows, scalar, semi_config, softmax_c, sup_loss,
+    consistency_weight, forward_split, joint_forward, joint_input, mse, param_f64, rows, scalar,
+    semi_config, softmax_c, sup_loss,
 };
 use crate::engine::{Learner, StepContext, StepOutput};
 use crate::error::{LearnError, Result};
@@ -48,7 +49,7 @@ impl Learner for McNetLearner {
 
     fn train_step(&mut self, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         let (x, n0) = joint_input(ctx)?;
-        let out = ctx.net.forward_t(&x, true)?;
+        let out = forward_split(ctx.net, &x, n0, joint_forward(&self.semi))?;
         if out.aux.is_empty() {
             candle_core::bail!("MCNet needs a network with several decoders (MCNet)")
         }

@@ -2,8 +2,9 @@
 //! teacher updated in place by an exact exponential moving average.
 
 use super::{
-    consistency_weight, is_running_stat, joint_input, mse, param_bool, param_f64, rows, scalar,
-    semi_config, softmax_c, sorted_vars, sup_loss, NoiseSource, PlaneTransform, StudentSlot,
+    consistency_weight, forward_split, is_running_stat, joint_forward, joint_input, mse,
+    param_bool, param_f64, rows, scalar, semi_config, softmax_c, sorted_vars, sup_loss,
+    NoiseSource, PlaneTransform, StudentSlot,
 };
 use crate::engine::{build_net, network_config, Learner, StepContext, StepOutput};
 use crate::error::Result;
@@ -101,9 +102,8 @@ impl Teacher {
 ///   and its prediction is mapped back before it is compared with the
 ///   teacher's on the untransformed images, as in transformation-consistent
 ///   self-ensembling (Li et al., TCSM).
-/// - `joint_forward` (default `true`): the student sees the labelled and
-///   unlabelled images in one batch (shared BatchNorm statistics); with
-///   `false` it runs two forward passes, one per batch.
+/// - `joint_forward` (default `true`, as for every method): with `false`
+///   the student sees the labelled and unlabelled images in separate passes.
 pub struct MeanTeacherLearner {
     semi: SemiConfig,
     teacher: Teacher,
@@ -111,7 +111,6 @@ pub struct MeanTeacherLearner {
     noise_std: f64,
     student_noise_std: f64,
     teacher_batch_stats: bool,
-    joint_forward: bool,
     transform_consistency: bool,
 }
 
@@ -123,7 +122,6 @@ impl MeanTeacherLearner {
         let noise_std = param_f64(&semi, "noise_std", 0.1)?;
         let student_noise_std = param_f64(&semi, "student_noise_std", 0.0)?;
         let teacher_batch_stats = param_bool(&semi, "teacher_batch_stats", true)?;
-        let joint_forward = param_bool(&semi, "joint_forward", true)?;
         let transform_consistency = param_bool(&semi, "transform_consistency", false)?;
         for (key, v) in [
             ("noise_std", noise_std),
@@ -141,7 +139,6 @@ impl MeanTeacherLearner {
             noise_std,
             student_noise_std,
             teacher_batch_stats,
-            joint_forward,
             transform_consistency,
             semi,
         })
@@ -180,15 +177,9 @@ impl Learner for MeanTeacherLearner {
             PlaneTransform::default()
         };
         let x1s = tf.apply(&x1s)?;
-        let (logits_l, logits_u) = if self.joint_forward {
-            let xs = Tensor::cat(&[&rows(&x, 0, n0)?, &x1s], 0)?;
-            let out = ctx.net.forward_t(&xs, true)?;
-            (rows(&out.logits, 0, n0)?, rows(&out.logits, n0, n - n0)?)
-        } else {
-            let l = ctx.net.forward_t(&rows(&x, 0, n0)?, true)?.logits;
-            let u = ctx.net.forward_t(&x1s, true)?.logits;
-            (l, u)
-        };
+        let xs = Tensor::cat(&[&rows(&x, 0, n0)?, &x1s], 0)?;
+        let out = forward_split(ctx.net, &xs, n0, joint_forward(&self.semi))?;
+        let (logits_l, logits_u) = (rows(&out.logits, 0, n0)?, rows(&out.logits, n0, n - n0)?);
         let sup = sup_loss(ctx, logits_l)?;
         let p1 = softmax_c(&tf.invert(&logits_u)?)?;
         let x1n = (&x1

@@ -21,6 +21,13 @@
 //! The logged terms are `sup`, `unsup` (the unweighted unsupervised loss) and
 //! `weight`.
 //!
+//! By default the concatenated batch goes through the network in one pass,
+//! as in PyMIC and SSL4MIS, so BatchNorm normalises labelled and unlabelled
+//! images with shared batch statistics. `semi.params.joint_forward = false`
+//! (any method) runs the two parts in separate passes instead. Each method
+//! accepts only its own `semi.params` keys (listed in the error for any
+//! other).
+//!
 //! Mean Teacher and UA-MT update their teacher from the student's weights,
 //! which the engine owns: build the trainer with [`semi_trainer`] (or bind a
 //! [`StudentSlot`] yourself with [`build_semi_learner_with_slot`]).
@@ -48,6 +55,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use medseg_config::{ExperimentConfig, SemiConfig};
 use medseg_losses::{LossTarget, Prediction};
+use medseg_nets::{NetOutput, SegNetwork};
 use rand::{Rng, SeedableRng};
 use std::sync::{Arc, Mutex};
 
@@ -130,6 +138,40 @@ pub(crate) fn param_bool(semi: &SemiConfig, key: &str, default: bool) -> Result<
     }
 }
 
+/// The `semi.params` keys each method reads (every method also reads
+/// `joint_forward`).
+fn known_params(method: &str) -> &'static [&'static str] {
+    match method {
+        "MeanTeacher" | "MT" => &[
+            "noise_std",
+            "student_noise_std",
+            "teacher_batch_stats",
+            "transform_consistency",
+        ],
+        "UAMT" => &["noise_std", "mc_dropout_n"],
+        "CCT" => &["unsupervised_loss"],
+        "MCNet" => &["temperature"],
+        _ => &[],
+    }
+}
+
+fn check_params(semi: &SemiConfig) -> Result<()> {
+    param_bool(semi, "joint_forward", true)?;
+    let known = known_params(&semi.method);
+    for key in semi.params.keys() {
+        if key != "joint_forward" && !known.contains(&key.as_str()) {
+            let mut names: Vec<&str> = known.to_vec();
+            names.push("joint_forward");
+            return Err(LearnError::Config(format!(
+                "semi.params.{key} is not a parameter of {}; it takes {}",
+                semi.method,
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_semi(semi: &SemiConfig) -> Result<()> {
     if !(semi.regularize_w.is_finite() && semi.regularize_w >= 0.0) {
         return Err(LearnError::Config(format!(
@@ -184,6 +226,9 @@ pub fn build_semi_learner_with_slot(
 ) -> Result<Box<dyn Learner>> {
     let semi = semi_config(cfg)?;
     check_semi(semi)?;
+    if METHODS.contains(&semi.method.as_str()) || ["EM", "MT"].contains(&semi.method.as_str()) {
+        check_params(semi)?;
+    }
     Ok(match semi.method.as_str() {
         "EntropyMinimization" | "EM" => Box::new(EntropyMinLearner::new(cfg)?),
         "MeanTeacher" | "MT" => Box::new(MeanTeacherLearner::new(cfg, device, slot.clone())?),
@@ -237,6 +282,48 @@ pub(crate) fn joint_input(ctx: &StepContext) -> candle_core::Result<(Tensor, usi
         .ok_or_else(|| candle_core::Error::Msg("no unlabelled batch was loaded".into()))?;
     let n0 = ctx.labelled.image.dim(0)?;
     Ok((Tensor::cat(&[&ctx.labelled.image, &u.image], 0)?, n0))
+}
+
+/// `semi.params.joint_forward` (default `true`; its type is checked when the
+/// learner is built).
+pub(crate) fn joint_forward(semi: &SemiConfig) -> bool {
+    semi.params
+        .get("joint_forward")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true)
+}
+
+/// The network's training-mode output on `x`, the labelled images (the first
+/// `n0` rows) followed by the unlabelled ones. With `joint` (PyMIC's and
+/// SSL4MIS' way) it is one forward pass, so BatchNorm normalises both parts
+/// with shared batch statistics; otherwise two passes, one per part, whose
+/// outputs are concatenated along the batch axis in the same order.
+pub(crate) fn forward_split(
+    net: &dyn SegNetwork,
+    x: &Tensor,
+    n0: usize,
+    joint: bool,
+) -> candle_core::Result<NetOutput> {
+    let n = x.dim(0)?;
+    if joint || n0 == 0 || n0 == n {
+        return net.forward_t(x, true);
+    }
+    let a = net.forward_t(&rows(x, 0, n0)?, true)?;
+    let b = net.forward_t(&rows(x, n0, n - n0)?, true)?;
+    let cat = |p: &[Tensor], q: &[Tensor]| -> candle_core::Result<Vec<Tensor>> {
+        if p.len() != q.len() {
+            candle_core::bail!("the network returned different outputs for the two batches")
+        }
+        p.iter()
+            .zip(q)
+            .map(|(u, v)| Tensor::cat(&[u, v], 0))
+            .collect()
+    };
+    Ok(NetOutput {
+        logits: Tensor::cat(&[&a.logits, &b.logits], 0)?,
+        deep: cat(&a.deep, &b.deep)?,
+        aux: cat(&a.aux, &b.aux)?,
+    })
 }
 
 /// Rows `[from, from + len)` of a batch tensor.

@@ -1,8 +1,8 @@
 //! Uncertainty-aware Mean Teacher (Yu et al. 2019; PyMIC `SSLUncertaintyAwareMeanTeacher`).
 
 use super::{
-    consistency_weight, joint_input, param_f64, rows, scalar, semi_config, softmax_c, sup_loss,
-    NoiseSource, StudentSlot, Teacher,
+    consistency_weight, forward_split, joint_forward, joint_input, param_f64, rows, scalar,
+    semi_config, softmax_c, sup_loss, NoiseSource, StudentSlot, Teacher,
 };
 use crate::ema_decay_at;
 use crate::engine::{Learner, StepContext, StepOutput};
@@ -65,7 +65,7 @@ impl Learner for UaMtLearner {
         let (x, n0) = joint_input(ctx)?;
         let n = x.dim(0)?;
         let n1 = n - n0;
-        let out = ctx.net.forward_t(&x, true)?;
+        let out = forward_split(ctx.net, &x, n0, joint_forward(&self.semi))?;
         let sup = sup_loss(ctx, rows(&out.logits, 0, n0)?)?;
         let p1 = softmax_c(&rows(&out.logits, n0, n1)?)?;
         let x1 = rows(&x, n0, n1)?;

@@ -1,6 +1,9 @@
 //! Uncertainty-rectified pyramid consistency (Luo et al. 2021; PyMIC `SSLURPC`).
 
-use super::{consistency_weight, joint_input, rows, scalar, semi_config, softmax_c, sup_loss};
+use super::{
+    consistency_weight, forward_split, joint_forward, joint_input, rows, scalar, semi_config,
+    softmax_c, sup_loss,
+};
 use crate::engine::{Learner, StepContext, StepOutput};
 use crate::error::Result;
 use candle_core::Tensor;
@@ -38,7 +41,7 @@ impl Learner for UrpcLearner {
     fn train_step(&mut self, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         let (x, n0) = joint_input(ctx)?;
         let n = x.dim(0)?;
-        let out = ctx.net.forward_t(&x, true)?;
+        let out = forward_split(ctx.net, &x, n0, joint_forward(&self.semi))?;
         if out.aux.is_empty() {
             candle_core::bail!("URPC needs a network with pyramid outputs (URPC)")
         }
