@@ -479,6 +479,24 @@ impl PlaneTransform {
     }
 }
 
+/// Every tensor of a VarMap, sorted by name.
+pub(crate) fn sorted_vars(vm: &VarMap) -> candle_core::Result<Vec<(String, Var)>> {
+    let data = vm
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
+    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
+}
+
+/// True for BatchNorm running statistics.
+pub(crate) fn is_running_stat(name: &str) -> bool {
+    name.ends_with("running_mean")
+        || name.ends_with("running_var")
+        || name.ends_with("num_batches_tracked")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,22 +549,4 @@ mod tests {
         assert!((0..50).all(|_| !src.plane_transform(false).transpose));
         assert!((0..50).any(|_| src.plane_transform(true).transpose));
     }
-}
-
-/// Every tensor of a VarMap, sorted by name.
-pub(crate) fn sorted_vars(vm: &VarMap) -> candle_core::Result<Vec<(String, Var)>> {
-    let data = vm
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
-    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(v)
-}
-
-/// True for BatchNorm running statistics.
-pub(crate) fn is_running_stat(name: &str) -> bool {
-    name.ends_with("running_mean")
-        || name.ends_with("running_var")
-        || name.ends_with("num_batches_tracked")
 }
