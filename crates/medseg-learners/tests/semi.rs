@@ -175,36 +175,66 @@ fn snapshot(vm: &candle_nn::VarMap) -> Vec<(String, Vec<f32>)> {
     v
 }
 
+/// A fresh student network, a Mean Teacher bound to it, the configured loss
+/// and two random batches (labelled, unlabelled).
+struct MtSetup {
+    cfg: ExperimentConfig,
+    student_vm: candle_nn::VarMap,
+    student: Box<dyn medseg_nets::SegNetwork>,
+    loss: Box<dyn medseg_losses::Loss>,
+    lab: TensorBatch,
+    unl: TensorBatch,
+}
+
+impl MtSetup {
+    fn new(cfg: ExperimentConfig) -> (Self, MeanTeacherLearner) {
+        let dev = Device::Cpu;
+        let (student_vm, student) = build_net(&network_config(&cfg), &dev).unwrap();
+        let slot = StudentSlot::new();
+        slot.bind(&student_vm);
+        let mt = MeanTeacherLearner::new(&cfg, &dev, slot).unwrap();
+        let loss = build_loss(&cfg.training.loss).unwrap();
+        let (lab, unl) = (random_batch(2, 1, &dev), random_batch(2, 2, &dev));
+        let s = Self {
+            cfg,
+            student_vm,
+            student,
+            loss,
+            lab,
+            unl,
+        };
+        (s, mt)
+    }
+
+    fn ctx(&self, iteration: usize) -> StepContext<'_> {
+        StepContext {
+            iteration,
+            iterations: 10,
+            net: self.student.as_ref(),
+            loss: self.loss.as_ref(),
+            labelled: &self.lab,
+            unlabelled: Some(&self.unl),
+            config: &self.cfg,
+        }
+    }
+}
+
 #[test]
 fn mean_teacher_update_is_an_exact_in_place_ema_of_weights_and_running_stats() {
     let dir = tempfile::tempdir().unwrap();
-    let dev = Device::Cpu;
     let semi = "method = \"MeanTeacher\"\nema_decay = 0.9";
     let cfg = config(dir.path(), &dir.path().join("o"), "UNet2D", semi, 10);
-    let (student_vm, student) = build_net(&network_config(&cfg), &dev).unwrap();
-    let slot = StudentSlot::new();
-    slot.bind(&student_vm);
-    let mut mt = MeanTeacherLearner::new(&cfg, &dev, slot).unwrap();
+    let (setup, mut mt) = MtSetup::new(cfg);
+    let student_vm = &setup.student_vm;
     // same configuration and seed: the teacher starts as the student
-    assert_eq!(snapshot(mt.teacher().varmap()), snapshot(&student_vm));
-
-    let loss = build_loss(&cfg.training.loss).unwrap();
-    let (lab, unl) = (random_batch(2, 1, &dev), random_batch(2, 2, &dev));
-    let ctx = StepContext {
-        iteration: 7,
-        iterations: 10,
-        net: student.as_ref(),
-        loss: loss.as_ref(),
-        labelled: &lab,
-        unlabelled: Some(&unl),
-        config: &cfg,
-    };
+    assert_eq!(snapshot(mt.teacher().varmap()), snapshot(student_vm));
+    let ctx = setup.ctx(7);
     let t_before = snapshot(mt.teacher().varmap());
     let out = mt.train_step(&ctx).unwrap();
     // the teacher's train-mode forward leaves its running statistics alone,
     // while the student's moved
     assert_eq!(snapshot(mt.teacher().varmap()), t_before);
-    let s_after = snapshot(&student_vm);
+    let s_after = snapshot(student_vm);
     let moved = s_after
         .iter()
         .zip(&t_before)
@@ -213,14 +243,14 @@ fn mean_teacher_update_is_an_exact_in_place_ema_of_weights_and_running_stats() {
     assert!(moved > 0);
     // a real optimiser-like step on the student: SGD with the step's gradient
     let grads = out.loss.backward().unwrap();
-    for v in medseg_nets::trainable_vars(&student_vm) {
+    for v in medseg_nets::trainable_vars(student_vm) {
         if let Some(g) = grads.get(v.as_tensor()) {
             v.set(&(v.as_tensor() - (g * 0.5).unwrap()).unwrap())
                 .unwrap();
         }
     }
     let t0 = snapshot(mt.teacher().varmap());
-    let s1 = snapshot(&student_vm);
+    let s1 = snapshot(student_vm);
     let held = mt.teacher().varmap().data().lock().unwrap()["encoder.in_conv.conv_conv.0.weight"]
         .as_tensor()
         .clone();
@@ -273,46 +303,51 @@ fn bad_configs_are_named() {
             .expect("must fail")
             .to_string()
     };
-    let e = err("UNet2D", "method = \"MeanTeacherr\"");
-    assert!(e.contains("MeanTeacherr") && e.contains("CPS"), "{e}");
-    let e = err("UNet2D", "method = \"CCT\"");
-    assert!(e.contains("CCTNet") && e.contains("network.name"), "{e}");
-    let e = err("UNet2D", "method = \"UAMT\"\nparams = { mc_dropout_n = 3 }");
-    assert!(e.contains("mc_dropout_n"), "{e}");
-    let e = err(
-        "UNet2D",
-        "method = \"MeanTeacher\"\nparams = { teacher_batch_stats = 1 }",
-    );
-    assert!(e.contains("teacher_batch_stats"), "{e}");
-    let e = err(
-        "UNet2D",
-        "method = \"MeanTeacher\"\nparams = { student_noise_std = -0.1 }",
-    );
-    assert!(e.contains("student_noise_std") && e.contains(">= 0"), "{e}");
-    // a misspelt parameter is named, with the ones the method takes
-    let e = err(
-        "UNet2D",
-        "method = \"MeanTeacher\"\nparams = { transform_consistancy = true }",
-    );
-    assert!(
-        e.contains("transform_consistancy") && e.contains("transform_consistency"),
-        "{e}"
-    );
+    // (network, [semi] body, words the error must contain)
+    let cases: [(&str, &str, &[&str]); 8] = [
+        (
+            "UNet2D",
+            "method = \"MeanTeacherr\"",
+            &["MeanTeacherr", "CPS"],
+        ),
+        ("UNet2D", "method = \"CCT\"", &["CCTNet", "network.name"]),
+        (
+            "UNet2D",
+            "method = \"UAMT\"\nparams = { mc_dropout_n = 3 }",
+            &["mc_dropout_n"],
+        ),
+        (
+            "UNet2D",
+            "method = \"MeanTeacher\"\nparams = { teacher_batch_stats = 1 }",
+            &["teacher_batch_stats"],
+        ),
+        (
+            "UNet2D",
+            "method = \"MeanTeacher\"\nparams = { student_noise_std = -0.1 }",
+            &["student_noise_std", ">= 0"],
+        ),
+        // a misspelt parameter is named, with the ones the method takes
+        (
+            "UNet2D",
+            "method = \"MeanTeacher\"\nparams = { transform_consistancy = true }",
+            &["transform_consistancy", "transform_consistency"],
+        ),
+        (
+            "UNet2D",
+            "method = \"CPS\"\nparams = { joint_forward = \"no\" }",
+            &["joint_forward", "true or false"],
+        ),
+        ("UNet2D", "method = \"MCNet\"", &["\"MCNet\"", "UNet2D"]),
+    ];
+    for (net, semi, words) in cases {
+        let e = err(net, semi);
+        assert!(words.iter().all(|w| e.contains(w)), "{semi}: {e}");
+    }
     let e = err("UNet2D", "method = \"CPS\"\nparams = { noise_std = 0.1 }");
     assert!(
         e.contains("noise_std") && e.contains("joint_forward"),
         "{e}"
     );
-    let e = err(
-        "UNet2D",
-        "method = \"CPS\"\nparams = { joint_forward = \"no\" }",
-    );
-    assert!(
-        e.contains("joint_forward") && e.contains("true or false"),
-        "{e}"
-    );
-    let e = err("UNet2D", "method = \"MCNet\"");
-    assert!(e.contains("\"MCNet\"") && e.contains("UNet2D"), "{e}");
     // an unbound teacher says how to bind it
     let cfg = config(
         dir.path(),
@@ -396,26 +431,12 @@ fn mean_teacher_with_an_eval_mode_teacher_runs() {
 /// supervised loss of the student's forward pass on the labelled batch alone.
 fn mean_teacher_step(params: &str) -> (Vec<(String, f64)>, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let dev = Device::Cpu;
     let semi = format!("method = \"MeanTeacher\"\nrampup_end = 0.0\nparams = {{ {params} }}");
     let mut cfg = config(dir.path(), &dir.path().join("o"), "UNet2D", &semi, 10);
     cfg.network["dropout"] = serde_json::json!([0.0, 0.0, 0.0, 0.0]);
-    let (student_vm, student) = build_net(&network_config(&cfg), &dev).unwrap();
-    let slot = StudentSlot::new();
-    slot.bind(&student_vm);
-    let mut mt = MeanTeacherLearner::new(&cfg, &dev, slot).unwrap();
-    let loss = build_loss(&cfg.training.loss).unwrap();
-    let (lab, unl) = (random_batch(2, 1, &dev), random_batch(2, 2, &dev));
-    let ctx = StepContext {
-        iteration: 3,
-        iterations: 10,
-        net: student.as_ref(),
-        loss: loss.as_ref(),
-        labelled: &lab,
-        unlabelled: Some(&unl),
-        config: &cfg,
-    };
-    let terms = mt.train_step(&ctx).unwrap().terms;
+    let (setup, mut mt) = MtSetup::new(cfg);
+    let terms = mt.train_step(&setup.ctx(3)).unwrap().terms;
+    let (student, loss, lab) = (&setup.student, &setup.loss, &setup.lab);
     let alone = student.forward_t(&lab.image, true).unwrap().logits;
     let sup_alone = loss
         .forward(&medseg_losses::Prediction::logits(alone), &lab.target)
