@@ -7,7 +7,7 @@ use super::{
     NoiseSource, PlaneTransform, StudentSlot,
 };
 use crate::engine::{build_net, network_config, Learner, StepContext, StepOutput};
-use crate::error::Result;
+use crate::error::{LearnError, Result};
 use crate::{ema_decay_at, ema_update};
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -128,7 +128,7 @@ impl MeanTeacherLearner {
             ("student_noise_std", student_noise_std),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(crate::error::LearnError::Config(format!(
+                return Err(LearnError::Config(format!(
                     "semi.params.{key} must be >= 0, got {v}"
                 )));
             }

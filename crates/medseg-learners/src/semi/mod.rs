@@ -226,10 +226,7 @@ pub fn build_semi_learner_with_slot(
 ) -> Result<Box<dyn Learner>> {
     let semi = semi_config(cfg)?;
     check_semi(semi)?;
-    if METHODS.contains(&semi.method.as_str()) || ["EM", "MT"].contains(&semi.method.as_str()) {
-        check_params(semi)?;
-    }
-    Ok(match semi.method.as_str() {
+    let learner: Box<dyn Learner> = match semi.method.as_str() {
         "EntropyMinimization" | "EM" => Box::new(EntropyMinLearner::new(cfg)?),
         "MeanTeacher" | "MT" => Box::new(MeanTeacherLearner::new(cfg, device, slot.clone())?),
         "UAMT" => Box::new(UaMtLearner::new(cfg, device, slot.clone())?),
@@ -252,7 +249,10 @@ pub fn build_semi_learner_with_slot(
                 METHODS.join(", ")
             )))
         }
-    })
+    };
+    // after the method is known, so that a misspelt method is named first
+    check_params(semi)?;
+    Ok(learner)
 }
 
 /// Builds the learner of `semi.method`. Mean Teacher and UA-MT need the
@@ -398,9 +398,7 @@ impl NoiseSource {
         }
         Tensor::from_vec(v, like.dims(), like.device())?.to_dtype(like.dtype())
     }
-}
 
-impl NoiseSource {
     /// A uniformly drawn element of the dihedral group of the last two axes
     /// (the eight flips and right-angle rotations); transposes only when
     /// `square`.
