@@ -3,7 +3,8 @@
 //! The shared vocabulary of medseg: [`Image`] (a channel-first `f32` array with
 //! its physical geometry), [`LabelMap`] (integer classes with the same geometry),
 //! [`Sample`] (what a dataset yields and transforms act on), [`Batch`] and the
-//! [`Error`] type.
+//! [`Error`] type, and the one atomic file writer ([`write_atomic`],
+//! [`write_atomic_with`]).
 //!
 //! ## Axis order
 //! Arrays are channel-first: `[C, H, W]` for 2D and `[C, D, H, W]` for 3D. Every
@@ -17,11 +18,13 @@
 #![warn(missing_docs)]
 
 mod error;
+mod fs;
 mod geometry;
 mod image;
 mod sample;
 
 pub use error::{Error, Result};
+pub use fs::{write_atomic, write_atomic_with};
 pub use geometry::Geometry;
 pub use image::{Image, LabelMap};
 pub use sample::{Batch, Sample, TransformRecord};
