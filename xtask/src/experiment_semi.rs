@@ -19,8 +19,7 @@ use anyhow::{bail, Context, Result};
 use medseg_config::ExperimentConfig;
 use medseg_infer::{argmax, Predictor, SlidingWindow};
 use medseg_io::{Dataset, LabelledDataset};
-use medseg_learners::semi::semi_trainer;
-use medseg_learners::{read_manifest, test_pipeline, SupervisedLearner, Trainer};
+use medseg_learners::{read_manifest, test_pipeline, TrainerBuilder};
 use medseg_metrics::{evaluate_case, MetricOptions};
 use medseg_transforms::{invert_prediction, Mode};
 use rand::SeedableRng;
@@ -221,7 +220,7 @@ fn parse(args: &[String]) -> Result<Options> {
 type CaseTable = (Vec<Vec<f64>>, Vec<Vec<f64>>);
 
 fn evaluate(cfg: &ExperimentConfig, ckpt: &Path) -> Result<CaseTable> {
-    let dev = candle_core::Device::Cpu;
+    let dev = medseg_learners::parse_device(&cfg.training.device)?;
     let (_vm, net) = medseg_nets::load_network(ckpt, &dev)
         .with_context(|| format!("loading {}", ckpt.display()))?;
     let predictor = Predictor::new(
@@ -255,7 +254,7 @@ fn evaluate(cfg: &ExperimentConfig, ckpt: &Path) -> Result<CaseTable> {
         .collect();
     let ds = LabelledDataset::new(manifest)?;
     let pipeline = test_pipeline(cfg)?;
-    let slice_mm = medseg_learners::phantom_config("cardiac2d")?.0.spacing[0];
+    let slice_mm = medseg_synth::phantom_config("cardiac2d")?.0.spacing[0];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     // subject -> (pred slices, gt slices, in-plane spacing)
     type Slices = (
@@ -405,7 +404,16 @@ fn train_and_test(
             cfg.dataset.train_unlabelled_csv = None;
             cfg.semi = None;
         }
-        medseg_learners::data::ensure_dataset(&cfg)?;
+        if let Some(g) = &cfg.dataset.generate {
+            let train = medseg_learners::manifest_path(&cfg, &cfg.dataset.train_csv);
+            medseg_synth::ensure_phantom_dataset(
+                &cfg.dataset.root,
+                &train,
+                &g.kind,
+                g.subjects,
+                g.seed,
+            )?;
+        }
         let ckdir = cfg.training.output_dir.join("checkpoints");
         if ckdir.exists() {
             std::fs::remove_dir_all(&ckdir)
@@ -430,11 +438,8 @@ fn train_and_test(
             o.iterations
         );
         let t0 = Instant::now();
-        let mut trainer = match spec.supervised_csv {
-            Some(_) => Trainer::new(cfg.clone(), Box::new(SupervisedLearner))?,
-            None => semi_trainer(cfg.clone())?,
-        };
-        trainer.progress = false;
+        // without a [semi] section the configuration asks for `supervised`
+        let mut trainer = TrainerBuilder::new(cfg.clone()).progress(false).build()?;
         let summary = trainer
             .run()
             .with_context(|| format!("training {}", spec.name))?;

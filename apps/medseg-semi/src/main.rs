@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use medseg_config::ExperimentConfig;
-use medseg_learners::semi::{semi_trainer, METHODS};
+use medseg_learners::{LearnerRegistry, TrainerBuilder};
 use std::path::PathBuf;
 
 /// Semi-supervised training for medseg.
@@ -43,14 +43,35 @@ enum Command {
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Device: `cpu`, `cuda` or `cuda:N` (default: `training.device`, else cpu).
+        #[arg(long)]
+        device: Option<String>,
     },
+}
+
+/// The registered semi-supervised methods (every learner but `supervised`).
+fn semi_methods() -> Vec<String> {
+    LearnerRegistry::with_builtins()
+        .names()
+        .into_iter()
+        .filter(|n| *n != "supervised")
+        .map(String::from)
+        .collect()
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Train { config, set, quiet } => {
+        Command::Train {
+            config,
+            set,
+            quiet,
+            device,
+        } => {
             let mut cfg = ExperimentConfig::load(&config, &set)
                 .with_context(|| format!("loading {}", config.display()))?;
+            if let Some(d) = device {
+                cfg.training.device = d;
+            }
             let cwd = std::env::current_dir().context("reading the current directory")?;
             cfg.resolve_paths(&cwd);
             let method = cfg
@@ -61,13 +82,23 @@ fn main() -> Result<()> {
                     format!(
                         "{}: a [semi] section with `method` ({}) is required",
                         config.display(),
-                        METHODS.join(", ")
+                        semi_methods().join(", ")
                     )
                 })?;
-            medseg_learners::data::ensure_dataset(&cfg)?;
-            let mut trainer = semi_trainer(cfg.clone())
+            if let Some(g) = &cfg.dataset.generate {
+                let train = medseg_learners::manifest_path(&cfg, &cfg.dataset.train_csv);
+                medseg_synth::ensure_phantom_dataset(
+                    &cfg.dataset.root,
+                    &train,
+                    &g.kind,
+                    g.subjects,
+                    g.seed,
+                )?;
+            }
+            let mut trainer = TrainerBuilder::new(cfg)
+                .progress(!quiet)
+                .build()
                 .with_context(|| format!("setting up {method} from {}", config.display()))?;
-            trainer.progress = !quiet;
             println!("{method}: {}", trainer.run()?);
             Ok(())
         }

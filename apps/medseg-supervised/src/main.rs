@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use medseg_config::ExperimentConfig;
-use medseg_learners::{build_net, network_config, SupervisedLearner, Trainer};
+use medseg_learners::{build_net, network_config, parse_device, TrainerBuilder};
 use std::path::PathBuf;
 
 /// Fully supervised training for medseg.
@@ -31,6 +31,9 @@ enum Command {
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Device: `cpu`, `cuda` or `cuda:N` (default: `training.device`, else cpu).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Print the network of CONFIG: layers, output shapes, parameter count
     /// and multiply-adds for an input size.
@@ -47,8 +50,15 @@ enum Command {
     },
 }
 
-fn load(config: &std::path::Path, set: &[String]) -> Result<ExperimentConfig> {
+fn load(
+    config: &std::path::Path,
+    set: &[String],
+    device: Option<String>,
+) -> Result<ExperimentConfig> {
     let mut cfg = ExperimentConfig::load(config, set)?;
+    if let Some(d) = device {
+        cfg.training.device = d;
+    }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     cfg.resolve_paths(&cwd);
     Ok(cfg)
@@ -56,17 +66,35 @@ fn load(config: &std::path::Path, set: &[String]) -> Result<ExperimentConfig> {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Train { config, set, quiet } => {
-            let cfg = load(&config, &set)?;
-            medseg_learners::data::ensure_dataset(&cfg)?;
-            let mut trainer = Trainer::new(cfg.clone(), Box::new(SupervisedLearner))?;
-            trainer.progress = !quiet;
+        Command::Train {
+            config,
+            set,
+            quiet,
+            device,
+        } => {
+            let cfg = load(&config, &set, device)?;
+            if let Some(g) = &cfg.dataset.generate {
+                let train = medseg_learners::manifest_path(&cfg, &cfg.dataset.train_csv);
+                medseg_synth::ensure_phantom_dataset(
+                    &cfg.dataset.root,
+                    &train,
+                    &g.kind,
+                    g.subjects,
+                    g.seed,
+                )?;
+            }
+            let mut trainer = TrainerBuilder::new(cfg)
+                .learner("supervised")
+                .progress(!quiet)
+                .build()
+                .with_context(|| format!("setting up training from {}", config.display()))?;
             println!("{}", trainer.run()?);
             Ok(())
         }
         Command::Summary { config, input, set } => {
-            let cfg = load(&config, &set)?;
-            let (_vm, net) = build_net(&network_config(&cfg), &candle_core::Device::Cpu)?;
+            let cfg = load(&config, &set, None)?;
+            let device = parse_device(&cfg.training.device)?;
+            let (_vm, net) = build_net(&network_config(&cfg), &device)?;
             let mut shape = vec![1];
             match input {
                 Some(i) => shape.extend(i),
@@ -78,7 +106,7 @@ fn main() -> Result<()> {
                     }
                 }
             }
-            let s = medseg_nets::summarize(net.as_ref(), &shape, &candle_core::Device::Cpu)?;
+            let s = medseg_nets::summarize(net.as_ref(), &shape, &device)?;
             println!("{s}");
             Ok(())
         }

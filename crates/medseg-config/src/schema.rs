@@ -192,6 +192,12 @@ pub struct TrainingConfig {
     /// Resume from `output_dir/latest` when it exists.
     #[serde(default)]
     pub resume: bool,
+    /// Where tensors live: `cpu` (the default and the fast path), `cuda` or
+    /// `cuda:N` (needs a build with the `cuda` feature). The apps' `--device`
+    /// flag overrides it. Not written when it is `cpu`, so that configs and
+    /// their hashes stay as they were.
+    #[serde(default = "default_device", skip_serializing_if = "is_cpu")]
+    pub device: String,
 }
 
 /// Keep-largest-component post-processing.
@@ -293,6 +299,12 @@ fn one() -> usize {
 }
 fn yes() -> bool {
     true
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn is_cpu(d: &String) -> bool {
+    d == "cpu"
 }
 fn default_seed() -> u64 {
     1
@@ -412,6 +424,13 @@ impl ExperimentConfig {
             if c.is_nan() || c <= 0.0 {
                 return bad("training.grad_clip", "a positive number");
             }
+        }
+        let dev = t.device.as_str();
+        let cuda_index_ok = dev
+            .strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+        if !(dev == "cpu" || dev == "cuda" || cuda_index_ok) {
+            return bad("training.device", "`cpu`, `cuda` or `cuda:N`");
         }
         if !t.loss.is_object() {
             return bad("training.loss", "a table, e.g. { name = \"DiceLoss\" }");

@@ -1,8 +1,8 @@
 //! Run logs: CSV and JSON-lines files, and PNG curves of the training loss
 //! and per-class validation Dice.
 
-use crate::engine::ValidResult;
 use crate::error::Result;
+use crate::summary::ValidResult;
 use medseg_viz::{line_chart, Series};
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -5,16 +5,14 @@
 
 use candle_core::{DType, Device, Tensor};
 use medseg_config::ExperimentConfig;
-use medseg_learners::semi::{
-    build_semi_learner, build_semi_learner_with_slot, consistency_weight, semi_trainer,
-    MeanTeacherLearner, StudentSlot,
-};
+use medseg_learners::semi::{consistency_weight, MeanTeacher, SemiLearner};
 use medseg_learners::{
-    build_loss, build_net, ema_decay_at, network_config, write_phantom_dataset, Learner,
-    StepContext, TensorBatch,
+    build_loss, build_net, ema_decay_at, network_config, Learner, LearnerInit, LearnerRegistry,
+    StepContext, TensorBatch, Trainer, TrainerBuilder,
 };
 use medseg_losses::LossTarget;
-use medseg_synth::PhantomConfig;
+use medseg_nets::NetRegistry;
+use medseg_synth::{write_phantom_dataset, PhantomConfig};
 use std::path::Path;
 
 fn config(root: &Path, out: &Path, net: &str, semi: &str, iterations: usize) -> ExperimentConfig {
@@ -66,6 +64,31 @@ fn tiny_phantom(root: &Path) {
     assert!(ds.labelled_subjects >= 1);
 }
 
+/// The trainer of a semi-supervised config, without a progress bar.
+fn semi_trainer(cfg: ExperimentConfig) -> Trainer {
+    TrainerBuilder::new(cfg).progress(false).build().unwrap()
+}
+
+/// Builds the learner of `cfg` from the built-in registry around a fresh
+/// student, as the trainer does.
+fn build_learner(cfg: &ExperimentConfig) -> Result<Box<dyn Learner>, medseg_learners::LearnError> {
+    let dev = Device::Cpu;
+    let nc = network_config(cfg);
+    let (vm, net) = build_net(&nc, &dev)?;
+    let name = medseg_learners::learner_name(cfg).to_string();
+    LearnerRegistry::with_builtins().build(
+        &name,
+        &LearnerInit {
+            config: cfg,
+            device: &dev,
+            student: &vm,
+            student_net: net.as_ref(),
+            network_config: &nc,
+            networks: &NetRegistry::with_builtins(),
+        },
+    )
+}
+
 fn jsonl(out: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(out.join("log.jsonl"))
         .unwrap()
@@ -102,8 +125,7 @@ fn every_method_runs_with_a_finite_nonzero_unsupervised_loss() {
             "method = \"{method}\"\nregularize_w = 0.5\nrampup_end = 0.0\nparams = {{ {mc}joint_forward = {joint} }}"
         );
         let cfg = config(&root, &out, net, &semi, 2);
-        let mut t = semi_trainer(cfg).unwrap();
-        t.progress = false;
+        let mut t = semi_trainer(cfg);
         let s = t.run().unwrap();
         assert_eq!(s.iterations, 2, "{method}");
         let log = jsonl(&out);
@@ -187,12 +209,19 @@ struct MtSetup {
 }
 
 impl MtSetup {
-    fn new(cfg: ExperimentConfig) -> (Self, MeanTeacherLearner) {
+    fn new(cfg: ExperimentConfig) -> (Self, SemiLearner<MeanTeacher>) {
         let dev = Device::Cpu;
-        let (student_vm, student) = build_net(&network_config(&cfg), &dev).unwrap();
-        let slot = StudentSlot::new();
-        slot.bind(&student_vm);
-        let mt = MeanTeacherLearner::new(&cfg, &dev, slot).unwrap();
+        let nc = network_config(&cfg);
+        let (student_vm, student) = build_net(&nc, &dev).unwrap();
+        let init = LearnerInit {
+            config: &cfg,
+            device: &dev,
+            student: &student_vm,
+            student_net: student.as_ref(),
+            network_config: &nc,
+            networks: &NetRegistry::with_builtins(),
+        };
+        let mt = SemiLearner::<MeanTeacher>::new("MeanTeacher", &init).unwrap();
         let loss = build_loss(&cfg.training.loss).unwrap();
         let (lab, unl) = (random_batch(2, 1, &dev), random_batch(2, 2, &dev));
         let s = Self {
@@ -227,13 +256,16 @@ fn mean_teacher_update_is_an_exact_in_place_ema_of_weights_and_running_stats() {
     let (setup, mut mt) = MtSetup::new(cfg);
     let student_vm = &setup.student_vm;
     // same configuration and seed: the teacher starts as the student
-    assert_eq!(snapshot(mt.teacher().varmap()), snapshot(student_vm));
+    assert_eq!(
+        snapshot(mt.method().teacher().varmap()),
+        snapshot(student_vm)
+    );
     let ctx = setup.ctx(7);
-    let t_before = snapshot(mt.teacher().varmap());
+    let t_before = snapshot(mt.method().teacher().varmap());
     let out = mt.train_step(&ctx).unwrap();
     // the teacher's train-mode forward leaves its running statistics alone,
     // while the student's moved
-    assert_eq!(snapshot(mt.teacher().varmap()), t_before);
+    assert_eq!(snapshot(mt.method().teacher().varmap()), t_before);
     let s_after = snapshot(student_vm);
     let moved = s_after
         .iter()
@@ -249,15 +281,16 @@ fn mean_teacher_update_is_an_exact_in_place_ema_of_weights_and_running_stats() {
                 .unwrap();
         }
     }
-    let t0 = snapshot(mt.teacher().varmap());
+    let t0 = snapshot(mt.method().teacher().varmap());
     let s1 = snapshot(student_vm);
-    let held = mt.teacher().varmap().data().lock().unwrap()["encoder.in_conv.conv_conv.0.weight"]
+    let held = mt.method().teacher().varmap().data().lock().unwrap()
+        ["encoder.in_conv.conv_conv.0.weight"]
         .as_tensor()
         .clone();
     mt.after_update(&ctx).unwrap();
     let d = ema_decay_at(7, 0.9);
     assert_eq!(d, 0.875);
-    let t1 = snapshot(mt.teacher().varmap());
+    let t1 = snapshot(mt.method().teacher().varmap());
     let mut changed = 0;
     for ((a, b), (c, e)) in t0.iter().zip(&s1).zip(&t1) {
         assert_eq!(a.0, b.0);
@@ -295,13 +328,9 @@ fn consistency_weight_follows_the_sigmoid_rampup() {
 #[test]
 fn bad_configs_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let dev = Device::Cpu;
     let err = |net: &str, semi: &str| {
         let cfg = config(dir.path(), dir.path(), net, semi, 10);
-        build_semi_learner(&cfg, &dev)
-            .err()
-            .expect("must fail")
-            .to_string()
+        build_learner(&cfg).err().expect("must fail").to_string()
     };
     // (network, [semi] body, words the error must contain)
     let cases: [(&str, &str, &[&str]); 8] = [
@@ -348,29 +377,9 @@ fn bad_configs_are_named() {
         e.contains("noise_std") && e.contains("joint_forward"),
         "{e}"
     );
-    // an unbound teacher says how to bind it
-    let cfg = config(
-        dir.path(),
-        dir.path(),
-        "UNet2D",
-        "method = \"MeanTeacher\"",
-        10,
-    );
-    let mut l = build_semi_learner_with_slot(&cfg, &dev, &StudentSlot::new()).unwrap();
-    let (_vm, net) = build_net(&network_config(&cfg), &dev).unwrap();
-    let loss = build_loss(&cfg.training.loss).unwrap();
-    let b = random_batch(1, 3, &dev);
-    let ctx = StepContext {
-        iteration: 0,
-        iterations: 10,
-        net: net.as_ref(),
-        loss: loss.as_ref(),
-        labelled: &b,
-        unlabelled: Some(&b),
-        config: &cfg,
-    };
-    let e = l.after_update(&ctx).err().unwrap().to_string();
-    assert!(e.contains("semi_trainer"), "{e}");
+    // a misspelt method lists the registered ones
+    let e = err("UNet2D", "method = \"Cps\"");
+    assert!(e.contains("\"Cps\"") && e.contains("CPS, EM"), "{e}");
 }
 
 #[test]
@@ -378,7 +387,7 @@ fn cps_trains_its_second_network() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Device::Cpu;
     let cfg = config(dir.path(), dir.path(), "UNet2D", "method = \"CPS\"", 10);
-    let l = build_semi_learner(&cfg, &dev).unwrap();
+    let l = build_learner(&cfg).unwrap();
     let extra = l.extra_params();
     let (vm1, net1) = build_net(&network_config(&cfg), &dev).unwrap();
     // every trainable tensor of a second network, none of the running stats
@@ -418,8 +427,7 @@ fn mean_teacher_with_an_eval_mode_teacher_runs() {
     let out = dir.path().join("mt_eval");
     let semi = "method = \"MeanTeacher\"\nregularize_w = 0.5\nrampup_end = 0.0\nparams = { teacher_batch_stats = false }";
     let cfg = config(&root, &out, "UNet2D", semi, 2);
-    let mut t = semi_trainer(cfg).unwrap();
-    t.progress = false;
+    let mut t = semi_trainer(cfg);
     assert_eq!(t.run().unwrap().iterations, 2);
     for e in jsonl(&out) {
         let unsup = e["unsup"].as_f64().unwrap();

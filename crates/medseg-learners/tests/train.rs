@@ -4,10 +4,8 @@
 
 use medseg_config::ExperimentConfig;
 use medseg_infer::{Predictor, SlidingWindow};
-use medseg_learners::{
-    read_manifest, test_pipeline, write_phantom_dataset, SupervisedLearner, Trainer, ValidationSet,
-};
-use medseg_synth::PhantomConfig;
+use medseg_learners::{read_manifest, test_pipeline, Trainer, TrainerBuilder, ValidationSet};
+use medseg_synth::{write_phantom_dataset, PhantomConfig};
 use std::path::Path;
 
 fn tiny_config(
@@ -52,6 +50,14 @@ loss = {{ name = "CombinedLoss", terms = [{{ loss = "DiceLoss", weight = 0.5 }},
     ExperimentConfig::from_toml_str(&text).unwrap()
 }
 
+/// The supervised trainer of `cfg`, without a progress bar.
+fn supervised(cfg: ExperimentConfig) -> medseg_learners::Result<Trainer> {
+    TrainerBuilder::new(cfg)
+        .learner("supervised")
+        .progress(false)
+        .build()
+}
+
 fn tiny_phantom(root: &Path) {
     let mut pc = PhantomConfig::cardiac2d();
     pc.slices = 4;
@@ -70,8 +76,7 @@ fn train_checkpoint_infer_resume() {
     tiny_phantom(&root);
     let out = dir.path().join("run");
     let cfg = tiny_config(&root, &out, 40, 20, "");
-    let mut t = Trainer::new(cfg.clone(), Box::new(SupervisedLearner)).unwrap();
-    t.progress = false;
+    let mut t = supervised(cfg.clone()).unwrap();
     let s = t.run().unwrap();
     assert_eq!(s.iterations, 40);
     assert!(
@@ -136,8 +141,7 @@ fn train_checkpoint_infer_resume() {
 
     // resume: 40 -> 50 iterations, logs appended
     let cfg2 = tiny_config(&root, &out, 50, 20, "resume = true");
-    let mut t2 = Trainer::new(cfg2, Box::new(SupervisedLearner)).unwrap();
-    t2.progress = false;
+    let mut t2 = supervised(cfg2).unwrap();
     let s2 = t2.run().unwrap();
     assert_eq!(s2.iterations, 50);
     let train_lines = std::fs::read_to_string(out.join("train_log.csv"))
@@ -155,12 +159,7 @@ fn same_seed_same_run_and_bad_config_is_named() {
     let mut logs = Vec::new();
     for k in 0..2 {
         let out = dir.path().join(format!("run{k}"));
-        let mut t = Trainer::new(
-            tiny_config(&root, &out, 6, 0, ""),
-            Box::new(SupervisedLearner),
-        )
-        .unwrap();
-        t.progress = false;
+        let mut t = supervised(tiny_config(&root, &out, 6, 0, "")).unwrap();
         t.run().unwrap();
         logs.push(std::fs::read_to_string(out.join("train_log.csv")).unwrap());
     }
@@ -170,18 +169,12 @@ fn same_seed_same_run_and_bad_config_is_named() {
     // a class count that does not match the network is named
     let mut cfg = tiny_config(&root, &dir.path().join("bad"), 2, 0, "");
     cfg.network["class_num"] = serde_json::json!(3);
-    let e = Trainer::new(cfg, Box::new(SupervisedLearner))
-        .err()
-        .expect("must fail")
-        .to_string();
+    let e = supervised(cfg).err().expect("must fail").to_string();
     assert!(e.contains("class_num"), "{e}");
     // an unknown loss is named
     let mut cfg = tiny_config(&root, &dir.path().join("bad2"), 2, 0, "");
     cfg.training.loss = serde_json::json!({"name": "DiceLos"});
-    let e = Trainer::new(cfg, Box::new(SupervisedLearner))
-        .err()
-        .expect("must fail")
-        .to_string();
+    let e = supervised(cfg).err().expect("must fail").to_string();
     assert!(e.contains("DiceLos"), "{e}");
 }
 
@@ -196,8 +189,7 @@ fn early_stopping_and_out_of_range_labels() {
     cfg.training.lr = 1e-12;
     // no running statistics: with a negligible rate the network does not change
     cfg.network["norm_type"] = serde_json::json!("instance_norm");
-    let mut t = Trainer::new(cfg, Box::new(SupervisedLearner)).unwrap();
-    t.progress = false;
+    let mut t = supervised(cfg).unwrap();
     let s = t.run().unwrap();
     assert!(s.early_stopped);
     assert_eq!(s.iterations, 10, "stopped at {}", s.iterations);
@@ -208,8 +200,7 @@ fn early_stopping_and_out_of_range_labels() {
     let mut cfg = tiny_config(&root, &dir.path().join("bad"), 4, 0, "");
     cfg.dataset.class_num = 3;
     cfg.network["class_num"] = serde_json::json!(3);
-    let mut t = Trainer::new(cfg, Box::new(SupervisedLearner)).unwrap();
-    t.progress = false;
+    let mut t = supervised(cfg).unwrap();
     let e = t.run().unwrap_err().to_string();
     assert!(e.contains("label value 3 is out of range"), "{e}");
     assert!(e.contains("subject"), "{e}");

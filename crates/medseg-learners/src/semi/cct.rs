@@ -1,42 +1,42 @@
 //! Cross-consistency training (Ouali et al. 2020; PyMIC `SSLCCT`).
+//!
+//! On a `CCTNet` (a main decoder and auxiliary decoders on perturbed
+//! features), for each step: the supervised loss on the main decoder's
+//! labelled output, and `unsup = mean_k D(aux_k(x_u), sg(main(x_u)))` with
+//! `D` the MSE of softmaxes or KL(main || aux).
 
-use super::{
-    consistency_weight, forward_split, joint_forward, joint_input, mse, rows, scalar, semi_config,
-    softmax_c, sup_loss,
-};
-use crate::engine::{Learner, StepContext, StepOutput};
-use crate::error::{LearnError, Result};
+use super::{mse, softmax_c, sum_all, SemiMethod, SemiStep, Unsup};
+use crate::error::Result;
+use crate::learner::LearnerInit;
 use candle_core::Tensor;
-use medseg_config::{ExperimentConfig, SemiConfig};
+use medseg_config::SemiConfig;
+use medseg_nets::NetOutput;
+use serde::Deserialize;
 
-/// CCT on a `CCTNet`: supervised loss on the main decoder's labelled output,
-/// plus the weighted mean over auxiliary (perturbed) decoders of the
-/// consistency between their softmax and the main decoder's detached softmax
-/// on the unlabelled images: MSE (default) or KL(main || aux)
-/// (`semi.params.unsupervised_loss = "MSE" | "KL"`).
-pub struct CctLearner {
-    semi: SemiConfig,
-    kl: bool,
+/// CCT's consistency between an auxiliary and the main decoder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum CctConsistency {
+    /// Mean squared difference of the softmaxes (the default).
+    #[default]
+    #[serde(rename = "MSE")]
+    Mse,
+    /// KL(main || aux) per pixel, averaged.
+    #[serde(rename = "KL")]
+    Kl,
 }
 
-impl CctLearner {
-    /// Reads the `[semi]` section of `cfg`.
-    pub fn new(cfg: &ExperimentConfig) -> Result<Self> {
-        let semi = semi_config(cfg)?.clone();
-        let kl = match semi.params.get("unsupervised_loss") {
-            None => false,
-            Some(v) => match v.as_str() {
-                Some("MSE") => false,
-                Some("KL") => true,
-                _ => {
-                    return Err(LearnError::Config(format!(
-                        "semi.params.unsupervised_loss must be \"MSE\" or \"KL\", got {v}"
-                    )))
-                }
-            },
-        };
-        Ok(Self { semi, kl })
-    }
+/// `semi.params` of CCT.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CctParams {
+    /// `"MSE"` (default) or `"KL"`.
+    #[serde(default)]
+    pub unsupervised_loss: CctConsistency,
+}
+
+/// CCT on a `CCTNet`.
+pub struct Cct {
+    kind: CctConsistency,
 }
 
 /// KL(p || softmax(logits)) per pixel, averaged over pixels.
@@ -46,47 +46,32 @@ fn kl_to(p: &Tensor, logits: &Tensor) -> candle_core::Result<Tensor> {
     (p * (logp - logq)?)?.sum_keepdim(1)?.mean_all()
 }
 
-impl Learner for CctLearner {
-    fn name(&self) -> &str {
-        "CCT"
+impl SemiMethod for Cct {
+    type Params = CctParams;
+    const NETWORKS: &'static [&'static str] = &["CCTNet"];
+
+    fn new(p: CctParams, _: &SemiConfig, _: &LearnerInit) -> Result<Self> {
+        Ok(Cct {
+            kind: p.unsupervised_loss,
+        })
     }
 
-    fn needs_unlabelled(&self) -> bool {
-        true
-    }
-
-    fn train_step(&mut self, ctx: &StepContext) -> candle_core::Result<StepOutput> {
-        let (x, n0) = joint_input(ctx)?;
-        let n = x.dim(0)?;
-        let out = forward_split(ctx.net, &x, n0, joint_forward(&self.semi))?;
+    fn unsupervised(&mut self, s: &SemiStep, out: &NetOutput) -> candle_core::Result<Unsup> {
         if out.aux.is_empty() {
             candle_core::bail!("CCT needs a network with auxiliary decoders (CCTNet)")
         }
-        let sup = sup_loss(ctx, rows(&out.logits, 0, n0)?)?;
-        let p1 = softmax_c(&rows(&out.logits, n0, n - n0)?)?.detach();
-        let mut reg: Option<Tensor> = None;
-        for a in &out.aux {
-            let a1 = rows(a, n0, n - n0)?;
-            let l = if self.kl {
-                kl_to(&p1, &a1)?
-            } else {
-                mse(&softmax_c(&a1)?, &p1)?
-            };
-            reg = Some(match reg {
-                None => l,
-                Some(r) => (r + l)?,
-            });
-        }
-        let reg = (reg.expect("non-empty") / out.aux.len() as f64)?;
-        let w = consistency_weight(&self.semi, ctx.iteration, ctx.iterations);
-        let loss = (&sup + (&reg * w)?)?;
-        Ok(StepOutput {
-            terms: vec![
-                ("sup".into(), scalar(&sup)?),
-                ("unsup".into(), scalar(&reg)?),
-                ("weight".into(), w),
-            ],
-            loss,
-        })
+        let p1 = softmax_c(&s.unlabelled(&out.logits)?)?.detach();
+        let per_decoder = out
+            .aux
+            .iter()
+            .map(|a| {
+                let a1 = s.unlabelled(a)?;
+                match self.kind {
+                    CctConsistency::Kl => kl_to(&p1, &a1),
+                    CctConsistency::Mse => mse(&softmax_c(&a1)?, &p1),
+                }
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Unsup::loss((sum_all(per_decoder)? / out.aux.len() as f64)?))
     }
 }

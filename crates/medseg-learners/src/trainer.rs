@@ -1,0 +1,456 @@
+//! The training loop: one loop for every learning regime. A [`Learner`]
+//! supplies only the training step; data loading, optimisation, validation,
+//! checkpoints, logs and plots are here.
+
+use crate::checkpoint::{CheckpointDir, CheckpointMeta, ResumePoint};
+use crate::collate::{check_label_range, collate};
+use crate::error::{LearnError, Result, TensorContext};
+use crate::learner::{trainable_vars, Learner, StepContext};
+use crate::logging::RunLog;
+use crate::setup::{read_manifest, test_pipeline_with};
+use crate::stream::BatchStream;
+use crate::summary::{TrainSummary, ValidResult};
+use crate::validation::ValidationSet;
+use crate::{clip_grad_norm, LrSchedule, Optimizer, OptimizerSettings};
+use candle_core::{DType, Device};
+use candle_nn::VarMap;
+use medseg_config::ExperimentConfig;
+use medseg_infer::{Predictor, SlidingWindow};
+use medseg_io::{Dataset, LabelledDataset, Loader, LoaderConfig, UnlabelledDataset};
+use medseg_losses::Loss;
+use medseg_nets::SegNetwork;
+use medseg_transforms::{Mode, Registry as TransformRegistry};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The engine: owns the network, loss, learner, data and logs of one run.
+/// Built by [`TrainerBuilder`](crate::TrainerBuilder).
+pub struct Trainer {
+    cfg: ExperimentConfig,
+    device: Device,
+    varmap: VarMap,
+    net: Box<dyn SegNetwork>,
+    net_config: serde_json::Value,
+    loss: Box<dyn Loss>,
+    learner: Box<dyn Learner>,
+    transforms: TransformRegistry,
+    out_dir: PathBuf,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// The data of a run: the training streams and the validation set.
+struct RunData {
+    labelled: BatchStream,
+    unlabelled: Option<BatchStream>,
+    valid: Option<ValidationSet>,
+}
+
+/// Where the loop stands: best and last validation, losses of this invocation.
+struct Progress {
+    best: Option<ValidResult>,
+    last: Option<ValidResult>,
+    losses: Vec<f64>,
+    early_stopped: bool,
+}
+
+impl Trainer {
+    /// Assembles a trainer from parts built by [`TrainerBuilder`](crate::TrainerBuilder).
+    pub(crate) fn from_parts(
+        cfg: ExperimentConfig,
+        device: Device,
+        net: (VarMap, Box<dyn SegNetwork>, serde_json::Value),
+        loss: Box<dyn Loss>,
+        learner: Box<dyn Learner>,
+        transforms: TransformRegistry,
+        progress: bool,
+    ) -> Self {
+        let (varmap, net, net_config) = net;
+        let out_dir = cfg.training.output_dir.clone();
+        Trainer {
+            cfg,
+            device,
+            varmap,
+            net,
+            net_config,
+            loss,
+            learner,
+            transforms,
+            out_dir,
+            progress,
+        }
+    }
+
+    /// The network being trained.
+    pub fn network(&self) -> &dyn SegNetwork {
+        self.net.as_ref()
+    }
+
+    /// The network's weights.
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// The learner.
+    pub fn learner(&self) -> &dyn Learner {
+        self.learner.as_ref()
+    }
+
+    /// The device every tensor of the run lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The folder of checkpoints (`<output_dir>/checkpoints`).
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.out_dir.join("checkpoints")
+    }
+
+    fn checkpoints(&self) -> CheckpointDir {
+        CheckpointDir::new(self.checkpoint_dir())
+    }
+
+    /// What a checkpoint records besides the weights: where training stands
+    /// (iteration, loader position, plateau state) and the scores so far.
+    fn checkpoint_meta(
+        &self,
+        iteration: usize,
+        metric: f64,
+        best: Option<&ValidResult>,
+        stream: &BatchStream,
+        sched: &LrSchedule,
+    ) -> CheckpointMeta {
+        let (plateau_factor, plateau_best, plateau_bad) = sched.plateau_state();
+        CheckpointMeta {
+            iteration,
+            metric,
+            best_metric: best.map_or(f64::NAN, |v| v.mean_dice),
+            best_iteration: best.map_or(0, |v| v.iteration),
+            config_hash: self.cfg.hash(),
+            learner: self.learner.name().to_string(),
+            epoch: stream.epoch,
+            batch_in_epoch: stream.consumed,
+            plateau_factor,
+            plateau_best,
+            plateau_bad,
+            network: self.net_config.clone(),
+        }
+    }
+
+    fn save(&self, name: &str, meta: &CheckpointMeta, opt: Option<&Optimizer>) -> Result<()> {
+        self.checkpoints().save(
+            name,
+            (&self.varmap, &self.net_config),
+            &self.learner.extra_varmaps(),
+            meta,
+            opt,
+        )
+    }
+
+    fn loader_config(&self, batch_size: usize, seed: u64) -> LoaderConfig {
+        LoaderConfig {
+            batch_size,
+            shuffle: true,
+            seed,
+            workers: self.cfg.dataset.num_workers,
+            prefetch: 2,
+            drop_last: true,
+        }
+    }
+
+    /// The training transform of the config, from the run's registry.
+    fn train_transform(&self) -> Result<medseg_io::TransformFn> {
+        let p = Arc::new(
+            self.transforms
+                .build(&self.cfg.dataset.train_transforms)?
+                .with_mode(Mode::Train),
+        );
+        Ok(Arc::new(move |s, rng| p.apply(s, rng)))
+    }
+
+    /// The validation set, when `dataset.valid_csv` is set and validation is on.
+    fn validation_set(&self) -> Result<Option<ValidationSet>> {
+        let d = &self.cfg.dataset;
+        match &d.valid_csv {
+            Some(p) if self.cfg.training.validate_every > 0 => Ok(Some(ValidationSet::load(
+                read_manifest(&self.cfg, p)?,
+                &test_pipeline_with(&self.transforms, &self.cfg)?,
+                d.class_num,
+                d.ignore_label,
+            )?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The unlabelled loader, for learners that ask for one.
+    fn unlabelled_loader(&self, tf: &medseg_io::TransformFn) -> Result<Option<Loader>> {
+        if !self.learner.needs_unlabelled() {
+            return Ok(None);
+        }
+        let d = &self.cfg.dataset;
+        let p = d.train_unlabelled_csv.as_ref().ok_or_else(|| {
+            LearnError::Config(format!(
+                "the {} learner needs dataset.train_unlabelled_csv",
+                self.learner.name()
+            ))
+        })?;
+        let ds: Arc<dyn Dataset> = Arc::new(UnlabelledDataset::new(read_manifest(&self.cfg, p)?)?);
+        Ok(Some(Loader::new(
+            ds,
+            self.loader_config(
+                d.train_batch_size_unlab,
+                self.cfg.training.seed ^ 0x5bd1_e995,
+            ),
+            tf.clone(),
+        )))
+    }
+
+    /// Every trainable tensor: the network's, sorted by name, then the learner's.
+    fn parameters(&self) -> Result<Vec<(String, candle_core::Var)>> {
+        let mut params = trainable_vars(&self.varmap, "").ctx("listing the parameters")?;
+        params.extend(self.learner.extra_params());
+        Ok(params)
+    }
+
+    /// Restores `latest` when `training.resume` is set and it exists.
+    fn resume(&self, opt: &mut Optimizer, sched: &mut LrSchedule) -> Result<ResumePoint> {
+        if !self.cfg.training.resume {
+            return Ok(ResumePoint::start());
+        }
+        let ck = self.checkpoints();
+        let Some(meta) = ck.meta("latest")? else {
+            return Ok(ResumePoint::start());
+        };
+        ck.restore(
+            "latest",
+            (&self.varmap, &self.net_config),
+            opt,
+            &self.device,
+        )?;
+        if meta.config_hash != self.cfg.hash() {
+            eprintln!(
+                "note: resuming {} with a changed configuration",
+                ck.path().join("latest.json").display()
+            );
+        }
+        Ok(ResumePoint::from_meta(&meta, sched))
+    }
+
+    /// Opens the data: the validation set, the unlabelled loader and the
+    /// training streams at the resumed position.
+    fn open_data(&self, at: &ResumePoint) -> Result<RunData> {
+        let d = &self.cfg.dataset;
+        let train_manifest = read_manifest(&self.cfg, &d.train_csv)?;
+        let train_ds: Arc<dyn Dataset> = Arc::new(LabelledDataset::new(train_manifest)?);
+        let tf = self.train_transform()?;
+        let valid = self.validation_set()?;
+        let unl = self.unlabelled_loader(&tf)?;
+        let labelled = BatchStream::new(
+            Loader::new(
+                train_ds,
+                self.loader_config(d.train_batch_size, self.cfg.training.seed),
+                tf,
+            ),
+            at.epoch,
+            at.skip,
+        )?;
+        let unlabelled = match unl {
+            Some(l) => Some(BatchStream::new(l, at.epoch, at.skip)?),
+            None => None,
+        };
+        Ok(RunData {
+            labelled,
+            unlabelled,
+            valid,
+        })
+    }
+
+    /// One optimisation step at iteration `it`: the learner's loss,
+    /// back-propagation, clipping, the optimiser and the learner's
+    /// after-update hook. Returns the loss and the learner's terms.
+    fn step(
+        &mut self,
+        it: usize,
+        lr: f64,
+        data: &mut RunData,
+        opt: &mut Optimizer,
+    ) -> Result<(f64, Vec<(String, f64)>)> {
+        let d = &self.cfg.dataset;
+        let batch = data.labelled.next()?;
+        for smp in &batch.samples {
+            check_label_range(smp, d.class_num, d.ignore_label).map_err(LearnError::Other)?;
+        }
+        let tb = collate(&batch, d.ignore_label, &self.device).ctx("collating a training batch")?;
+        let ub = match data.unlabelled.as_mut() {
+            Some(s) => Some(
+                collate(&s.next()?, d.ignore_label, &self.device)
+                    .ctx("collating an unlabelled batch")?,
+            ),
+            None => None,
+        };
+        let ctx = StepContext {
+            iteration: it,
+            iterations: self.cfg.training.iterations,
+            net: self.net.as_ref(),
+            loss: self.loss.as_ref(),
+            labelled: &tb,
+            unlabelled: ub.as_ref(),
+            config: &self.cfg,
+        };
+        let out = self
+            .learner
+            .train_step(&ctx)
+            .ctx(&format!("training step {it}"))?;
+        let loss_v = out
+            .loss
+            .to_dtype(DType::F64)
+            .and_then(|l| l.to_scalar::<f64>())
+            .ctx("reading the loss")?;
+        if !loss_v.is_finite() {
+            return Err(LearnError::Other(format!(
+                "the loss became {loss_v} at iteration {it}; lower training.lr or check the labels"
+            )));
+        }
+        let mut grads = out.loss.backward().ctx("back-propagation")?;
+        if let Some(c) = self.cfg.training.grad_clip {
+            clip_grad_norm(opt.params(), &mut grads, c).ctx("gradient clipping")?;
+        }
+        opt.step(&grads, lr).ctx("optimiser step")?;
+        self.learner.after_update(&ctx).ctx("after-update hook")?;
+        Ok((loss_v, out.terms))
+    }
+
+    /// Validates the network after `it` steps: mean Dice per class over the
+    /// validation cases with the configured sliding window.
+    fn validate(&self, it: usize, vs: &ValidationSet) -> Result<ValidResult> {
+        let inf = &self.cfg.inference;
+        let predictor = Predictor::new(
+            vec![self.net.as_ref()],
+            self.device.clone(),
+            SlidingWindow {
+                patch_size: inf.patch_size.clone(),
+                overlap: inf.overlap,
+                gaussian: inf.gaussian,
+                sigma_scale: inf.sigma_scale,
+                batch_size: inf.sw_batch_size,
+            },
+            false,
+        )?;
+        let d = &self.cfg.dataset;
+        let class_dice = vs.evaluate(&predictor, d.class_num, d.ignore_label)?;
+        let mean_dice = class_dice.iter().sum::<f64>() / class_dice.len().max(1) as f64;
+        Ok(ValidResult {
+            iteration: it,
+            class_dice,
+            mean_dice,
+        })
+    }
+
+    fn progress_bar(&self, start: usize) -> indicatif::ProgressBar {
+        let pb = if self.progress {
+            indicatif::ProgressBar::new(self.cfg.training.iterations as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{wide_bar}] {pos}/{len} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb.set_position(start as u64);
+        pb
+    }
+
+    /// Runs the training loop to `training.iterations`, validating, logging
+    /// and checkpointing as configured.
+    pub fn run(&mut self) -> Result<TrainSummary> {
+        let t = self.cfg.training.clone();
+        let ck = self.checkpoints();
+        ck.create()?;
+        medseg_core::write_atomic(
+            &self.out_dir.join("config.toml"),
+            self.cfg.to_toml_string().as_bytes(),
+        )?;
+        let mut opt = Optimizer::new(self.parameters()?, OptimizerSettings::from_config(&t));
+        let mut sched = LrSchedule::from_config(&t);
+        let at = self.resume(&mut opt, &mut sched)?;
+        let mut data = self.open_data(&at)?;
+        let mut log = RunLog::open(&self.out_dir, self.cfg.dataset.class_num, at.iteration > 0)?;
+        let pb = self.progress_bar(at.iteration);
+        let mut p = Progress {
+            best: at.best,
+            last: None,
+            losses: Vec::new(),
+            early_stopped: false,
+        };
+        let mut it = at.iteration;
+        while it < t.iterations {
+            let lr = sched.lr(it);
+            let (loss_v, terms) = self.step(it, lr, &mut data, &mut opt)?;
+            it += 1;
+            p.losses.push(loss_v);
+            log.train(it, lr, loss_v, &terms)?;
+            pb.set_position(it as u64);
+            let vd = p
+                .last
+                .as_ref()
+                .map(|v| format!(" dice {:.3}", v.mean_dice))
+                .unwrap_or_default();
+            pb.set_message(format!("loss {loss_v:.4} lr {lr:.2e}{vd}"));
+
+            if let Some(vs) = data.valid.as_ref() {
+                if it % t.validate_every == 0 || it == t.iterations {
+                    let vr = self.validate(it, vs)?;
+                    log.valid(&vr)?;
+                    sched.observe(vr.mean_dice);
+                    let improved = p.best.as_ref().is_none_or(|b| vr.mean_dice > b.mean_dice);
+                    if improved {
+                        p.best = Some(vr.clone());
+                    }
+                    let b = p.best.as_ref().expect("set above");
+                    if improved {
+                        let meta =
+                            self.checkpoint_meta(it, vr.mean_dice, Some(b), &data.labelled, &sched);
+                        self.save("best", &meta, None)?;
+                    }
+                    log.plot()?;
+                    if let Some(patience) = t.early_stop_patience {
+                        if it - b.iteration >= patience && it < t.iterations {
+                            p.early_stopped = true;
+                            pb.println(format!(
+                                "early stop at iteration {it}: no improvement since iteration {}",
+                                b.iteration
+                            ));
+                        }
+                    }
+                    p.last = Some(vr);
+                }
+            }
+            let save_now = it == t.iterations
+                || p.early_stopped
+                || (t.checkpoint_every > 0 && it % t.checkpoint_every == 0);
+            if save_now {
+                let metric = p.last.as_ref().map_or(f64::NAN, |v| v.mean_dice);
+                let meta =
+                    self.checkpoint_meta(it, metric, p.best.as_ref(), &data.labelled, &sched);
+                self.save("latest", &meta, Some(&opt))?;
+            }
+            if p.early_stopped {
+                break;
+            }
+        }
+        pb.finish_and_clear();
+        log.plot()?;
+        let (first_loss, final_loss) = TrainSummary::loss_tenths(&p.losses);
+        Ok(TrainSummary {
+            iterations: it,
+            best: p.best,
+            last: p.last,
+            early_stopped: p.early_stopped,
+            out_dir: self.out_dir.clone(),
+            first_loss,
+            final_loss,
+        })
+    }
+}
