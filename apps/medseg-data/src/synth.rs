@@ -3,8 +3,9 @@
 //! Also holds the helpers the annotation subcommands share ([`util`]).
 
 use anyhow::{bail, Context};
-use medseg_io::{DataType, Manifest, ManifestRow};
-use medseg_synth::{generate, PhantomConfig, PhantomKind};
+use medseg_synth::dataset::{png_intensity_offset, PHANTOM_MANIFESTS};
+use medseg_synth::split::SplitConfig;
+use medseg_synth::{write_phantom_dataset_with, PhantomConfig, PhantomFormat, PhantomWriteOptions};
 use std::path::PathBuf;
 
 /// Which phantom set to draw.
@@ -68,15 +69,9 @@ pub struct Args {
     pub preview: usize,
 }
 
-/// Intensity offset added before writing PNG images (CT-like HU can be negative).
-fn png_offset(kind: PhantomKind) -> f32 {
-    match kind {
-        PhantomKind::Cardiac => 0.0,
-        PhantomKind::Abdomen => 1024.0,
-    }
-}
-
-/// Runs `medseg-data synth`.
+/// Runs `medseg-data synth`: checks the arguments, then writes the data set
+/// with [`medseg_synth::write_phantom_dataset_with`] (drawing the preview
+/// from the samples it writes), `phantom.json` and `preview.png`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let (mut cfg, three_d) = match args.kind {
@@ -99,79 +94,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(n) = args.size {
         // keep the field of view: scale the in-plane spacing
-        let fov_h = cfg.height as f64 * cfg.spacing[1];
-        let fov_w = cfg.width as f64 * cfg.spacing[2];
-        cfg.height = n;
-        cfg.width = n;
-        cfg.spacing[1] = fov_h / n as f64;
-        cfg.spacing[2] = fov_w / n as f64;
+        cfg.set_in_plane_size(n);
     }
     cfg.validate()
         .context("phantom settings (--slices, --size)")?;
-    let split_cfg = medseg_synth::split::SplitConfig {
-        valid: args.valid,
-        test: args.test,
-        labelled: args.labelled,
+    let options = PhantomWriteOptions {
+        format: match args.format {
+            Format::Nii => PhantomFormat::Nifti,
+            Format::Png => PhantomFormat::Png,
+        },
+        split: SplitConfig {
+            valid: args.valid,
+            test: args.test,
+            labelled: args.labelled,
+        },
+        slice_column: true,
+        unlabelled_without_labels: true,
     };
-    let images_dir = args.out.join("images");
-    let labels_dir = args.out.join("labels");
-    for d in [&images_dir, &labels_dir] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    let phantoms = generate(&cfg, args.subjects, args.seed).context("generating phantoms")?;
-    let ext = match args.format {
-        Format::Nii => "nii.gz",
-        Format::Png => "png",
-    };
-    let mut manifest = Manifest::new(&args.out);
     let mut previews = Vec::new();
-    for p in &phantoms {
-        let items: Vec<(
-            String,
-            Option<usize>,
-            medseg_core::Image,
-            medseg_core::LabelMap,
-        )> = if three_d {
-            vec![(p.subject.clone(), None, p.image.clone(), p.label.clone())]
-        } else {
-            p.slices_2d()?
-                .into_iter()
-                .map(|s| (s.name, Some(s.slice), s.image, s.label))
-                .collect()
-        };
-        for (name, slice, image, label) in items {
-            let ip = images_dir.join(format!("{name}.{ext}"));
-            let lp = labels_dir.join(format!("{name}.{ext}"));
-            match args.format {
-                Format::Nii => medseg_io::write_image(&ip, &image, DataType::F32),
-                Format::Png => {
-                    let mut im = image.clone();
-                    let off = png_offset(cfg.kind);
-                    im.data.mapv_inplace(|v| (v + off).clamp(0.0, 65535.0));
-                    medseg_io::write_image(&ip, &im, DataType::U16)
-                }
+    let report = write_phantom_dataset_with(
+        &cfg,
+        !three_d,
+        args.subjects,
+        args.seed,
+        &args.out,
+        &options,
+        &mut |s| {
+            if previews.len() < args.preview
+                && (s.slice.is_none() || s.slice == Some(cfg.slices / 3))
+            {
+                previews.push(util::tile_pair(s.image, s.label, None, None));
             }
-            .with_context(|| format!("writing {}", ip.display()))?;
-            medseg_io::write_label(&lp, &label)
-                .with_context(|| format!("writing {}", lp.display()))?;
-            let mut row = ManifestRow::new(format!("images/{name}.{ext}"))
-                .with_label(format!("labels/{name}.{ext}"));
-            row.extra.insert("subject".into(), p.subject.clone());
-            if let Some(k) = slice {
-                row.extra.insert("slice".into(), k.to_string());
-            }
-            manifest.rows.push(row);
-            if previews.len() < args.preview && (slice.is_none() || slice == Some(cfg.slices / 3)) {
-                previews.push(util::tile_pair(&image, &label, None, None));
-            }
-        }
-    }
-    let all = args.out.join("all.csv");
-    manifest
-        .write(&all)
-        .with_context(|| format!("writing {}", all.display()))?;
-    let counts =
-        crate::split::write_splits(&manifest, "subject", &split_cfg, args.seed, &args.out)?;
+        },
+    )
+    .with_context(|| format!("writing the phantom data set into {}", args.out.display()))?;
     let preview = args.out.join("preview.png");
     util::save_montage(&preview, &previews)?;
     let info = serde_json::json!({
@@ -180,15 +136,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "seed": args.seed,
         "classes": cfg.kind.class_names(),
         "config": cfg,
-        "png_intensity_offset": if args.format == Format::Png { png_offset(cfg.kind) } else { 0.0 },
+        "png_intensity_offset": if args.format == Format::Png { png_intensity_offset(cfg.kind) } else { 0.0 },
     });
     let info_path = args.out.join("phantom.json");
     util::write_text(&info_path, &serde_json::to_string_pretty(&info)?)?;
+    let ds = &report.dataset;
     println!(
         "synth {:?}: {} subjects, {} images of {:?} (spacing {} mm) in {:.1} s -> {}",
         args.kind,
         args.subjects,
-        manifest.len(),
+        ds.images,
         if three_d {
             vec![cfg.slices, cfg.height, cfg.width]
         } else {
@@ -207,8 +164,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     println!("classes: {}", cfg.kind.class_names().join(", "));
-    println!("{counts}");
-    println!("manifests: all.csv train.csv valid.csv test.csv train_labelled.csv train_unlabelled.csv; preview: {}", preview.display());
+    println!(
+        "subjects: train {} ({} labelled), valid {}, test {}; rows: {}",
+        ds.subjects[0],
+        ds.labelled_subjects,
+        ds.subjects[1],
+        ds.subjects[2],
+        report
+            .manifests
+            .iter()
+            .skip(1)
+            .map(|(name, n)| format!("{} {n}", name.trim_end_matches(".csv")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "manifests: {}; preview: {}",
+        PHANTOM_MANIFESTS.join(" "),
+        preview.display()
+    );
     Ok(())
 }
 
@@ -222,15 +196,9 @@ pub mod util {
     use ndarray::{s, Array2, Axis};
     use std::path::{Component, Path, PathBuf};
 
-    /// Writes `text` to `path` through a temporary file and a rename.
+    /// Writes `text` to `path` atomically ([`medseg_core::write_atomic`]).
     pub fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
+        Ok(medseg_core::write_atomic(path, text.as_bytes())?)
     }
 
     /// `target` relative to the folder `base` (both made absolute first),
@@ -545,6 +513,7 @@ pub mod util {
 mod tests {
     use super::util::*;
     use super::*;
+    use medseg_io::Manifest;
     use std::path::Path;
 
     #[test]

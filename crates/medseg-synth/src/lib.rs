@@ -3,6 +3,7 @@
 
 mod abdomen;
 mod cardiac;
+pub mod dataset;
 mod grid;
 pub mod noisy;
 pub mod partial;
@@ -10,6 +11,10 @@ mod phantom;
 pub mod scribble;
 pub mod split;
 
+pub use dataset::{
+    ensure_phantom_dataset, phantom_config, write_phantom_dataset, write_phantom_dataset_with,
+    PhantomDataset, PhantomFormat, PhantomReport, PhantomWriteOptions, WrittenSample,
+};
 pub use grid::mean_foreground_dice;
 pub use phantom::{
     generate, generate_subject, named_seed, subject_seed, NoiseModel, Phantom, PhantomConfig,
