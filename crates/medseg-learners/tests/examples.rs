@@ -2,6 +2,9 @@
 //! tests: each registers its own network, loss, transform or semi-supervised
 //! method and trains it for a few iterations through `TrainerBuilder`.
 
+// each example is a whole program with its own copy of `examples/common`
+#![allow(clippy::duplicate_mod)]
+
 #[path = "../examples/custom_loss.rs"]
 mod custom_loss;
 #[path = "../examples/custom_network.rs"]
