@@ -44,11 +44,7 @@ fn main() -> Result<()> {
                 import_pymic(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             match out {
                 Some(o) => {
-                    let tmp = o.with_extension("toml.tmp");
-                    std::fs::write(&tmp, &imp.toml)
-                        .with_context(|| format!("writing {}", tmp.display()))?;
-                    std::fs::rename(&tmp, &o)
-                        .with_context(|| format!("writing {}", o.display()))?;
+                    medseg_core::write_atomic(&o, imp.toml.as_bytes())?;
                 }
                 None => print!("{}", imp.toml),
             }

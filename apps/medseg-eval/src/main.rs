@@ -401,16 +401,9 @@ fn fmt(v: f64) -> String {
     }
 }
 
+/// Writes `bytes` atomically with [`medseg_core::write_atomic`].
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension()
-            .map(|e| e.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    Ok(medseg_core::write_atomic(path, bytes)?)
 }
 
 /// Mean, standard deviation and number of finite values of one column.

@@ -16,7 +16,7 @@
 //! Paths are relative to the manifest's root folder, which defaults to the
 //! folder holding the CSV file (absolute paths are used as they are).
 
-use crate::util::atomic_write;
+use medseg_core::write_atomic;
 use medseg_core::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -374,6 +374,6 @@ impl Manifest {
         let bytes = wtr
             .into_inner()
             .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-        atomic_write(path, |w| w.write_all(&bytes))
+        write_atomic(path, &bytes)
     }
 }

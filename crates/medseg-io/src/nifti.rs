@@ -19,10 +19,10 @@
 //!   (NIfTI-2) and no extension, to a temporary file that is then renamed.
 
 use crate::dtype::DataType;
-use crate::util::atomic_write;
 use flate2::bufread::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use medseg_core::write_atomic_with;
 use medseg_core::{Error, Geometry, Image, LabelMap, Result};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -1216,7 +1216,7 @@ fn encode_f32(src: &[f32], dt: DataType, dst: &mut [u8]) {
 /// temporary file in the same folder that is then renamed.
 fn write_file(path: &Path, header: &NiftiHeader, data: &[u8]) -> Result<()> {
     let head = header.to_bytes();
-    atomic_write(path, |w| {
+    write_atomic_with(path, |w| {
         if is_gz(path) {
             let mut enc = GzEncoder::new(w, Compression::new(1));
             enc.write_all(&head)?;

@@ -7,8 +7,8 @@
 //! unit spacing, zero origin and the identity direction.
 
 use crate::dtype::DataType;
-use crate::util::atomic_write;
 use image::DynamicImage;
+use medseg_core::write_atomic_with;
 use medseg_core::{Error, Geometry, Image, LabelMap, Result};
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
@@ -152,7 +152,7 @@ fn encode_png(
         u32::try_from(w).map_err(|_| Error::format(path, "image too wide for PNG"))?,
         u32::try_from(h).map_err(|_| Error::format(path, "image too tall for PNG"))?,
     );
-    atomic_write(path, |out| {
+    write_atomic_with(path, |out| {
         let mut enc = png::Encoder::new(out, w32, h32);
         enc.set_color(colour);
         enc.set_depth(if sixteen {

@@ -1,37 +1,7 @@
-//! Small helpers: atomic writes and file-name handling.
+//! Small helpers: file-name handling.
 
 use medseg_core::{Error, Result};
-use std::io::{BufWriter, Write};
 use std::path::Path;
-
-/// Writes a file through `write` into a temporary file in the destination's
-/// folder, then renames it over `path`, so that readers never see a partial
-/// file and a failed write leaves no debris.
-pub(crate) fn atomic_write<F>(path: &Path, write: F) -> Result<()>
-where
-    F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
-{
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".medseg-tmp-");
-    // ordinary file permissions (0o666 less the umask), not the temp file's 0o600
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let tmp = builder.tempfile_in(dir).map_err(|e| Error::io(path, e))?;
-    {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        write(&mut w).map_err(|e| Error::io(path, e))?;
-        w.flush().map_err(|e| Error::io(path, e))?;
-    }
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
-}
 
 /// The file formats medseg reads and writes, told by the file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

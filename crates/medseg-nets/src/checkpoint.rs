@@ -4,7 +4,7 @@
 //! safetensors.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::safetensors::Load;
 use candle_core::{Device, Tensor, Var};
@@ -49,24 +49,12 @@ pub fn count_parameters(varmap: &VarMap) -> usize {
         .sum()
 }
 
+/// Writes `bytes` with [`medseg_core::write_atomic`], keeping this crate's
+/// error type.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| NetError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "checkpoint".into());
-    let tmp: PathBuf = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
+    medseg_core::write_atomic(path, bytes).map_err(|e| match e {
+        medseg_core::Error::Io { path, source } => NetError::Io { path, source },
+        other => ck_err(path, other.to_string()),
     })
 }
 

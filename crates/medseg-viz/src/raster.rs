@@ -2,7 +2,6 @@
 
 use medseg_core::{Error, Result};
 use ndarray::ArrayView2;
-use std::io::Write;
 use std::path::Path;
 
 /// An 8-bit RGB picture, row-major, three bytes per pixel.
@@ -215,17 +214,9 @@ pub fn montage(tiles: &[RgbImage], cols: usize, pad: usize) -> RgbImage {
     out
 }
 
-/// A temporary path in the same directory as `path`, for write-then-rename.
-pub(crate) fn temp_path(path: &Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
-}
-
-/// Writes `img` as an 8-bit RGB PNG: to a temporary file in the same
-/// directory, then renamed onto `path`.
+/// Writes `img` as an 8-bit RGB PNG, atomically
+/// ([`medseg_core::write_atomic`]: a temporary file in the same directory,
+/// renamed onto `path`).
 ///
 /// # Errors
 /// [`Error::Shape`] when the picture is empty or its pixel buffer does not
@@ -253,29 +244,20 @@ pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
         u32::try_from(img.width).map_err(|_| Error::Shape("picture too wide".into()))?,
         u32::try_from(img.height).map_err(|_| Error::Shape("picture too high".into()))?,
     );
-    let tmp = temp_path(path);
-    let result = (|| -> Result<()> {
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut bw = std::io::BufWriter::new(file);
-        {
-            let mut enc = png::Encoder::new(&mut bw, w, h);
-            enc.set_color(png::ColorType::Rgb);
-            enc.set_depth(png::BitDepth::Eight);
-            let mut writer = enc
-                .write_header()
-                .map_err(|e| Error::format(path, format!("PNG header: {e}")))?;
-            writer
-                .write_image_data(&img.pixels)
-                .map_err(|e| Error::format(path, format!("PNG data: {e}")))?;
-            writer
-                .finish()
-                .map_err(|e| Error::format(path, format!("PNG end: {e}")))?;
-        }
-        bw.flush().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc
+            .write_header()
+            .map_err(|e| Error::format(path, format!("PNG header: {e}")))?;
+        writer
+            .write_image_data(&img.pixels)
+            .map_err(|e| Error::format(path, format!("PNG data: {e}")))?;
+        writer
+            .finish()
+            .map_err(|e| Error::format(path, format!("PNG end: {e}")))?;
     }
-    result
+    medseg_core::write_atomic(path, &bytes)
 }
