@@ -2,12 +2,18 @@
 #![warn(missing_docs)]
 
 mod job;
+mod plan;
 mod postprocess;
 mod predictor;
 mod sliding;
 mod tta;
 
 pub use job::{read_case, CaseOutput, InferenceJob};
+pub use plan::{
+    cases_of_manifest, checkpoint_path, largest_component_mode, load_config, manifest_path,
+    parse_device, parse_largest_component, run_config_of, test_cases, InferenceCase,
+    InferenceOverrides, InferencePlan, LoadedNetwork, PREDICTIONS_CSV,
+};
 pub use postprocess::{argmax, keep_largest_component, label_components, LargestComponentMode};
 pub use predictor::{array_to_tensor, network_probabilities, tensor_to_array, Predictor};
 pub use sliding::{gaussian_importance_map, window_starts, SlidingWindow};
@@ -33,6 +39,31 @@ pub enum InferError {
     /// An error raised by the prediction callback.
     #[error("prediction failed: {0}")]
     Predict(String),
+    /// An experiment config that cannot be read or is invalid.
+    #[error(transparent)]
+    Config(#[from] medseg_config::ConfigError),
+    /// A checkpoint whose network cannot be loaded.
+    #[error("loading {path}: {error}", path = path.display())]
+    Network {
+        /// The checkpoint.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        error: medseg_nets::NetError,
+    },
+    /// An inference run that cannot be set up (no checkpoint, no case, a
+    /// missing file); the message says what to give.
+    #[error("{0}")]
+    Job(String),
+    /// One case that failed.
+    #[error("case {name} ({file}): {error}", file = file.display())]
+    Case {
+        /// The case name.
+        name: String,
+        /// Its first image file.
+        file: std::path::PathBuf,
+        /// What went wrong.
+        error: Box<InferError>,
+    },
 }
 
 /// Result alias of this crate.
