@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod evaluation;
 mod job;
 mod plan;
 mod postprocess;
@@ -8,6 +9,10 @@ mod predictor;
 mod sliding;
 mod tta;
 
+pub use evaluation::{
+    cases_from_folders, cases_from_manifest, evaluate_pair, evaluate_pairs,
+    needs_surface_distances, summary_json, write_evaluation_report, CaseFailure, EvalSettings,
+};
 pub use job::{read_case, CaseOutput, InferenceJob};
 pub use plan::{
     cases_of_manifest, checkpoint_path, largest_component_mode, load_config, manifest_path,
@@ -54,6 +59,14 @@ pub enum InferError {
     /// missing file); the message says what to give.
     #[error("{0}")]
     Job(String),
+    /// One evaluated case (prediction against ground truth) that failed.
+    #[error("case {case}: {message}")]
+    Evaluation {
+        /// The case name.
+        case: String,
+        /// What went wrong, naming the file.
+        message: String,
+    },
     /// One case that failed.
     #[error("case {name} ({file}): {error}", file = file.display())]
     Case {

@@ -6,6 +6,7 @@ mod error;
 mod evaluate;
 mod options;
 mod overlap;
+pub mod report;
 mod stats;
 mod surface;
 mod util;
@@ -17,5 +18,9 @@ pub use options::{
     AssdDefinition, Connectivity, EmptyPolicies, EmptyPolicy, Hd95Definition, MetricOptions,
 };
 pub use overlap::{confusion, dice, Counts};
+pub use report::{
+    mean_std, metric_value, pair_by_file_name, CaseMetrics, CasePair, ColumnStats, MetricTable,
+    METRIC_NAMES,
+};
 pub use stats::percentile;
 pub use surface::{surface_distances, surface_distances_masks, SurfaceDistances};
