@@ -1,10 +1,10 @@
 //! `medseg-supervised`: train a segmentation network with full labels from a
 //! config file, or print the network summary.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use medseg_config::ExperimentConfig;
-use medseg_learners::{build_net, network_config, parse_device, TrainerBuilder};
+use medseg_cli::{load_config, train, Regime, TrainArgs};
+use medseg_learners::{build_net, network_config, parse_device};
 use std::path::PathBuf;
 
 /// Fully supervised training for medseg.
@@ -21,20 +21,7 @@ enum Command {
     /// `[dataset.generate]` is set and the data folder is absent. Writes
     /// checkpoints (best and latest), CSV/JSONL logs and PNG curves to
     /// `training.output_dir`.
-    Train {
-        /// Experiment config (TOML).
-        config: PathBuf,
-        /// Override a key, e.g. `--set training.iterations=200` (repeatable).
-        /// Environment variables `MEDSEG_SECTION__KEY=value` override too.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Hide the progress bar.
-        #[arg(long)]
-        quiet: bool,
-        /// Device: `cpu`, `cuda` or `cuda:N` (default: `training.device`, else cpu).
-        #[arg(long)]
-        device: Option<String>,
-    },
+    Train(TrainArgs),
     /// Print the network of CONFIG: layers, output shapes, parameter count
     /// and multiply-adds for an input size.
     Summary {
@@ -50,49 +37,11 @@ enum Command {
     },
 }
 
-fn load(
-    config: &std::path::Path,
-    set: &[String],
-    device: Option<String>,
-) -> Result<ExperimentConfig> {
-    let mut cfg = ExperimentConfig::load(config, set)?;
-    if let Some(d) = device {
-        cfg.training.device = d;
-    }
-    let cwd = std::env::current_dir().context("reading the current directory")?;
-    cfg.resolve_paths(&cwd);
-    Ok(cfg)
-}
-
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Train {
-            config,
-            set,
-            quiet,
-            device,
-        } => {
-            let cfg = load(&config, &set, device)?;
-            if let Some(g) = &cfg.dataset.generate {
-                let train = medseg_learners::manifest_path(&cfg, &cfg.dataset.train_csv);
-                medseg_synth::ensure_phantom_dataset(
-                    &cfg.dataset.root,
-                    &train,
-                    &g.kind,
-                    g.subjects,
-                    g.seed,
-                )?;
-            }
-            let mut trainer = TrainerBuilder::new(cfg)
-                .learner("supervised")
-                .progress(!quiet)
-                .build()
-                .with_context(|| format!("setting up training from {}", config.display()))?;
-            println!("{}", trainer.run()?);
-            Ok(())
-        }
+        Command::Train(args) => train(&args, Regime::Supervised),
         Command::Summary { config, input, set } => {
-            let cfg = load(&config, &set, None)?;
+            let cfg = load_config(&config, &set, None)?;
             let device = parse_device(&cfg.training.device)?;
             let (_vm, net) = build_net(&network_config(&cfg), &device)?;
             let mut shape = vec![1];

@@ -25,6 +25,9 @@ pub struct ExperimentConfig {
     /// Semi-supervised settings, for `medseg-semi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semi: Option<SemiConfig>,
+    /// Weakly supervised (scribble) settings, for `medseg-weak`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weak: Option<WeakConfig>,
 }
 
 /// Phantom data generated on first use when the dataset folder is absent.
@@ -54,6 +57,10 @@ pub struct DatasetConfig {
     /// Test manifest, used by inference and evaluation.
     #[serde(default)]
     pub test_csv: Option<PathBuf>,
+    /// The manifest column holding the training labels (default `label`);
+    /// e.g. `scribble` for a manifest with full labels and scribbles side by side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_column: Option<String>,
     /// Unlabelled training manifest (semi-supervised learning).
     #[serde(default)]
     pub train_unlabelled_csv: Option<PathBuf>,
@@ -271,11 +278,20 @@ impl Default for InferenceConfig {
 }
 
 /// The `[semi]` section: a semi-supervised method and its weights.
+pub type SemiConfig = MethodConfig;
+
+/// The `[weak]` section: a weakly supervised (scribble) method and its weights.
+pub type WeakConfig = MethodConfig;
+
+/// A learning method with a ramped-up regularisation weight: the `[semi]`
+/// and `[weak]` sections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SemiConfig {
-    /// Method name: `EntropyMinimization`, `MeanTeacher`, `UAMT`, `CCT`,
-    /// `CPS`, `URPC` or `MCNet`.
+pub struct MethodConfig {
+    /// Method name, as the learner registry knows it (semi: `EntropyMinimization`,
+    /// `MeanTeacher`, `UAMT`, `CCT`, `CPS`, `URPC`, `MCNet`; weak: `pCE`,
+    /// `EntropyMinimization`, `TotalVariation`, `MumfordShah`, `GatedCRF`,
+    /// `USTM`, `DMPLS`).
     pub method: String,
     /// Maximum weight of the unsupervised loss.
     #[serde(default = "default_reg_weight")]
@@ -286,7 +302,7 @@ pub struct SemiConfig {
     /// Ramp-up end, as a fraction of the iterations.
     #[serde(default = "default_rampup_end")]
     pub rampup_end: f64,
-    /// Teacher EMA decay (Mean Teacher, UA-MT).
+    /// Teacher EMA decay (Mean Teacher, UA-MT, USTM).
     #[serde(default = "default_ema")]
     pub ema_decay: f64,
     /// Method-specific extra parameters.
@@ -456,18 +472,19 @@ impl ExperimentConfig {
                 "at least one of `best`, `latest` or a path",
             );
         }
-        if let Some(s) = &self.semi {
+        for (section, m) in [("semi", &self.semi), ("weak", &self.weak)] {
+            let Some(s) = m else { continue };
             if !(0.0..=1.0).contains(&s.rampup_start)
                 || !(0.0..=1.0).contains(&s.rampup_end)
                 || s.rampup_start > s.rampup_end
             {
-                return bad(
-                    "semi.rampup_start/rampup_end",
-                    "fractions with start <= end",
-                );
+                return Err((
+                    format!("{section}.rampup_start/rampup_end"),
+                    "fractions with start <= end".into(),
+                ));
             }
             if !(0.0..1.0).contains(&s.ema_decay) {
-                return bad("semi.ema_decay", "a number in [0, 1)");
+                return Err((format!("{section}.ema_decay"), "a number in [0, 1)".into()));
             }
         }
         Ok(())

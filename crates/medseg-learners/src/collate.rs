@@ -10,7 +10,8 @@ pub struct TensorBatch {
     /// Images `[N, C, ...spatial]`.
     pub image: Tensor,
     /// The loss target: class map `[N, 1, ...spatial]` (u32) with the ignore
-    /// value, pixel weights and image weights when the samples have them.
+    /// value, pixel weights and image weights when the samples have them,
+    /// and the images themselves (for losses that read them).
     pub target: LossTarget,
     /// Class maps `[N, 1, ...spatial]` as u32, when the samples have labels.
     pub labels: Option<Tensor>,
@@ -68,6 +69,9 @@ pub fn collate(batch: &Batch, ignore: u16, device: &Device) -> candle_core::Resu
         let n = w.len();
         target = target.with_image_weight(Tensor::from_vec(w, n, device)?);
     }
+    // losses that look at the image (Gated CRF, Mumford-Shah) see it with
+    // the same crop and flips as the labels
+    target = target.with_image(image.clone());
     Ok(TensorBatch {
         image,
         target,

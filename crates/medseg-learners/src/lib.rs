@@ -19,6 +19,7 @@ pub mod supervised;
 pub mod teacher;
 pub mod trainer;
 pub mod validation;
+pub mod weak;
 
 pub use checkpoint::{CheckpointDir, CheckpointMeta};
 pub use collate::{collate, TensorBatch};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub type LearnerCtor = Arc<dyn Fn(&LearnerInit) -> Result<Box<dyn Learner>> + Send + Sync>;
 
 /// Maps learner names to constructors. [`LearnerRegistry::with_builtins`]
-/// holds `supervised` and every semi-supervised method.
+/// holds `supervised` and every semi- and weakly supervised method.
 #[derive(Clone, Default)]
 pub struct LearnerRegistry {
     ctors: BTreeMap<String, LearnerCtor>,
@@ -38,6 +38,7 @@ impl LearnerRegistry {
         let mut r = Self::empty();
         r.register("supervised", |_| Ok(Box::new(SupervisedLearner)));
         crate::semi::register_builtins(&mut r);
+        crate::weak::register_builtins(&mut r);
         r
     }
 

@@ -25,7 +25,7 @@ pub struct Registries {
     pub losses: LossRegistry,
     /// Transforms (`dataset.train_transforms`, `dataset.test_transforms`).
     pub transforms: TransformRegistry,
-    /// Learners (`semi.method`, or `supervised`).
+    /// Learners (`semi.method`, `weak.method`, or `supervised`).
     pub learners: LearnerRegistry,
 }
 
@@ -72,10 +72,12 @@ pub fn parse_device(name: &str) -> Result<Device> {
 }
 
 /// The learner a configuration asks for: `semi.method` when there is a
-/// `[semi]` section, else `supervised`.
+/// `[semi]` section, else `weak.method` when there is a `[weak]` section,
+/// else `supervised`.
 pub fn learner_name(cfg: &ExperimentConfig) -> &str {
     cfg.semi
         .as_ref()
+        .or(cfg.weak.as_ref())
         .map_or("supervised", |s| s.method.as_str())
 }
 

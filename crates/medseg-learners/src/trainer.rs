@@ -240,7 +240,10 @@ impl Trainer {
     /// training streams at the resumed position.
     fn open_data(&self, at: &ResumePoint) -> Result<RunData> {
         let d = &self.cfg.dataset;
-        let train_manifest = read_manifest(&self.cfg, &d.train_csv)?;
+        let mut train_manifest = read_manifest(&self.cfg, &d.train_csv)?;
+        if let Some(col) = &d.label_column {
+            use_label_column(&mut train_manifest, col)?;
+        }
         let train_ds: Arc<dyn Dataset> = Arc::new(LabelledDataset::new(train_manifest)?);
         let tf = self.train_transform()?;
         let valid = self.validation_set()?;
@@ -453,4 +456,24 @@ impl Trainer {
             final_loss,
         })
     }
+}
+
+/// Takes every row's label from the column `col` (`dataset.label_column`),
+/// e.g. scribbles listed beside the full labels.
+fn use_label_column(m: &mut medseg_io::Manifest, col: &str) -> Result<()> {
+    if col == "label" {
+        return Ok(());
+    }
+    for i in 0..m.rows.len() {
+        let Some(v) = m.rows[i].extra.get(col).filter(|v| !v.is_empty()).cloned() else {
+            return Err(m
+                .row_error(
+                    i,
+                    format!("no `{col}` value (dataset.label_column = \"{col}\")"),
+                )
+                .into());
+        };
+        m.rows[i].label = Some(PathBuf::from(v));
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod noisy;
 pub mod partial;
 mod phantom;
 pub mod scribble;
+pub mod scribble_transform;
 pub mod split;
 
 pub use dataset::{
@@ -20,6 +21,7 @@ pub use phantom::{
     generate, generate_subject, named_seed, subject_seed, NoiseModel, Phantom, PhantomConfig,
     PhantomKind, PhantomSlice,
 };
+pub use scribble_transform::{register_scribble_transform, SimulateScribbles};
 
 /// Class values of the cardiac phantom (as in ACDC).
 pub mod cardiac_classes {

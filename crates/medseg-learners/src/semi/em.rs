@@ -2,9 +2,9 @@
 //!
 //! For each step: `unsup = H(softmax(f(x)))`, the mean normalised entropy of
 //! the student's prediction on every image of the batch, labelled and
-//! unlabelled.
+//! unlabelled (in `[weak]`: the scribbled images, PyMIC's `WSLEntropyMinimization`).
 
-use super::{softmax_c, NoParams, SemiMethod, SemiStep, Unsup};
+use super::{softmax_c, NoParams, Section, SemiMethod, SemiStep, Unsup};
 use crate::error::Result;
 use crate::learner::LearnerInit;
 use candle_core::Tensor;
@@ -26,6 +26,8 @@ pub fn normalised_entropy(logits: &Tensor) -> candle_core::Result<Tensor> {
 
 impl SemiMethod for EntropyMinimization {
     type Params = NoParams;
+    // with scribbles: pCE + entropy minimisation of every prediction
+    const SECTIONS: &'static [Section] = &[Section::Semi, Section::Weak];
 
     fn new(_: NoParams, _: &SemiConfig, _: &LearnerInit) -> Result<Self> {
         Ok(EntropyMinimization)

@@ -86,8 +86,8 @@ impl SemiMethod for MeanTeacher {
     type Params = MeanTeacherParams;
 
     fn new(p: MeanTeacherParams, semi: &SemiConfig, init: &LearnerInit) -> Result<Self> {
-        non_negative("noise_std", p.noise_std)?;
-        non_negative("student_noise_std", p.student_noise_std)?;
+        non_negative("semi.params.noise_std", p.noise_std)?;
+        non_negative("semi.params.student_noise_std", p.student_noise_std)?;
         Ok(MeanTeacher {
             p,
             ema_decay: semi.ema_decay,

@@ -41,7 +41,7 @@ pub use em::{normalised_entropy, EntropyMinimization};
 pub use mcnet::{sharpen_logits, McNet, McNetParams};
 pub use mean_teacher::{MeanTeacher, MeanTeacherParams};
 pub use perturb::{NoiseSource, PlaneTransform};
-pub use uamt::{UaMt, UaMtParams};
+pub use uamt::{masked_sq_parts, McDropout, UaMt, UaMtParams};
 pub use urpc::Urpc;
 
 use crate::error::{LearnError, Result};
@@ -75,9 +75,43 @@ pub(crate) fn register_builtins(r: &mut LearnerRegistry) {
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
-/// One semi-supervised method: its typed parameters and its unsupervised
-/// term. Everything else is [`SemiLearner`]'s.
+/// The configuration section a method reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// `[semi]`: semi-supervised learning (a labelled and an unlabelled batch).
+    Semi,
+    /// `[weak]`: weakly supervised learning (scribbled images only).
+    Weak,
+}
+
+impl Section {
+    /// The section's name in a config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Semi => "semi",
+            Section::Weak => "weak",
+        }
+    }
+
+    /// The section of `cfg`, or an error naming it.
+    pub fn of(self, cfg: &ExperimentConfig) -> Result<&SemiConfig> {
+        match self {
+            Section::Semi => cfg.semi.as_ref(),
+            Section::Weak => cfg.weak.as_ref(),
+        }
+        .ok_or_else(|| LearnError::Config(format!("the [{}] section is missing", self.name())))
+    }
+}
+
+/// One method with a regularisation term: its typed parameters and its
+/// unsupervised term. Everything else is [`SemiLearner`]'s. In `[semi]` a
+/// method sees a labelled and an unlabelled batch; in `[weak]` the scribbled
+/// batch alone (no unlabelled rows: [`SemiStep::n_unlabelled`] is 0).
 pub trait SemiMethod: Sized + Send + 'static {
+    /// The sections the method can be configured in, tried in this order
+    /// (the default: `[semi]` only).
+    const SECTIONS: &'static [Section] = &[Section::Semi];
+
     /// The method's parameters, read from `semi.params` (less the common
     /// `joint_forward`); use `#[serde(deny_unknown_fields)]` and defaults
     /// for every field, so that a misspelt key is an error naming it.
@@ -236,22 +270,40 @@ pub struct SemiLearner<M: SemiMethod> {
     name: String,
     semi: SemiConfig,
     joint: bool,
+    unlabelled: bool,
     method: M,
 }
 
 impl<M: SemiMethod> SemiLearner<M> {
-    /// Reads `[semi]` of the configuration, checks the common settings and
-    /// the network, parses `M`'s parameters and builds `M`.
+    /// Reads the method's section (`[semi]` or `[weak]`) of the
+    /// configuration, checks the common settings and the network, parses
+    /// `M`'s parameters and builds `M`.
     pub fn new(name: &str, init: &LearnerInit) -> Result<Self> {
-        let semi = semi_config(init.config)?.clone();
-        check_semi(&semi)?;
-        init.require_network(&format!("semi.method = \"{name}\""), M::NETWORKS)?;
-        let (joint, params) = method_params::<M::Params>(name, &semi)?;
+        let sec = M::SECTIONS
+            .iter()
+            .copied()
+            .find(|s| s.of(init.config).is_ok())
+            .ok_or_else(|| {
+                LearnError::Config(format!(
+                    "{name} needs a {} section",
+                    M::SECTIONS
+                        .iter()
+                        .map(|s| format!("[{}]", s.name()))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ))
+            })?;
+        let section = sec.name();
+        let semi = sec.of(init.config)?.clone();
+        check_semi(section, &semi)?;
+        init.require_network(&format!("{section}.method = \"{name}\""), M::NETWORKS)?;
+        let (joint, params) = method_params::<M::Params>(section, name, &semi)?;
         let method = M::new(params, &semi, init)?;
         Ok(SemiLearner {
             name: name.to_string(),
             semi,
             joint,
+            unlabelled: sec == Section::Semi,
             method,
         })
     }
@@ -268,7 +320,7 @@ impl<M: SemiMethod> Learner for SemiLearner<M> {
     }
 
     fn needs_unlabelled(&self) -> bool {
-        true
+        self.unlabelled
     }
 
     fn extra_params(&self) -> Vec<(String, Var)> {
@@ -284,20 +336,32 @@ impl<M: SemiMethod> Learner for SemiLearner<M> {
     }
 
     fn train_step(&mut self, ctx: &StepContext) -> candle_core::Result<StepOutput> {
-        let u = ctx
-            .unlabelled
-            .ok_or_else(|| candle_core::Error::Msg("no unlabelled batch was loaded".into()))?;
+        let (x, n_unlabelled) = if self.unlabelled {
+            let u = ctx
+                .unlabelled
+                .ok_or_else(|| candle_core::Error::Msg("no unlabelled batch was loaded".into()))?;
+            (
+                Tensor::cat(&[&ctx.labelled.image, &u.image], 0)?,
+                u.image.dim(0)?,
+            )
+        } else {
+            (ctx.labelled.image.clone(), 0)
+        };
         let step = SemiStep {
             ctx,
             semi: &self.semi,
-            x: Tensor::cat(&[&ctx.labelled.image, &u.image], 0)?,
+            x,
             n_labelled: ctx.labelled.image.dim(0)?,
-            n_unlabelled: u.image.dim(0)?,
+            n_unlabelled,
             joint: self.joint,
         };
-        let student_x = match self.method.student_unlabelled(&step.x_unlabelled()?)? {
-            Some(xu) => Tensor::cat(&[&ctx.labelled.image, &xu], 0)?,
-            None => step.x.clone(),
+        let student_x = if self.unlabelled {
+            match self.method.student_unlabelled(&step.x_unlabelled()?)? {
+                Some(xu) => Tensor::cat(&[&ctx.labelled.image, &xu], 0)?,
+                None => step.x.clone(),
+            }
+        } else {
+            step.x.clone()
         };
         let out = step.forward(ctx.net, &student_x)?;
         let sup = self.method.supervised(&step, &out)?;
@@ -335,13 +399,17 @@ pub fn consistency_weight(semi: &SemiConfig, it: usize, iterations: usize) -> f6
 
 /// Splits `semi.params` into the common `joint_forward` (default `true`)
 /// and the method's typed parameters; errors name the key and the method.
-fn method_params<P: DeserializeOwned>(method: &str, semi: &SemiConfig) -> Result<(bool, P)> {
+fn method_params<P: DeserializeOwned>(
+    section: &str,
+    method: &str,
+    semi: &SemiConfig,
+) -> Result<(bool, P)> {
     let mut map = semi.params.clone();
     let joint = match map.remove("joint_forward") {
         None => true,
         Some(v) => v.as_bool().ok_or_else(|| {
             LearnError::Config(format!(
-                "semi.params.joint_forward must be true or false, got {v}"
+                "{section}.params.joint_forward must be true or false, got {v}"
             ))
         })?,
     };
@@ -354,19 +422,19 @@ fn method_params<P: DeserializeOwned>(method: &str, semi: &SemiConfig) -> Result
                 let one = serde_json::Map::from_iter([((*k).clone(), (*v).clone())]);
                 serde_json::from_value::<P>(serde_json::Value::Object(one)).is_err()
             })
-            .map(|(k, _)| format!("semi.params.{k}: "))
+            .map(|(k, _)| format!("{section}.params.{k}: "))
             .unwrap_or_default();
         LearnError::Config(format!(
-            "semi.params of {method}: {key}{e} (every method also takes `joint_forward`)"
+            "{section}.params of {method}: {key}{e} (every method also takes `joint_forward`)"
         ))
     })?;
     Ok((joint, params))
 }
 
-fn check_semi(semi: &SemiConfig) -> Result<()> {
+fn check_semi(section: &str, semi: &SemiConfig) -> Result<()> {
     if !(semi.regularize_w.is_finite() && semi.regularize_w >= 0.0) {
         return Err(LearnError::Config(format!(
-            "semi.regularize_w must be >= 0, got {}",
+            "{section}.regularize_w must be >= 0, got {}",
             semi.regularize_w
         )));
     }
@@ -375,27 +443,26 @@ fn check_semi(semi: &SemiConfig) -> Result<()> {
         || semi.rampup_end < semi.rampup_start
     {
         return Err(LearnError::Config(format!(
-            "semi.rampup_start ({}) and semi.rampup_end ({}) must be fractions of the iterations with start <= end",
+            "{section}.rampup_start ({}) and {section}.rampup_end ({}) must be fractions of the iterations with start <= end",
             semi.rampup_start, semi.rampup_end
         )));
     }
     if !(0.0..1.0).contains(&semi.ema_decay) {
         return Err(LearnError::Config(format!(
-            "semi.ema_decay must be in [0, 1), got {}",
+            "{section}.ema_decay must be in [0, 1), got {}",
             semi.ema_decay
         )));
     }
     Ok(())
 }
 
-/// A number that must be finite and `>= 0`, or an error naming `semi.params.<key>`.
+/// A number that must be finite and `>= 0`, or an error naming `key`
+/// (the dotted key, e.g. `semi.params.noise_std`).
 pub fn non_negative(key: &str, v: f64) -> Result<f64> {
     if v.is_finite() && v >= 0.0 {
         Ok(v)
     } else {
-        Err(LearnError::Config(format!(
-            "semi.params.{key} must be >= 0, got {v}"
-        )))
+        Err(LearnError::Config(format!("{key} must be >= 0, got {v}")))
     }
 }
 

@@ -11,7 +11,7 @@
 use super::{softmax_c, SemiMethod, SemiStep, Unsup};
 use crate::error::{LearnError, Result};
 use crate::learner::{scalar, LearnerInit, StepContext};
-use crate::semi::NoiseSource;
+use crate::semi::{NoiseSource, PlaneTransform};
 use crate::teacher::Teacher;
 use candle_core::Tensor;
 use candle_nn::VarMap;
@@ -83,7 +83,6 @@ impl SemiMethod for UaMt {
     }
 
     fn unsupervised(&mut self, s: &SemiStep, out: &NetOutput) -> candle_core::Result<Unsup> {
-        let n1 = s.n_unlabelled;
         let p1 = softmax_c(&s.unlabelled(&out.logits)?)?;
         let x1 = s.x_unlabelled()?;
         let (std, clip) = (self.noise_std, 2.0 * self.noise_std);
@@ -91,28 +90,15 @@ impl SemiMethod for UaMt {
         let p1_t = softmax_c(&self.teacher.predict(&x1n, true)?)?;
         let sq = (&p1 - &p1_t)?.sqr()?;
 
-        // Monte-Carlo dropout: T/2 passes of a doubled batch
-        let mut mean_p: Option<Tensor> = None;
-        for _ in 0..self.mc_n / 2 {
-            let xr = Tensor::cat(&[&x1, &x1], 0)?;
-            let xr = (&xr + self.noise.clipped_gaussian(&xr, std, clip)?)?;
-            let pr = softmax_c(&self.teacher.predict(&xr, true)?)?;
-            let sum = (pr.narrow(0, 0, n1)? + pr.narrow(0, n1, n1)?)?;
-            mean_p = Some(match mean_p {
-                None => sum,
-                Some(m) => (m + sum)?,
-            });
-        }
-        let mean_p = (mean_p.expect("mc_n >= 2") / self.mc_n as f64)?;
-        let unc = (&mean_p * (&mean_p + 1e-6)?.log()?)?
-            .sum_keepdim(1)?
-            .neg()?;
         let c = out.logits.dim(1)? as f64;
         let threshold = (0.75 + 0.25 * s.ramp()) * c.ln();
-        let mask = unc.lt(threshold)?.to_dtype(sq.dtype())?;
-        let masked = sq.broadcast_mul(&mask)?.sum_all()?;
-        // the mask covers one channel; the squared error all C of them
-        let denom = ((mask.sum_all()? * 2.0)? + 1e-16)?;
+        let mc = McDropout {
+            teacher: &self.teacher,
+            n: self.mc_n,
+            std,
+        };
+        let mask = mc.certain_mask(&mut self.noise, &x1, &PlaneTransform::default(), threshold)?;
+        let (masked, denom) = masked_sq_parts(&sq, &mask)?;
         Ok(Unsup {
             loss: (masked / denom)?,
             extra_sup: None,
@@ -127,4 +113,59 @@ impl SemiMethod for UaMt {
     fn extra_varmaps(&self) -> Vec<(String, VarMap)> {
         vec![("teacher".into(), self.teacher.varmap().clone())]
     }
+}
+
+/// The teacher's Monte-Carlo dropout passes that estimate its uncertainty
+/// (UA-MT, USTM): `n` noisy predictions, run as `n / 2` passes of a doubled
+/// batch.
+pub struct McDropout<'a> {
+    /// The teacher.
+    pub teacher: &'a Teacher,
+    /// Number of predictions (even).
+    pub n: usize,
+    /// Std of the clipped Gaussian input noise (clipped to ±2 std).
+    pub std: f64,
+}
+
+impl McDropout<'_> {
+    /// `[u < threshold]` per pixel `[N, 1, ...]`, `u` the entropy of the mean
+    /// softmax of the teacher's `n` predictions on `tf(x) + noise`, mapped
+    /// back with `tf`'s inverse.
+    pub fn certain_mask(
+        &self,
+        noise: &mut NoiseSource,
+        x: &Tensor,
+        tf: &PlaneTransform,
+        threshold: f64,
+    ) -> candle_core::Result<Tensor> {
+        let n1 = x.dim(0)?;
+        let (std, clip) = (self.std, 2.0 * self.std);
+        let xt = tf.apply(x)?;
+        let mut mean_p: Option<Tensor> = None;
+        for _ in 0..self.n / 2 {
+            let xr = Tensor::cat(&[&xt, &xt], 0)?;
+            let xr = (&xr + noise.clipped_gaussian(&xr, std, clip)?)?;
+            let pr = softmax_c(&tf.invert(&self.teacher.predict(&xr, true)?)?)?;
+            let sum = (pr.narrow(0, 0, n1)? + pr.narrow(0, n1, n1)?)?;
+            mean_p = Some(match mean_p {
+                None => sum,
+                Some(m) => (m + sum)?,
+            });
+        }
+        let mean_p =
+            (mean_p.ok_or_else(|| candle_core::Error::Msg("no MC pass".into()))? / self.n as f64)?;
+        let unc = (&mean_p * (&mean_p + 1e-6)?.log()?)?
+            .sum_keepdim(1)?
+            .neg()?;
+        unc.lt(threshold)?.to_dtype(x.dtype())
+    }
+}
+
+/// The masked mean squared error of UA-MT as numerator and denominator:
+/// `sum(mask * sq)` and `2 sum(mask) + 1e-16` (the mask covers one channel,
+/// the squared error all of them; PyMIC and SSL4MIS divide by twice the mask).
+pub fn masked_sq_parts(sq: &Tensor, mask: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let masked = sq.broadcast_mul(mask)?.sum_all()?;
+    let denom = ((mask.sum_all()? * 2.0)? + 1e-16)?;
+    Ok((masked, denom))
 }

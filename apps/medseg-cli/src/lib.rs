@@ -1,0 +1,117 @@
+//! What the trainer binaries (`medseg-supervised`, `medseg-semi`,
+//! `medseg-weak`) share: the arguments of `train` and the run itself
+//! (load the config, generate the phantom data on first use, build the
+//! trainer from the registries, train, print the summary). Argument parsing
+//! and calls into the crates, nothing else.
+
+use anyhow::{Context, Result};
+use medseg_config::ExperimentConfig;
+use medseg_learners::{Registries, TrainerBuilder};
+use std::path::PathBuf;
+
+/// The arguments of `train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Experiment config (TOML).
+    pub config: PathBuf,
+    /// Override a key, e.g. `--set training.iterations=200` (repeatable).
+    /// Environment variables `MEDSEG_SECTION__KEY=value` override too.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Device: `cpu`, `cuda` or `cuda:N` (default: `training.device`, else cpu).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// Which learner a trainer binary runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Regime {
+    /// The supervised learner, whatever the config's method sections say.
+    Supervised,
+    /// `semi.method` (the `[semi]` section is required).
+    Semi,
+    /// `weak.method` (the `[weak]` section is required).
+    Weak,
+}
+
+/// Loads `config` with the overrides of `set`, resolves its paths against
+/// the current folder and applies `device`.
+pub fn load_config(
+    config: &std::path::Path,
+    set: &[String],
+    device: Option<&str>,
+) -> Result<ExperimentConfig> {
+    let mut cfg = ExperimentConfig::load(config, set)
+        .with_context(|| format!("loading {}", config.display()))?;
+    if let Some(d) = device {
+        cfg.training.device = d.to_string();
+    }
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    cfg.resolve_paths(&cwd);
+    Ok(cfg)
+}
+
+/// The built-in registries plus the simulators' transforms
+/// (`SimulateScribbles`).
+pub fn registries() -> Registries {
+    let mut r = Registries::with_builtins();
+    medseg_synth::register_scribble_transform(&mut r.transforms);
+    r
+}
+
+/// The registered learners of a section's methods (every learner but
+/// `supervised`), for error messages.
+fn method_names() -> String {
+    let r = registries();
+    let names: Vec<&str> = r
+        .learners
+        .names()
+        .into_iter()
+        .filter(|n| *n != "supervised")
+        .collect();
+    names.join(", ")
+}
+
+/// Runs `train`: generates the phantom data set when `[dataset.generate]`
+/// is set and the training manifest is absent, trains the learner of
+/// `regime` and prints the summary.
+pub fn train(args: &TrainArgs, regime: Regime) -> Result<()> {
+    let cfg = load_config(&args.config, &args.set, args.device.as_deref())?;
+    let file = args.config.display();
+    let (section, method) = match regime {
+        Regime::Supervised => ("", Some("supervised".to_string())),
+        Regime::Semi => ("semi", cfg.semi.as_ref().map(|s| s.method.clone())),
+        Regime::Weak => ("weak", cfg.weak.as_ref().map(|s| s.method.clone())),
+    };
+    let method = method.with_context(|| {
+        format!(
+            "{file}: a [{section}] section with `method` ({}) is required",
+            method_names()
+        )
+    })?;
+    if let Some(g) = &cfg.dataset.generate {
+        let train = medseg_learners::manifest_path(&cfg, &cfg.dataset.train_csv);
+        medseg_synth::ensure_phantom_dataset(
+            &cfg.dataset.root,
+            &train,
+            &g.kind,
+            g.subjects,
+            g.seed,
+        )?;
+    }
+    let mut trainer = TrainerBuilder::new(cfg)
+        .registries(registries())
+        .learner(&method)
+        .progress(!args.quiet)
+        .build()
+        .with_context(|| format!("setting up {method} from {file}"))?;
+    let summary = trainer.run()?;
+    match regime {
+        Regime::Supervised => println!("{summary}"),
+        _ => println!("{method}: {summary}"),
+    }
+    Ok(())
+}
