@@ -1,6 +1,8 @@
-//! `cargo xtask bench unet [--iters N] [--warmup N] [--threads N] [--malloc tuned|default] [--no-python] [--mode all|train|infer]`:
+//! `cargo xtask bench unet [--iters N] [--warmup N] [--threads N] [--malloc tuned|default] [--no-python] [--mode all|train|infer] [--device cpu|cuda|cuda:N] [--batch N] [--size S]`:
 //! a full 2D UNet training step (forward with batch-statistics BN, CE + soft
-//! Dice loss, backward, AdamW) and inference, batch 4x1x256x256, features
+//! Dice loss, backward, AdamW) and inference, batch 4x1x256x256 by default
+//! (`--batch`, `--size`), on the CPU or a CUDA device (`--device`, needs the
+//! `cuda` feature; the device is synchronised before every timer read), features
 //! 16-32-64-128-256, (conv3x3 + BN + LeakyReLU(0.01)) x2 per block, max-pool
 //! down, transposed-conv (k2 s2) up, 1x1 head to 4 classes: the network of
 //! the PyTorch reference `../shared/reference/torch_unet_bench.py`, which runs
@@ -8,7 +10,8 @@
 //!
 //! The medseg twin is built here from medseg-ops functions (conv2d,
 //! conv_transpose2d, fused batch norm + leaky ReLU, max_pool2d, channel
-//! log-softmax) with candle_nn's VarMap and AdamW.
+//! log-softmax) with candle_nn's VarMap and AdamW. On a CUDA device these
+//! functions run their candle fallback (see docs/cuda.md).
 
 use crate::bench_ops::{det_tensor, median_ms, parse_opts, set_threads, tune_malloc};
 use anyhow::{bail, Context, Result};
@@ -32,21 +35,29 @@ struct ConvBnAct {
 }
 
 /// Uniform init in +-1/sqrt(fan_in), PyTorch's default for conv weights and biases.
-fn init(shape: &[usize], fan_in: usize, seed: &mut u64) -> Result<Var> {
+fn init(shape: &[usize], fan_in: usize, seed: &mut u64, dev: &Device) -> Result<Var> {
     *seed += 1;
     let bound = 1.0 / (fan_in as f32).sqrt();
-    Ok(Var::from_tensor(&det_tensor(shape, *seed, bound)?)?)
+    Ok(Var::from_tensor(
+        &det_tensor(shape, *seed, bound)?.to_device(dev)?,
+    )?)
 }
 
 impl ConvBnAct {
-    fn new(cin: usize, cout: usize, seed: &mut u64, vars: &mut Vec<Var>) -> Result<Self> {
+    fn new(
+        cin: usize,
+        cout: usize,
+        seed: &mut u64,
+        vars: &mut Vec<Var>,
+        dev: &Device,
+    ) -> Result<Self> {
         let l = ConvBnAct {
-            w: init(&[cout, cin, 3, 3], cin * 9, seed)?,
-            b: init(&[cout], cin * 9, seed)?,
-            gamma: Var::from_tensor(&Tensor::ones(cout, DType::F32, &Device::Cpu)?)?,
-            beta: Var::from_tensor(&Tensor::zeros(cout, DType::F32, &Device::Cpu)?)?,
-            running_mean: Tensor::zeros(cout, DType::F32, &Device::Cpu)?,
-            running_var: Tensor::ones(cout, DType::F32, &Device::Cpu)?,
+            w: init(&[cout, cin, 3, 3], cin * 9, seed, dev)?,
+            b: init(&[cout], cin * 9, seed, dev)?,
+            gamma: Var::from_tensor(&Tensor::ones(cout, DType::F32, dev)?)?,
+            beta: Var::from_tensor(&Tensor::zeros(cout, DType::F32, dev)?)?,
+            running_mean: Tensor::zeros(cout, DType::F32, dev)?,
+            running_var: Tensor::ones(cout, DType::F32, dev)?,
         };
         vars.extend([l.w.clone(), l.b.clone(), l.gamma.clone(), l.beta.clone()]);
         Ok(l)
@@ -88,10 +99,16 @@ impl ConvBnAct {
 struct Block(ConvBnAct, ConvBnAct);
 
 impl Block {
-    fn new(cin: usize, cout: usize, seed: &mut u64, vars: &mut Vec<Var>) -> Result<Self> {
+    fn new(
+        cin: usize,
+        cout: usize,
+        seed: &mut u64,
+        vars: &mut Vec<Var>,
+        dev: &Device,
+    ) -> Result<Self> {
         Ok(Block(
-            ConvBnAct::new(cin, cout, seed, vars)?,
-            ConvBnAct::new(cout, cout, seed, vars)?,
+            ConvBnAct::new(cin, cout, seed, vars, dev)?,
+            ConvBnAct::new(cout, cout, seed, vars, dev)?,
         ))
     }
     fn forward(&mut self, x: &Tensor, train: bool, detach: bool) -> Result<Tensor> {
@@ -110,28 +127,39 @@ struct UNet {
 }
 
 impl UNet {
-    fn new(in_ch: usize, base: usize) -> Result<Self> {
+    fn new(in_ch: usize, base: usize, dev: &Device) -> Result<Self> {
         let feats: Vec<usize> = (0..5).map(|i| base << i).collect();
         let mut seed = 1000u64;
         let mut vars = Vec::new();
         let mut enc = Vec::new();
         let mut cin = in_ch;
         for &f in &feats {
-            enc.push(Block::new(cin, f, &mut seed, &mut vars)?);
+            enc.push(Block::new(cin, f, &mut seed, &mut vars, dev)?);
             cin = f;
         }
         let mut ups = Vec::new();
         let mut dec = Vec::new();
         for i in (0..4).rev() {
             // ConvTranspose2d weight [Cin, Cout, 2, 2]; PyTorch's fan_in is Cout*k*k
-            let w = init(&[feats[i + 1], feats[i], 2, 2], feats[i] * 4, &mut seed)?;
-            let b = init(&[feats[i]], feats[i] * 4, &mut seed)?;
+            let w = init(
+                &[feats[i + 1], feats[i], 2, 2],
+                feats[i] * 4,
+                &mut seed,
+                dev,
+            )?;
+            let b = init(&[feats[i]], feats[i] * 4, &mut seed, dev)?;
             vars.extend([w.clone(), b.clone()]);
             ups.push((w, b));
-            dec.push(Block::new(2 * feats[i], feats[i], &mut seed, &mut vars)?);
+            dec.push(Block::new(
+                2 * feats[i],
+                feats[i],
+                &mut seed,
+                &mut vars,
+                dev,
+            )?);
         }
-        let hw = init(&[CLASSES, feats[0], 1, 1], feats[0], &mut seed)?;
-        let hb = init(&[CLASSES], feats[0], &mut seed)?;
+        let hw = init(&[CLASSES, feats[0], 1, 1], feats[0], &mut seed, dev)?;
+        let hb = init(&[CLASSES], feats[0], &mut seed, dev)?;
         vars.extend([hw.clone(), hb.clone()]);
         Ok(UNet {
             enc,
@@ -216,29 +244,41 @@ fn report(name: &str, v: &mut [f64], out: &mut Vec<(String, f64)>) {
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse_opts(args, 10)?;
     let mut mode = "all".to_string();
+    let mut device = "cpu".to_string();
+    let (mut b, mut s) = (4usize, 256usize);
     let mut it = o.rest.iter();
     while let Some(a) = it.next() {
+        let mut num = |name: &str| -> Result<usize> {
+            let v = it.next().with_context(|| format!("{name} needs a value"))?;
+            v.parse()
+                .with_context(|| format!("{name}: not a number: {v:?}"))
+        };
         match a.as_str() {
+            "--batch" => b = num("--batch")?.max(1),
+            "--size" => s = num("--size")?.max(16),
             "--mode" => mode = it.next().context("--mode needs all|train|infer")?.clone(),
+            "--device" => device = it.next().context("--device needs cpu|cuda|cuda:N")?.clone(),
             other => bail!("bench unet: unknown argument {other:?}"),
         }
     }
+    let dev = medseg_learners::parse_device(&device)?;
+    // the device's queue is drained before every timer read
+    let sync = || -> Result<()> { Ok(dev.synchronize()?) };
     if !["all", "train", "infer"].contains(&mode.as_str()) {
         bail!("bench unet: --mode takes all|train|infer, got {mode:?}");
     }
     set_threads(o.threads)?;
     tune_malloc(o.malloc_tuned);
     let (warm, iters) = (o.warmup, o.iters);
-    let (b, s) = (4usize, 256usize);
     println!(
-        "UNet 16-32-64-128-256, batch {b}x1x{s}x{s}, {CLASSES} classes; median of {iters} after {warm} warm-up; {} threads; malloc {}",
+        "UNet 16-32-64-128-256, batch {b}x1x{s}x{s}, {CLASSES} classes; median of {iters} after {warm} warm-up; device {device}; {} threads; malloc {}",
         o.threads,
         if o.malloc_tuned { "tuned" } else { "default" }
     );
-    let mut model = UNet::new(1, 16)?;
+    let mut model = UNet::new(1, 16, &dev)?;
     let nparams: usize = model.vars.iter().map(|v| v.elem_count()).sum();
     println!("medseg twin: {nparams} parameters");
-    let x = det_tensor(&[b, 1, s, s], 1, 1.7)?;
+    let x = det_tensor(&[b, 1, s, s], 1, 1.7)?.to_device(&dev)?;
     // labels from a deterministic hash, one-hot [N, C, H, W]
     let labels: Vec<u32> = (0..b * s * s)
         .map(|i| ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61) as u32 % CLASSES as u32)
@@ -249,7 +289,8 @@ pub fn run(args: &[String]) -> Result<()> {
             .map(|c| labels.eq(c)?.to_dtype(DType::F32))
             .collect::<candle_core::Result<Vec<_>>>()?,
         1,
-    )?;
+    )?
+    .to_device(&dev)?;
 
     let mut ours: Vec<(String, f64)> = Vec::new();
     if mode != "infer" {
@@ -270,10 +311,12 @@ pub fn run(args: &[String]) -> Result<()> {
             let f = t0.elapsed().as_secs_f64() * 1e3;
             let t1 = Instant::now();
             let grads = loss.backward()?;
+            sync()?;
             let bw = t1.elapsed().as_secs_f64() * 1e3;
             let t2 = Instant::now();
             opt.step(&grads)?;
             drop(grads);
+            sync()?;
             let st = t2.elapsed().as_secs_f64() * 1e3;
             let tot = t0.elapsed().as_secs_f64() * 1e3;
             if i >= warm {
@@ -295,13 +338,18 @@ pub fn run(args: &[String]) -> Result<()> {
         for i in 0..warm + iters {
             let t0 = Instant::now();
             let y = model.forward(&x, false, true)?;
+            sync()?;
             drop(y);
             if i >= warm {
                 v.push(t0.elapsed().as_secs_f64() * 1e3);
             }
         }
         report("infer: forward (eval BN, no_grad)", &mut v, &mut ours);
-        let m = median_ms(warm, iters, || model.forward(&x, false, false))?;
+        let m = median_ms(warm, iters, || {
+            let y = model.forward(&x, false, false)?;
+            sync()?;
+            Ok(y)
+        })?;
         eprintln!(
             "  {:<40} median {m:9.2} ms",
             "infer: forward (eval BN, grad enabled)"
@@ -310,7 +358,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let torch = if o.python {
-        torch_unet(&o, &mode)?
+        torch_unet(&o, &mode, &device, b, s)?
     } else {
         eprintln!("notice: --no-python given; skipping the PyTorch side");
         None
@@ -337,14 +385,20 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// Runs the PyTorch reference and parses its `name  median X ms` lines.
-fn torch_unet(o: &crate::bench_ops::Opts, mode: &str) -> Result<Option<HashMap<String, f64>>> {
+fn torch_unet(
+    o: &crate::bench_ops::Opts,
+    mode: &str,
+    device: &str,
+    batch: usize,
+    size: usize,
+) -> Result<Option<HashMap<String, f64>>> {
     let Some(py) = crate::python::ensure_venv(&["torch"])? else {
         return Ok(None);
     };
     let root = crate::python::workspace_root();
     let script = [
-        root.join("../shared/reference/torch_unet_bench.py"),
         root.join("tools/torch_unet_bench.py"),
+        root.join("../shared/reference/torch_unet_bench.py"),
     ]
     .into_iter()
     .find(|p| p.exists());
@@ -362,6 +416,12 @@ fn torch_unet(o: &crate::bench_ops::Opts, mode: &str) -> Result<Option<HashMap<S
         o.warmup.to_string(),
         "--mode".into(),
         mode.to_string(),
+        "--device".into(),
+        device.to_string(),
+        "--batch".into(),
+        batch.to_string(),
+        "--size".into(),
+        size.to_string(),
     ];
     eprintln!("running {} {}", script.display(), args.join(" "));
     let out = std::process::Command::new(&py)

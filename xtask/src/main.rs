@@ -11,13 +11,13 @@ mod bench_metrics;
 mod bench_ops;
 mod bench_transforms;
 mod bench_unet;
-mod experiment_semi;
+mod experiment;
 mod python;
 
 use anyhow::{bail, Result};
 
 fn usage() -> &'static str {
-    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi> [args]"
+    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak> [args]"
 }
 
 fn main() -> Result<()> {
@@ -32,7 +32,8 @@ fn main() -> Result<()> {
         ("bench", Some("ops")) => bench_ops::run(&rest[1..]),
         ("bench", Some("unet")) => bench_unet::run(&rest[1..]),
         ("bench", Some("transforms")) => bench_transforms::run(&rest[1..]),
-        ("experiment", Some("semi")) => experiment_semi::run(&rest[1..]),
+        ("experiment", Some("semi")) => experiment::run(&experiment::SEMI, &rest[1..]),
+        ("experiment", Some("weak")) => experiment::run(&experiment::WEAK, &rest[1..]),
         _ => bail!("unknown task {:?}\n{}", args, usage()),
     }
 }

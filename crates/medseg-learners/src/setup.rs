@@ -47,28 +47,12 @@ impl Default for Registries {
     }
 }
 
-/// The device named by `name`: `cpu`, `cuda` (GPU 0) or `cuda:N`. A CUDA
-/// device needs a build with candle's CUDA support; without it the error
-/// says so.
+/// The device named by `name` (`training.device`): `cpu`, `cuda` (GPU 0)
+/// or `cuda:N`, as [`medseg_infer::parse_device`] reads it; a CUDA device
+/// needs a build with the `cuda` feature.
 pub fn parse_device(name: &str) -> Result<Device> {
-    let bad = || {
-        LearnError::Config(format!(
-            "device `{name}`: expected `cpu`, `cuda` or `cuda:N`"
-        ))
-    };
-    let ordinal = match name {
-        "cpu" => return Ok(Device::Cpu),
-        "cuda" => 0,
-        other => other
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(bad)?,
-    };
-    Device::new_cuda(ordinal).map_err(|e| {
-        LearnError::Config(format!(
-            "device `{name}`: {e} (CUDA needs a build with the `cuda` feature and a GPU)"
-        ))
-    })
+    medseg_infer::parse_device(name)
+        .map_err(|e| LearnError::Config(format!("training.device: {e}")))
 }
 
 /// The learner a configuration asks for: `semi.method` when there is a

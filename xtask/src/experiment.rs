@@ -1,25 +1,28 @@
-//! `cargo xtask experiment semi`: semi-supervised learning on the cardiac
-//! phantom with 10% of the training subjects labelled. With one budget and
-//! one seed it trains the labelled-only baseline, each method of
-//! `configs/semi/`, and the fully supervised upper bound; evaluates the best
+//! `cargo xtask experiment semi|weak`: label-efficient learning on the
+//! cardiac phantom. `semi`: 10% of the training subjects labelled, the rest
+//! unlabelled (`configs/semi/`). `weak`: every training image annotated with
+//! simulated scribbles only (`configs/weak/`). With one budget and one seed
+//! it trains the baseline (labelled-only, or pCE on the scribbles), each
+//! method, and the fully supervised upper bound; evaluates the best
 //! checkpoint (by validation Dice) of each on the test subjects (slices
 //! stacked per subject, Dice and HD95 per class with the voxel spacing); and
-//! writes `docs/results/semi.md` and `docs/results/semi_dice.png`.
+//! writes `docs/results/<regime>.md` and `docs/results/<regime>_dice.png`.
 //!
 //! Options: `--iterations N` (default 300), `--validate-every N` (default
-//! iterations / 3), `--only NAME[,NAME]` (run a subset: baseline, EM, MT,
-//! UAMT, CCT, CPS, URPC, MCNet, full), `--seeds S[,S]` (default 1; every
+//! iterations / 3), `--only NAME[,NAME]` (run a subset: semi: baseline, EM,
+//! MT, UAMT, CCT, CPS, URPC, MCNet, full; weak: baseline, EM, TV, MS,
+//! GatedCRF, USTM, DMPLS, baseline-rw, USTM-rw, DMPLS-rw, full), `--seeds S[,S]` (default 1; every
 //! run is repeated with each training seed, which also seeds the initial
 //! weights), `--set KEY=VALUE` (a config override for every selected run,
 //! e.g. `semi.regularize_w=1.0`; repeatable), `--report-only` (rebuild the report from the `scores.json`
 //! of finished runs), `--out DIR` (default docs/results), `--runs DIR`
-//! (default runs/experiment_semi).
+//! (default runs/experiment_<regime>).
 
 use anyhow::{bail, Context, Result};
 use medseg_config::ExperimentConfig;
 use medseg_infer::{argmax, Predictor, SlidingWindow};
 use medseg_io::{Dataset, LabelledDataset};
-use medseg_learners::{read_manifest, test_pipeline, TrainerBuilder};
+use medseg_learners::{read_manifest, test_pipeline, Registries, TrainerBuilder};
 use medseg_metrics::{evaluate_case, MetricOptions};
 use medseg_transforms::{invert_prediction, Mode};
 use rand::SeedableRng;
@@ -31,57 +34,200 @@ use std::time::Instant;
 struct RunSpec {
     /// Short name in the table.
     name: &'static str,
-    /// Config file under configs/semi.
+    /// Config file under the regime's config folder.
     config: &'static str,
-    /// None: supervised (train_csv given); Some: the config's semi method.
+    /// Some: supervised on full labels of this manifest (the config's
+    /// method section and scribble simulation removed); None: the config's method.
     supervised_csv: Option<&'static str>,
+    /// Some: the scribble simulator's method instead of the config's.
+    scribble: Option<&'static str>,
 }
 
-const RUNS: [RunSpec; 9] = [
+/// One learning regime of the experiment.
+pub struct Regime {
+    /// `semi` or `weak`: the report's file names.
+    key: &'static str,
+    /// The report's title.
+    title: &'static str,
+    /// The runs.
+    runs: &'static [RunSpec],
+    /// The data paragraph of the report.
+    data: &'static str,
+    /// The budget paragraph, `{iterations}` and `{seeds}` filled in.
+    budget: &'static str,
+    /// The chart's title prefix.
+    chart: &'static str,
+}
+
+/// Semi-supervised learning: 10% of the training subjects labelled.
+pub const SEMI: Regime = Regime {
+    key: "semi",
+    title: "Semi-supervised learning on the cardiac phantom",
+    runs: &SEMI_RUNS,
+    data: "Data: the `cardiac2d` phantom of `configs/semi/*.toml` (40 subjects of 8 slices of \
+         128 x 128 at 1.5 mm in-plane, split by subject 24/8/8 for train/valid/test). \
+         The baseline and every method see the labelled 10% of the training subjects \
+         (`train_labelled.csv`, 2 subjects, 16 slices); the methods also see the other \
+         22 training subjects without labels (`train_unlabelled.csv`); the upper bound \
+         trains on all 24 training subjects with labels (`train.csv`).",
+    budget: "Budget, identical for every run: {iterations} iterations, Adam (lr 0.002, poly decay), \
+         labelled batch 4 and unlabelled batch 4 of 64 x 64 random crops with flips, \
+         a 2D UNet with feature_chns [8, 16, 32, 64, 128] (CCTNet, URPC and MCNet variants for those methods; \
+         CPS trains two such networks), loss 0.5 Dice + 0.5 CE, consistency weight \
+         `regularize_w` with a sigmoid ramp-up over the first 40% of the iterations \
+         (values in `configs/semi/`). Every run is repeated with the training seeds {seeds} \
+         (the seed also draws the initial weights; the data split is fixed).",
+    chart: "Test Dice per class, 10% labelled",
+};
+
+/// Weakly supervised learning: scribbles on every training image.
+pub const WEAK: Regime = Regime {
+    key: "weak",
+    title: "Learning from scribbles on the cardiac phantom",
+    runs: &WEAK_RUNS,
+    data: "Data: the `cardiac2d` phantom of `configs/weak/*.toml` (40 subjects of 8 slices of \
+         128 x 128 at 1.5 mm in-plane, split by subject 24/8/8 for train/valid/test). \
+         Every method sees the 24 training subjects (`train.csv`, 192 slices) annotated with \
+         scribbles only, drawn from the full labels by the `SimulateScribbles` transform \
+         (one fixed scribble per slice, seeded by the slice's name): skeleton-style strokes \
+         as in WSL4MIS's ACDC scribbles (5-15% of each structure, brush radius 1, background \
+         strokes within 12 px of the heart); runs marked `-rw` use random-walk strokes instead. \
+         Every other pixel holds the ignore label. The upper bound trains on the same \
+         slices with their full labels. Validation and test use full labels.",
+    budget:
+        "Budget, identical for every run: {iterations} iterations, Adam (lr 0.002, poly decay), \
+         batch 4 of 64 x 64 random crops with flips, a 2D UNet with feature_chns \
+         [8, 16, 32, 64, 128] (DMPLS: its dual-decoder variant), partial cross-entropy on the \
+         scribbled pixels (the upper bound: cross-entropy on every pixel), the method's term \
+         weighted by `regularize_w` with a sigmoid ramp-up over the first 40% of the iterations \
+         (values in `configs/weak/`). Runs are repeated with the training seeds {seeds} \
+         (the seed also draws the initial weights; the data split and the scribbles are fixed).",
+    chart: "Test Dice per class, scribbles",
+};
+
+const WEAK_RUNS: [RunSpec; 11] = [
     RunSpec {
         name: "baseline",
-        config: "mean_teacher.toml",
-        supervised_csv: Some("train_labelled.csv"),
+        config: "pce.toml",
+        supervised_csv: None,
+        scribble: None,
     },
     RunSpec {
         name: "EM",
         config: "entropy_min.toml",
         supervised_csv: None,
+        scribble: None,
+    },
+    RunSpec {
+        name: "TV",
+        config: "total_variation.toml",
+        supervised_csv: None,
+        scribble: None,
+    },
+    RunSpec {
+        name: "MS",
+        config: "mumford_shah.toml",
+        supervised_csv: None,
+        scribble: None,
+    },
+    RunSpec {
+        name: "GatedCRF",
+        config: "gated_crf.toml",
+        supervised_csv: None,
+        scribble: None,
+    },
+    RunSpec {
+        name: "USTM",
+        config: "ustm.toml",
+        supervised_csv: None,
+        scribble: None,
+    },
+    RunSpec {
+        name: "DMPLS",
+        config: "dmpls.toml",
+        supervised_csv: None,
+        scribble: None,
+    },
+    RunSpec {
+        name: "baseline-rw",
+        config: "pce.toml",
+        supervised_csv: None,
+        scribble: Some("random_walk"),
+    },
+    RunSpec {
+        name: "USTM-rw",
+        config: "ustm.toml",
+        supervised_csv: None,
+        scribble: Some("random_walk"),
+    },
+    RunSpec {
+        name: "DMPLS-rw",
+        config: "dmpls.toml",
+        supervised_csv: None,
+        scribble: Some("random_walk"),
+    },
+    RunSpec {
+        name: "full",
+        config: "pce.toml",
+        supervised_csv: Some("train.csv"),
+        scribble: None,
+    },
+];
+
+const SEMI_RUNS: [RunSpec; 9] = [
+    RunSpec {
+        name: "baseline",
+        config: "mean_teacher.toml",
+        supervised_csv: Some("train_labelled.csv"),
+        scribble: None,
+    },
+    RunSpec {
+        name: "EM",
+        config: "entropy_min.toml",
+        supervised_csv: None,
+        scribble: None,
     },
     RunSpec {
         name: "MT",
         config: "mean_teacher.toml",
         supervised_csv: None,
+        scribble: None,
     },
     RunSpec {
         name: "UAMT",
         config: "uamt.toml",
         supervised_csv: None,
+        scribble: None,
     },
     RunSpec {
         name: "CCT",
         config: "cct.toml",
         supervised_csv: None,
+        scribble: None,
     },
     RunSpec {
         name: "CPS",
         config: "cps.toml",
         supervised_csv: None,
+        scribble: None,
     },
     RunSpec {
         name: "URPC",
         config: "urpc.toml",
         supervised_csv: None,
+        scribble: None,
     },
     RunSpec {
         name: "MCNet",
         config: "mcnet.toml",
         supervised_csv: None,
+        scribble: None,
     },
     RunSpec {
         name: "full",
         config: "mean_teacher.toml",
         supervised_csv: Some("train.csv"),
+        scribble: None,
     },
 ];
 
@@ -153,7 +299,7 @@ struct Options {
     runs: PathBuf,
 }
 
-fn parse(args: &[String]) -> Result<Options> {
+fn parse(regime: &Regime, args: &[String]) -> Result<Options> {
     let mut o = Options {
         iterations: 300,
         validate_every: None,
@@ -162,7 +308,7 @@ fn parse(args: &[String]) -> Result<Options> {
         report_only: false,
         set: Vec::new(),
         out: PathBuf::from("docs/results"),
-        runs: PathBuf::from("runs/experiment_semi"),
+        runs: PathBuf::from(format!("runs/experiment_{}", regime.key)),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -194,9 +340,9 @@ fn parse(args: &[String]) -> Result<Options> {
             "-h" | "--help" => {
                 println!(
                     "{}",
-                    include_str!("experiment_semi.rs")
+                    include_str!("experiment.rs")
                         .lines()
-                        .take(19)
+                        .take(23)
                         .map(|l| l.trim_start_matches("//!").trim_start())
                         .collect::<Vec<_>>()
                         .join("\n")
@@ -325,13 +471,14 @@ fn row_means(rows: &[Vec<f64>]) -> Vec<f64> {
 }
 
 /// Runs the experiment.
-pub fn run(args: &[String]) -> Result<()> {
-    let o = parse(args)?;
+pub fn run(regime: &Regime, args: &[String]) -> Result<()> {
+    let o = parse(regime, args)?;
     let root = std::env::current_dir().context("reading the current directory")?;
     let vevery = o.validate_every.unwrap_or((o.iterations / 3).max(1));
     let mut results: Vec<Scores> = Vec::new();
     let started = Instant::now();
-    let selected: Vec<&RunSpec> = RUNS
+    let selected: Vec<&RunSpec> = regime
+        .runs
         .iter()
         .filter(|spec| {
             o.only
@@ -358,7 +505,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 results.push(sc);
                 continue;
             }
-            let sc = train_and_test(&root, &o, vevery, spec, seed, &out_dir, started)?;
+            let sc = train_and_test(regime, &root, &o, vevery, spec, seed, &out_dir, started)?;
             let tmp = out_dir.join("scores.json.tmp");
             std::fs::write(&tmp, serde_json::to_string_pretty(&sc)?)
                 .with_context(|| format!("writing {}", tmp.display()))?;
@@ -375,11 +522,13 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         started.elapsed().as_secs_f64()
     };
-    write_report(&o, vevery, &results, total_s)
+    write_report(regime, &o, vevery, &results, total_s)
 }
 
 /// Trains one run (one method, one seed) and tests its best checkpoint.
+#[allow(clippy::too_many_arguments)]
 fn train_and_test(
+    regime: &Regime,
     root: &Path,
     o: &Options,
     vevery: usize,
@@ -389,7 +538,7 @@ fn train_and_test(
     started: Instant,
 ) -> Result<Scores> {
     {
-        let path = root.join("configs/semi").join(spec.config);
+        let path = root.join("configs").join(regime.key).join(spec.config);
         let out_dir = out_dir.to_path_buf();
         let mut cfg = ExperimentConfig::load(&path, &o.set)
             .with_context(|| format!("loading {}", path.display()))?;
@@ -403,6 +552,17 @@ fn train_and_test(
             cfg.dataset.train_csv = PathBuf::from(csv);
             cfg.dataset.train_unlabelled_csv = None;
             cfg.semi = None;
+            cfg.weak = None;
+            cfg.dataset
+                .train_transforms
+                .retain(|t| t.get("name").and_then(|n| n.as_str()) != Some("SimulateScribbles"));
+        }
+        if let Some(m) = spec.scribble {
+            for t in &mut cfg.dataset.train_transforms {
+                if t.get("name").and_then(|n| n.as_str()) == Some("SimulateScribbles") {
+                    t["method"] = serde_json::json!(m);
+                }
+            }
         }
         if let Some(g) = &cfg.dataset.generate {
             let train = medseg_learners::manifest_path(&cfg, &cfg.dataset.train_csv);
@@ -425,11 +585,7 @@ fn train_and_test(
                 std::fs::remove_file(&p).with_context(|| format!("clearing {}", p.display()))?;
             }
         }
-        let method = cfg
-            .semi
-            .as_ref()
-            .map(|s| s.method.clone())
-            .unwrap_or_else(|| "supervised".into());
+        let method = medseg_learners::learner_name(&cfg).to_string();
         eprintln!(
             "[{:>6.0} s] {} seed {seed} ({method}, {}) for {} iterations",
             started.elapsed().as_secs_f64(),
@@ -439,7 +595,12 @@ fn train_and_test(
         );
         let t0 = Instant::now();
         // without a [semi] section the configuration asks for `supervised`
-        let mut trainer = TrainerBuilder::new(cfg.clone()).progress(false).build()?;
+        let mut registries = Registries::with_builtins();
+        medseg_synth::register_scribble_transform(&mut registries.transforms);
+        let mut trainer = TrainerBuilder::new(cfg.clone())
+            .registries(registries)
+            .progress(false)
+            .build()?;
         let summary = trainer
             .run()
             .with_context(|| format!("training {}", spec.name))?;
@@ -506,7 +667,13 @@ fn groups(results: &[Scores]) -> Vec<Group<'_>> {
     out
 }
 
-fn write_report(o: &Options, vevery: usize, results: &[Scores], total_s: f64) -> Result<()> {
+fn write_report(
+    regime: &Regime,
+    o: &Options,
+    vevery: usize,
+    results: &[Scores],
+    total_s: f64,
+) -> Result<()> {
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let classes = ["RV (1)", "myocardium (2)", "LV (3)"];
     let nc = results[0].dice.first().map_or(0, |r| r.len());
@@ -524,39 +691,32 @@ fn write_report(o: &Options, vevery: usize, results: &[Scores], total_s: f64) ->
         .join(",");
     let n_test = results[0].dice.len();
     let mut md = String::new();
-    md.push_str("# Semi-supervised learning on the cardiac phantom\n\n");
+    md.push_str(&format!("# {}\n\n", regime.title));
     md.push_str(&format!(
-        "Command: `cargo xtask experiment semi --iterations {} --validate-every {vevery} --seeds {seed_list}` \
+        "Command: `cargo xtask experiment {} --iterations {} --validate-every {vevery} --seeds {seed_list}` \
          (release build). Total training time {:.1} min on the shared 2-core development machine.\n\n",
+        regime.key,
         o.iterations,
         total_s / 60.0
     ));
+    md.push_str(regime.data);
+    md.push_str("\n\n");
     md.push_str(
-        "Data: the `cardiac2d` phantom of `configs/semi/*.toml` (40 subjects of 8 slices of \
-         128 x 128 at 1.5 mm in-plane, split by subject 24/8/8 for train/valid/test). \
-         The baseline and every method see the labelled 10% of the training subjects \
-         (`train_labelled.csv`, 2 subjects, 16 slices); the methods also see the other \
-         22 training subjects without labels (`train_unlabelled.csv`); the upper bound \
-         trains on all 24 training subjects with labels (`train.csv`).\n\n",
+        &regime
+            .budget
+            .replace("{iterations}", &o.iterations.to_string())
+            .replace("{seeds}", &seed_list),
     );
     md.push_str(&format!(
-        "Budget, identical for every run: {} iterations, Adam (lr 0.002, poly decay), \
-         labelled batch 4 and unlabelled batch 4 of 64 x 64 random crops with flips, \
-         a 2D UNet with feature_chns [8, 16, 32, 64, 128] (CCTNet, URPC and MCNet variants for those methods; \
-         CPS trains two such networks), loss 0.5 Dice + 0.5 CE, consistency weight \
-         `regularize_w` with a sigmoid ramp-up over the first 40% of the iterations \
-         (values in `configs/semi/`). Every run is repeated with the training seeds {seed_list} \
-         (the seed also draws the initial weights; the data split is fixed). \
-         Test: the best checkpoint by validation mean Dice, full-image sliding-window inference \
+        " Test: the best checkpoint by validation mean Dice, full-image sliding-window inference \
          without post-processing, the slices of each of the {n_test} test subjects stacked into a volume \
-         (spacing 10 x 1.5 x 1.5 mm), Dice and HD95 (MedPy's pooled definition, mm) per class.\n\n",
-        o.iterations
+         (spacing 10 x 1.5 x 1.5 mm), Dice and HD95 (MedPy's pooled definition, mm) per class.\n\n"
     ));
     // per-seed means and paired differences
     md.push_str("## Mean test Dice per seed\n\n");
     md.push_str(
         "Mean over the test subjects and the three classes. The difference to the \
-         labelled-only baseline is paired by seed (same seed, same initial weights); \
+         baseline is paired by seed (same seed, same initial weights); \
          \"wins\" counts the seeds where the method is above the baseline.\n\n| run | method | ",
     );
     for s in &seeds {
@@ -646,10 +806,10 @@ fn write_report(o: &Options, vevery: usize, results: &[Scores], total_s: f64) ->
         }
         md.push('\n');
     }
-    md.push_str("\n![Dice per class](semi_dice.png)\n\n");
+    md.push_str(&format!("\n![Dice per class]({}_dice.png)\n\n", regime.key));
     md.push_str("## Commentary\n\nCOMMENTARY_PLACEHOLDER\n");
-    let path = o.out.join("semi.md");
-    let tmp = o.out.join("semi.md.tmp");
+    let path = o.out.join(format!("{}.md", regime.key));
+    let tmp = o.out.join(format!("{}.md.tmp", regime.key));
     std::fs::write(&tmp, md).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
 
@@ -667,10 +827,10 @@ fn write_report(o: &Options, vevery: usize, results: &[Scores], total_s: f64) ->
             (g.name.to_string(), m, Some(s))
         })
         .collect();
-    let png = o.out.join("semi_dice.png");
+    let png = o.out.join(format!("{}_dice.png", regime.key));
     medseg_viz::bar_chart(
         &png,
-        &format!("Test Dice per class, 10% labelled, seeds {seed_list}"),
+        &format!("{}, seeds {seed_list}", regime.chart),
         "Dice",
         &cats,
         &series,
