@@ -7,7 +7,7 @@
 //! This module also holds the small helpers the other ops of this crate share
 //! (slice access to CPU f32 tensors, a fast vectorisable `exp`).
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -39,9 +39,10 @@ impl Activation {
 /// Elements per parallel task for flat element-wise loops.
 pub(crate) const CHUNK: usize = 1 << 14;
 
-/// True when `t` can take the fast path: an f32 tensor on the CPU.
+/// True when `t` can take the fast path: an f32 tensor on the CPU (see
+/// [`crate::fast_path`]).
 pub(crate) fn is_fast(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
+    crate::device::fast_path(t)
 }
 
 /// The contiguous f32 slice of a CPU storage, or an error.

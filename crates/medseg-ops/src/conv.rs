@@ -3,13 +3,18 @@
 //! Layouts are PyTorch's: input `[N, Cin, (D,) H, W]`, weight
 //! `[Cout, Cin / groups, (kd,) kh, kw]`, bias `[Cout]`, output
 //! `[N, Cout, (Do,) Ho, Wo]` with `Ho = (H + 2*pad - dil*(kh-1) - 1) / stride + 1`
-//! (per axis, in array axis order). Tensors must be f32 on the CPU; they need
-//! not be contiguous (they are made contiguous first).
+//! (per axis, in array axis order). Tensors need not be contiguous (they are
+//! made contiguous first).
 //!
-//! Forward, input gradient and weight gradient are candle custom ops backed by
-//! im2col tiles and the `gemm` crate (see the crate README for threading).
+//! On f32 CPU tensors, forward, input gradient and weight gradient are candle
+//! custom ops backed by im2col tiles and the `gemm` crate (see the crate README
+//! for threading). On any other device (CUDA) or dtype the same convolution is
+//! composed from candle's own ops on the tensors' device (see
+//! [`crate::device`]).
 
+use crate::conv_fallback as fb;
 use crate::conv_kernels::{check_f32_cpu, ConvBwdDataOp, ConvBwdWeightOp, ConvFwdOp, Geom};
+use crate::device::fast_path;
 use candle_core::{bail, Result, Tensor};
 
 /// Parameters of a 2-D convolution (per axis `[h, w]`).
@@ -138,8 +143,6 @@ pub(crate) fn apply_conv(
 /// `x`, `w` and `bias`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<Tensor> {
     const OP: &str = "conv2d";
-    check_f32_cpu(x, OP, "input")?;
-    check_f32_cpu(w, OP, "weight")?;
     let (n, cin, h, wi) = x.dims4()?;
     let (cout, cin_g, kh, kw) = w.dims4()?;
     let g = conv_geom(
@@ -151,10 +154,31 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -
         [1, p.dilation[0], p.dilation[1]],
         p.groups,
     )?;
+    if !all_fast(&[x, w], bias) {
+        check_bias(bias, cout, OP)?;
+        let y = fb::conv2d(x, w, p.stride, p.padding, p.dilation, p.groups)?;
+        return fb::add_bias(y, bias);
+    }
     // Planar geometry: the kernels read the rank-4 tensors as they are, so
     // no reshape nodes (each one a gradient accumulation) enter the graph.
     let g = Geom { planar: true, ..g };
     apply_conv(g, &x.contiguous()?, &w.contiguous()?, bias, OP)
+}
+
+/// True when every tensor (and the bias) takes the CPU kernels.
+pub(crate) fn all_fast(ts: &[&Tensor], bias: Option<&Tensor>) -> bool {
+    ts.iter().all(|t| fast_path(t)) && bias.is_none_or(fast_path)
+}
+
+/// Checks that `bias` (when given) has shape `[c]`.
+pub(crate) fn check_bias(bias: Option<&Tensor>, c: usize, op: &str) -> Result<()> {
+    match bias {
+        Some(b) if b.dims() != [c] => bail!(
+            "medseg-ops {op}: bias must have shape [{c}], got {:?}",
+            b.dims()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// 3-D convolution of `x [N, Cin, D, H, W]` with `w [Cout, Cin/groups, kd, kh, kw]`
@@ -162,11 +186,14 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -
 /// in `x`, `w` and `bias`.
 pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv3dParams) -> Result<Tensor> {
     const OP: &str = "conv3d";
-    check_f32_cpu(x, OP, "input")?;
-    check_f32_cpu(w, OP, "weight")?;
     let xd: [usize; 5] = dims5(x, OP, "input")?;
     let wd: [usize; 5] = dims5(w, OP, "weight")?;
     let g = conv_geom(OP, xd, wd, p.stride, p.padding, p.dilation, p.groups)?;
+    if !all_fast(&[x, w], bias) {
+        check_bias(bias, wd[0], OP)?;
+        let y = fb::conv3d(x, w, p.stride, p.padding, p.dilation, p.groups)?;
+        return fb::add_bias(y, bias);
+    }
     apply_conv(g, &x.contiguous()?, &w.contiguous()?, bias, OP)
 }
 
@@ -189,8 +216,6 @@ pub fn conv2d_input_grad(
     p: &Conv2dParams,
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_input_grad";
-    check_f32_cpu(gy, OP, "output gradient")?;
-    check_f32_cpu(w, OP, "weight")?;
     let (n, cout, ho, wo) = gy.dims4()?;
     let (cw, cin_g, kh, kw) = w.dims4()?;
     if cw != cout {
@@ -212,6 +237,25 @@ pub fn conv2d_input_grad(
             g.out[2]
         );
     }
+    if !all_fast(&[gy, w], None) {
+        // the transposed convolution whose output has the input's size
+        let out_pad: Vec<usize> = (0..2)
+            .map(|a| {
+                let k = [kh, kw][a];
+                let full = ([ho, wo][a] - 1) * p.stride[a] + p.dilation[a] * (k - 1) + 1;
+                input_hw[a] + 2 * p.padding[a] - full
+            })
+            .collect();
+        return fb::conv_transpose(
+            gy,
+            w,
+            &p.stride,
+            &p.padding,
+            &out_pad,
+            &p.dilation,
+            p.groups,
+        );
+    }
     let g = Geom { planar: true, ..g };
     gy.contiguous()?
         .apply_op2(&w.contiguous()?, ConvBwdDataOp(g))
@@ -227,8 +271,6 @@ pub fn conv2d_weight_grad(
     p: &Conv2dParams,
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_weight_grad";
-    check_f32_cpu(x, OP, "input")?;
-    check_f32_cpu(gy, OP, "output gradient")?;
     let (n, cin, h, wi) = x.dims4()?;
     let (ng, cout, ho, wo) = gy.dims4()?;
     if ng != n || p.groups == 0 || cin % p.groups != 0 {
@@ -249,6 +291,9 @@ pub fn conv2d_weight_grad(
             g.out[1],
             g.out[2]
         );
+    }
+    if !all_fast(&[x, gy], None) {
+        return fb::conv2d_weight_grad(x, gy, kernel_hw, p.stride, p.padding, p.dilation, p.groups);
     }
     let g = Geom { planar: true, ..g };
     x.contiguous()?

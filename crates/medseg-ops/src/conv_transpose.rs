@@ -5,14 +5,17 @@
 //! `[N, Cout, (Do,) Ho, Wo]` with
 //! `Ho = (H - 1)*stride - 2*pad + dil*(kh - 1) + output_padding + 1` per axis
 //! (array axis order). `output_padding` must be smaller than the stride or the
-//! dilation of its axis. Tensors must be f32 on the CPU.
+//! dilation of its axis. f32 CPU tensors take the kernels below; other
+//! devices (CUDA) and dtypes a composition of candle ops on the tensors'
+//! device (see [`crate::device`]).
 //!
 //! A transposed convolution is the input gradient of a convolution with the same
 //! weight; forward and backward reuse the convolution kernels. With kernel equal
 //! to stride and no padding (the UNet 2x2 stride-2 up-sampling) the forward pass
 //! is a single gemm followed by a scatter.
 
-use crate::conv::dims5;
+use crate::conv::{all_fast, check_bias, dims5};
+use crate::conv_fallback as fb;
 use crate::conv_kernels::{check_f32_cpu, ConvBwdDataOp, Geom};
 use candle_core::{bail, Result, Tensor};
 
@@ -157,8 +160,6 @@ pub fn conv_transpose2d(
     p: &ConvTranspose2dParams,
 ) -> Result<Tensor> {
     const OP: &str = "conv_transpose2d";
-    check_f32_cpu(x, OP, "input")?;
-    check_f32_cpu(w, OP, "weight")?;
     let (n, cin, h, wi) = x.dims4()?;
     let (cw, cout_g, kh, kw) = w.dims4()?;
     let g = transpose_geom(
@@ -171,6 +172,19 @@ pub fn conv_transpose2d(
         [1, p.dilation[0], p.dilation[1]],
         p.groups,
     )?;
+    if !all_fast(&[x, w], bias) {
+        check_bias(bias, cout_g * p.groups, OP)?;
+        let y = fb::conv_transpose(
+            x,
+            w,
+            &p.stride,
+            &p.padding,
+            &p.output_padding,
+            &p.dilation,
+            p.groups,
+        )?;
+        return fb::add_bias(y, bias);
+    }
     // planar geometry: rank-4 tensors as they are, no reshape nodes
     let g = Geom { planar: true, ..g };
     apply_transpose(g, &x.contiguous()?, &w.contiguous()?, bias, OP)
@@ -186,8 +200,6 @@ pub fn conv_transpose3d(
     p: &ConvTranspose3dParams,
 ) -> Result<Tensor> {
     const OP: &str = "conv_transpose3d";
-    check_f32_cpu(x, OP, "input")?;
-    check_f32_cpu(w, OP, "weight")?;
     let xd = dims5(x, OP, "input")?;
     let wd = dims5(w, OP, "weight")?;
     let g = transpose_geom(
@@ -200,5 +212,18 @@ pub fn conv_transpose3d(
         p.dilation,
         p.groups,
     )?;
+    if !all_fast(&[x, w], bias) {
+        check_bias(bias, wd[1] * p.groups, OP)?;
+        let y = fb::conv_transpose(
+            x,
+            w,
+            &p.stride,
+            &p.padding,
+            &p.output_padding,
+            &p.dilation,
+            p.groups,
+        )?;
+        return fb::add_bias(y, bias);
+    }
     apply_transpose(g, &x.contiguous()?, &w.contiguous()?, bias, OP)
 }

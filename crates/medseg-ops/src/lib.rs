@@ -4,14 +4,20 @@
 //! transposed convolution, pooling, up-sampling, fused norms with activation,
 //! and softmax over channels. Every op has forward and backward; tensors are
 //! channel-first (`[N, C, H, W]` or `[N, C, D, H, W]`).
+//!
+//! The kernels run on f32 CPU tensors; on any other device (CUDA) or dtype
+//! every op composes the same computation from candle's own ops, on the
+//! tensors' device (see [`device`] and `docs/cuda.md`).
 
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 pub mod activation;
 pub mod conv;
+mod conv_fallback;
 mod conv_kernels;
 pub mod conv_transpose;
+pub mod device;
 pub mod norm;
 pub mod pool;
 pub mod softmax;
@@ -20,6 +26,7 @@ pub mod upsample;
 pub use activation::*;
 pub use conv::*;
 pub use conv_transpose::*;
+pub use device::{fast_path, with_candle_ops};
 pub use norm::*;
 pub use pool::*;
 pub use softmax::*;

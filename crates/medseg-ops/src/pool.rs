@@ -242,30 +242,53 @@ fn pool(x: &Tensor, kind: Kind, k: &[usize], s: &[usize]) -> Result<Tensor> {
             s: s.to_vec(),
         });
     }
-    // other devices/dtypes: candle's 2D pooling; 3D folds depth into the batch,
-    // pools in 2D, then pools depth as a 2D pool over (D, H*W).
-    match k.len() {
-        2 => match kind {
-            Kind::Max => x.max_pool2d_with_stride((k[0], k[1]), (s[0], s[1])),
-            Kind::Avg => x.avg_pool2d_with_stride((k[0], k[1]), (s[0], s[1])),
-        },
-        _ => {
-            let (n, c, d, h, w) = x.dims5()?;
-            let t = x.reshape((n * c, d, h, w))?;
-            let t = match kind {
-                Kind::Max => t.max_pool2d_with_stride((k[1], k[2]), (s[1], s[2]))?,
-                Kind::Avg => t.avg_pool2d_with_stride((k[1], k[2]), (s[1], s[2]))?,
-            };
-            let (_, _, oh, ow) = t.dims4()?;
-            let t = t.reshape((n * c, 1, d, oh * ow))?;
-            let t = match kind {
-                Kind::Max => t.max_pool2d_with_stride((k[0], 1), (s[0], 1))?,
-                Kind::Avg => t.avg_pool2d_with_stride((k[0], 1), (s[0], 1))?,
-            };
-            let od = t.dim(2)?;
-            t.reshape((n, c, od, oh, ow))
+    pool_candle(x, kind, k, s)
+}
+
+/// Pooling composed from candle ops on `x`'s device (any device, dtype and
+/// rank). candle's own `max_pool2d`/`avg_pool2d` are not used: their
+/// gradients are wrong for max pooling (scaled by the window size) and for
+/// sizes that the stride does not divide, and they have no 3-D version.
+/// Windows that do not overlap (`kernel == stride`) are split off as axes
+/// and reduced; overlapping ones are gathered tap by tap. Ties in a max-pool
+/// window share the gradient (candle's `max`), where the CPU kernel gives
+/// it to the first maximum as PyTorch does.
+fn pool_candle(x: &Tensor, kind: Kind, k: &[usize], s: &[usize]) -> Result<Tensor> {
+    let nd = k.len();
+    let out = (0..nd)
+        .map(|a| Ok((x.dim(2 + a)? - k[a]) / s[a] + 1))
+        .collect::<Result<Vec<usize>>>()?;
+    let reduce = |t: Tensor, dim: usize| match kind {
+        Kind::Max => t.max(dim),
+        Kind::Avg => t.mean(dim),
+    };
+    if k == s {
+        let mut t = x.clone();
+        let mut shape = x.dims()[..2].to_vec();
+        for a in 0..nd {
+            t = t.narrow(2 + a, 0, out[a] * k[a])?;
+            shape.extend([out[a], k[a]]);
         }
+        let mut t = t.contiguous()?.reshape(shape)?;
+        for a in (0..nd).rev() {
+            t = reduce(t, 3 + 2 * a)?;
+        }
+        return Ok(t);
     }
+    let taps: usize = k.iter().product();
+    let mut gathered = Vec::with_capacity(taps);
+    for tap in 0..taps {
+        let mut rem = tap;
+        let mut t = x.clone();
+        for a in (0..nd).rev() {
+            let off = rem % k[a];
+            rem /= k[a];
+            let idx: Vec<u32> = (0..out[a]).map(|o| (o * s[a] + off) as u32).collect();
+            t = t.index_select(&Tensor::new(idx, x.device())?, 2 + a)?;
+        }
+        gathered.push(t);
+    }
+    reduce(Tensor::stack(&gathered, 2 + nd)?, 2 + nd)
 }
 
 /// 2D max pooling of `[N, C, H, W]`, kernel and stride `[h, w]`, no padding.
