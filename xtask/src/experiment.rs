@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use medseg_config::ExperimentConfig;
 use medseg_infer::{argmax, Predictor, SlidingWindow};
 use medseg_io::{Dataset, LabelledDataset};
-use medseg_learners::{read_manifest, test_pipeline, Registries, TrainerBuilder};
+use medseg_learners::{read_manifest, test_pipeline, TrainerBuilder};
 use medseg_metrics::{evaluate_case, MetricOptions};
 use medseg_transforms::{invert_prediction, Mode};
 use rand::SeedableRng;
@@ -564,16 +564,7 @@ fn train_and_test(
                 }
             }
         }
-        if let Some(g) = &cfg.dataset.generate {
-            let train = medseg_learners::manifest_path(&cfg, &cfg.dataset.train_csv);
-            medseg_synth::ensure_phantom_dataset(
-                &cfg.dataset.root,
-                &train,
-                &g.kind,
-                g.subjects,
-                g.seed,
-            )?;
-        }
+        medseg_cli::ensure_data(&cfg)?;
         let ckdir = cfg.training.output_dir.join("checkpoints");
         if ckdir.exists() {
             std::fs::remove_dir_all(&ckdir)
@@ -595,10 +586,8 @@ fn train_and_test(
         );
         let t0 = Instant::now();
         // without a [semi] section the configuration asks for `supervised`
-        let mut registries = Registries::with_builtins();
-        medseg_synth::register_scribble_transform(&mut registries.transforms);
         let mut trainer = TrainerBuilder::new(cfg.clone())
-            .registries(registries)
+            .registries(medseg_cli::registries())
             .progress(false)
             .build()?;
         let summary = trainer

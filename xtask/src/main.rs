@@ -4,6 +4,8 @@
 //! ```text
 //! cargo xtask bench io|metrics|ops|unet|transforms
 //! cargo xtask experiment semi
+//! cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--pack DIR]
+//! cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]
 //! ```
 
 mod bench_io;
@@ -11,13 +13,16 @@ mod bench_metrics;
 mod bench_ops;
 mod bench_transforms;
 mod bench_unet;
+mod cuda_build;
+mod cuda_parity;
 mod experiment;
+mod experiment_overlay;
 mod python;
 
 use anyhow::{bail, Result};
 
 fn usage() -> &'static str {
-    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak> [args]"
+    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]"
 }
 
 fn main() -> Result<()> {
@@ -34,6 +39,9 @@ fn main() -> Result<()> {
         ("bench", Some("transforms")) => bench_transforms::run(&rest[1..]),
         ("experiment", Some("semi")) => experiment::run(&experiment::SEMI, &rest[1..]),
         ("experiment", Some("weak")) => experiment::run(&experiment::WEAK, &rest[1..]),
+        ("experiment", Some("weak-overlay")) => experiment_overlay::run(&rest[1..]),
+        ("cuda-build", _) => cuda_build::run(rest),
+        ("cuda-parity", _) => cuda_parity::run(rest),
         _ => bail!("unknown task {:?}\n{}", args, usage()),
     }
 }

@@ -75,6 +75,22 @@ fn method_names() -> String {
     names.join(", ")
 }
 
+/// Generates the phantom data set of `[dataset.generate]` into
+/// `dataset.root` when its training manifest does not exist yet.
+pub fn ensure_data(cfg: &ExperimentConfig) -> Result<()> {
+    if let Some(g) = &cfg.dataset.generate {
+        let train = medseg_learners::manifest_path(cfg, &cfg.dataset.train_csv);
+        medseg_synth::ensure_phantom_dataset(
+            &cfg.dataset.root,
+            &train,
+            &g.kind,
+            g.subjects,
+            g.seed,
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs `train`: generates the phantom data set when `[dataset.generate]`
 /// is set and the training manifest is absent, trains the learner of
 /// `regime` and prints the summary.

@@ -90,20 +90,18 @@ impl SemiMethod for UaMt {
         let p1_t = softmax_c(&self.teacher.predict(&x1n, true)?)?;
         let sq = (&p1 - &p1_t)?.sqr()?;
 
-        let c = out.logits.dim(1)? as f64;
-        let threshold = (0.75 + 0.25 * s.ramp()) * c.ln();
-        let mc = McDropout {
+        McDropout {
             teacher: &self.teacher,
             n: self.mc_n,
             std,
-        };
-        let mask = mc.certain_mask(&mut self.noise, &x1, &PlaneTransform::default(), threshold)?;
-        let (masked, denom) = masked_sq_parts(&sq, &mask)?;
-        Ok(Unsup {
-            loss: (masked / denom)?,
-            extra_sup: None,
-            terms: vec![("certain".into(), scalar(&mask.mean_all()?)?)],
-        })
+        }
+        .masked_consistency(
+            &mut self.noise,
+            &x1,
+            &PlaneTransform::default(),
+            &sq,
+            s.ramp(),
+        )
     }
 
     fn after_update(&mut self, ctx: &StepContext) -> candle_core::Result<()> {
@@ -158,6 +156,31 @@ impl McDropout<'_> {
             .sum_keepdim(1)?
             .neg()?;
         unc.lt(threshold)?.to_dtype(x.dtype())
+    }
+}
+
+impl McDropout<'_> {
+    /// UA-MT's term from the squared error `sq` `[N, C, ...]` of student and
+    /// teacher: `sum(m sq) / (2 sum(m) + 1e-16)` with the certainty mask of
+    /// [`McDropout::certain_mask`] at the threshold `(0.75 + 0.25 ramp) ln C`;
+    /// logs the fraction of certain pixels as `certain`.
+    pub fn masked_consistency(
+        &self,
+        noise: &mut NoiseSource,
+        x: &Tensor,
+        tf: &PlaneTransform,
+        sq: &Tensor,
+        ramp: f64,
+    ) -> candle_core::Result<Unsup> {
+        let c = sq.dim(1)? as f64;
+        let threshold = (0.75 + 0.25 * ramp) * c.ln();
+        let mask = self.certain_mask(noise, x, tf, threshold)?;
+        let (masked, denom) = masked_sq_parts(sq, &mask)?;
+        Ok(Unsup {
+            loss: (masked / denom)?,
+            extra_sup: None,
+            terms: vec![("certain".into(), scalar(&mask.mean_all()?)?)],
+        })
     }
 }
 

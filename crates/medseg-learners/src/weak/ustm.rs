@@ -13,10 +13,9 @@
 //! 5. after the optimiser step, `g = d g + (1 - d) f`.
 
 use crate::error::{LearnError, Result};
-use crate::learner::{scalar, LearnerInit, StepContext};
+use crate::learner::{LearnerInit, StepContext};
 use crate::semi::{
-    masked_sq_parts, non_negative, softmax_c, McDropout, NoiseSource, Section, SemiMethod,
-    SemiStep, Unsup,
+    non_negative, softmax_c, McDropout, NoiseSource, Section, SemiMethod, SemiStep, Unsup,
 };
 use crate::teacher::Teacher;
 use candle_nn::VarMap;
@@ -109,20 +108,12 @@ impl SemiMethod for Ustm {
         let p_t = softmax_c(&tf.invert(&self.teacher.predict(&xn, true)?)?)?;
         let p_s = softmax_c(&out.logits)?;
         let sq = (&p_s - &p_t)?.sqr()?;
-        let c = out.logits.dim(1)? as f64;
-        let threshold = (0.75 + 0.25 * s.ramp()) * c.ln();
-        let mc = McDropout {
+        McDropout {
             teacher: &self.teacher,
             n: self.p.mc_dropout_n,
             std,
-        };
-        let mask = mc.certain_mask(&mut self.noise, x, &tf, threshold)?;
-        let (masked, denom) = masked_sq_parts(&sq, &mask)?;
-        Ok(Unsup {
-            loss: (masked / denom)?,
-            extra_sup: None,
-            terms: vec![("certain".into(), scalar(&mask.mean_all()?)?)],
-        })
+        }
+        .masked_consistency(&mut self.noise, x, &tf, &sq, s.ramp())
     }
 
     fn after_update(&mut self, ctx: &StepContext) -> candle_core::Result<()> {
