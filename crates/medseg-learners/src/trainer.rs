@@ -182,6 +182,15 @@ impl Trainer {
         }
     }
 
+    /// Whether the training transforms draw scribbles from full labels.
+    fn simulates_scribbles(&self) -> bool {
+        self.cfg
+            .dataset
+            .train_transforms
+            .iter()
+            .any(|t| t.get("name").and_then(|n| n.as_str()) == Some("SimulateScribbles"))
+    }
+
     /// The unlabelled loader, for learners that ask for one.
     fn unlabelled_loader(&self, tf: &medseg_io::TransformFn) -> Result<Option<Loader>> {
         if !self.learner.needs_unlabelled() {
@@ -243,6 +252,9 @@ impl Trainer {
         let mut train_manifest = read_manifest(&self.cfg, &d.train_csv)?;
         if let Some(col) = &d.label_column {
             use_label_column(&mut train_manifest, col)?;
+        }
+        if self.cfg.weak.is_some() && !self.simulates_scribbles() {
+            crate::weak::check_scribbles(&train_manifest, d.class_num, d.ignore_label)?;
         }
         let train_ds: Arc<dyn Dataset> = Arc::new(LabelledDataset::new(train_manifest)?);
         let tf = self.train_transform()?;

@@ -338,3 +338,85 @@ fn gated_crf_gradient_through_the_training_step_matches_finite_differences() {
         );
     }
 }
+
+#[test]
+fn bad_scribbles_are_named_by_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let mut pc = PhantomConfig::cardiac2d();
+    pc.slices = 2;
+    pc.height = 32;
+    pc.width = 32;
+    write_phantom_dataset(&pc, true, 5, 3, &root).unwrap();
+    // scribbles beside the full labels, in a `scribble` column
+    let mut m = medseg_io::Manifest::read(&root.join("train.csv"), Some(&root)).unwrap();
+    std::fs::create_dir_all(root.join("scribbles")).unwrap();
+    for (i, row) in m.rows.iter_mut().enumerate() {
+        let lab = medseg_io::read_label(&root.join(row.label.as_ref().unwrap())).unwrap();
+        // keep every tenth pixel, ignore the rest
+        let mut data = lab.data.clone();
+        for (k, v) in data.iter_mut().enumerate() {
+            if k % 10 != 0 {
+                *v = 255;
+            }
+        }
+        let rel = format!("scribbles/s{i}.nii.gz");
+        medseg_io::write_label(
+            &root.join(&rel),
+            &LabelMap::new(data, lab.geometry).unwrap(),
+        )
+        .unwrap();
+        row.extra.insert("scribble".into(), rel);
+    }
+    m.write(&root.join("train_scribble.csv")).unwrap();
+    let weak = "method = \"pCE\"";
+    let base = |csv: &str| {
+        let mut cfg = config(&root, &dir.path().join("run"), "UNet2D", weak, 2);
+        cfg.dataset.train_csv = csv.into();
+        cfg.dataset.label_column = Some("scribble".into());
+        cfg.dataset.train_transforms.remove(0); // no simulation: the files are the scribbles
+        cfg
+    };
+    // the good case trains
+    let mut t = TrainerBuilder::new(base("train_scribble.csv"))
+        .progress(false)
+        .build()
+        .unwrap();
+    assert_eq!(t.run().unwrap().iterations, 2);
+    let err = |cfg: ExperimentConfig| {
+        TrainerBuilder::new(cfg)
+            .progress(false)
+            .build()
+            .unwrap()
+            .run()
+            .unwrap_err()
+            .to_string()
+    };
+    // a value outside the classes
+    let bad = root.join("scribbles/s1.nii.gz");
+    let lab = medseg_io::read_label(&bad).unwrap();
+    let mut data = lab.data.clone();
+    data.iter_mut().take(3).for_each(|v| *v = 9);
+    medseg_io::write_label(&bad, &LabelMap::new(data, lab.geometry.clone()).unwrap()).unwrap();
+    let e = err(base("train_scribble.csv"));
+    assert!(
+        e.contains("s1.nii.gz") && e.contains("scribble value 9"),
+        "{e}"
+    );
+    // no annotated pixel
+    let none = ndarray::ArrayD::from_elem(lab.data.raw_dim(), 255u16);
+    medseg_io::write_label(&bad, &LabelMap::new(none, lab.geometry).unwrap()).unwrap();
+    let e = err(base("train_scribble.csv"));
+    assert!(
+        e.contains("s1.nii.gz") && e.contains("no annotated pixel"),
+        "{e}"
+    );
+    // a row without its scribble
+    m.rows[2].extra.remove("scribble");
+    m.write(&root.join("train_missing.csv")).unwrap();
+    let e = err(base("train_missing.csv"));
+    assert!(
+        e.contains("train_missing.csv") && e.contains("scribble"),
+        "{e}"
+    );
+}

@@ -19,10 +19,12 @@
 //! | `USTM` | [`Ustm`]: uncertainty-aware self-ensembling with transformation consistency | any (with dropout) |
 //! | `DMPLS` | [`Dmpls`]: dynamically mixed pseudo labels of two decoders | `DualDecoderUNet` |
 
+mod check;
 mod dmpls;
 mod regularizer;
 mod ustm;
 
+pub use check::check_scribbles;
 pub use dmpls::Dmpls;
 pub use regularizer::{
     GatedCrfRegularizer, MumfordShahRegularizer, RegularizerLoss, RegularizerName,
