@@ -2,9 +2,15 @@
 //! networks on the CPU (medseg-ops kernels) and on a CUDA device (candle's
 //! CUDA ops), with identical weights and input: the training-mode logits, the
 //! gradient of every parameter after one backward pass, and the weights after
-//! one AdamW step must agree to `tol` (relative to the largest magnitude of
-//! each tensor). Needs a build with the `cuda` feature and a GPU; prints one
-//! line per network and tensor kind, and fails if any exceeds the tolerance.
+//! one SGD step (lr 0.1) must agree to `tol` (relative to the largest
+//! magnitude of each tensor). Needs a build with the `cuda` feature and a
+//! GPU; prints one line per network and tensor kind, and fails if any
+//! exceeds the tolerance.
+//!
+//! The weights after one AdamW step are printed too but not checked: Adam's
+//! first step moves every weight by about `lr * sign(gradient)`, so a
+//! parameter whose true gradient is zero (a convolution bias right before a
+//! batch norm) moves by `+-lr` on rounding noise, differently on each device.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -21,14 +27,17 @@ fn input(shape: &[usize], seed: f32) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, shape.to_vec(), &Device::Cpu)?)
 }
 
-/// Logits, gradients and stepped weights of one training step on `dev`,
-/// starting from the CPU weights in `init` (copied to `dev`).
-fn step(
-    cfg: &serde_json::Value,
-    init: &VarMap,
-    x: &Tensor,
-    dev: &Device,
-) -> Result<(Tensor, Vec<Tensor>, Vec<Tensor>)> {
+/// What one training step gives on a device, copied to the CPU.
+struct Step {
+    logits: Tensor,
+    grads: Vec<Tensor>,
+    sgd: Vec<Tensor>,
+    adamw: Vec<Tensor>,
+}
+
+/// Logits, gradients and the weights after one SGD and one AdamW step on
+/// `dev`, starting from the CPU weights in `init` (copied to `dev`).
+fn step(cfg: &serde_json::Value, init: &VarMap, x: &Tensor, dev: &Device) -> Result<Step> {
     let vm = VarMap::new();
     let net = build_network(cfg, VarBuilder::from_varmap(&vm, DType::F32, dev))?;
     {
@@ -55,6 +64,16 @@ fn step(
                 .unwrap_or_else(|| v.as_tensor().zeros_like()?.to_device(&Device::Cpu))
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
+    let cpu = |v: &Var| v.as_tensor().to_device(&Device::Cpu);
+    let before = vars
+        .iter()
+        .map(cpu)
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let sgd = before
+        .iter()
+        .zip(&gs)
+        .map(|(w, g)| w - (g * 0.1)?)
+        .collect::<candle_core::Result<Vec<_>>>()?;
     let mut opt = AdamW::new(
         vars.clone(),
         ParamsAdamW {
@@ -64,11 +83,16 @@ fn step(
         },
     )?;
     opt.step(&grads)?;
-    let ws = vars
+    let adamw = vars
         .iter()
-        .map(|v| v.as_tensor().to_device(&Device::Cpu))
+        .map(cpu)
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok((logits.to_device(&Device::Cpu)?, gs, ws))
+    Ok(Step {
+        logits: logits.to_device(&Device::Cpu)?,
+        grads: gs,
+        sgd,
+        adamw,
+    })
 }
 
 /// Largest `|a - b| / (1 + max |a|)` over a list of tensor pairs.
@@ -135,17 +159,22 @@ pub fn run(args: &[String]) -> Result<()> {
             VarBuilder::from_varmap(&init, DType::F32, &Device::Cpu),
         )?;
         let x = input(&shape, 0.0)?;
-        let (y1, g1, w1) = step(&cfg, &init, &x, &Device::Cpu)?;
-        let (y2, g2, w2) = step(&cfg, &init, &x, &dev)?;
-        for (kind, d) in [
-            ("logits", rel_diff(&[y1.clone()], &[y2.clone()])?),
-            ("gradients", rel_diff(&g1, &g2)?),
-            ("weights after AdamW", rel_diff(&w1, &w2)?),
+        let a = step(&cfg, &init, &x, &Device::Cpu)?;
+        let b = step(&cfg, &init, &x, &dev)?;
+        for (kind, d, checked) in [
+            ("logits", rel_diff(&[a.logits], &[b.logits])?, true),
+            ("gradients", rel_diff(&a.grads, &b.grads)?, true),
+            ("weights after SGD", rel_diff(&a.sgd, &b.sgd)?, true),
+            ("weights after AdamW", rel_diff(&a.adamw, &b.adamw)?, false),
         ] {
-            let ok = d <= tol;
+            let ok = d <= tol || !checked;
             println!(
                 "{what:<20} {kind:<20} max rel diff {d:.2e}  {}",
-                if ok { "ok" } else { "FAIL" }
+                match (checked, ok) {
+                    (false, _) => "(not checked: Adam's first step is lr*sign(g))",
+                    (true, true) => "ok",
+                    (true, false) => "FAIL",
+                }
             );
             if !ok {
                 failed.push(format!("{what} {kind}"));

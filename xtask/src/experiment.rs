@@ -11,7 +11,7 @@
 //! Options: `--iterations N` (default 300), `--validate-every N` (default
 //! iterations / 3), `--only NAME[,NAME]` (run a subset: semi: baseline, EM,
 //! MT, UAMT, CCT, CPS, URPC, MCNet, full; weak: baseline, EM, TV, MS,
-//! GatedCRF, USTM, DMPLS, baseline-rw, USTM-rw, DMPLS-rw, full), `--seeds S[,S]` (default 1; every
+//! GatedCRF, USTM, DMPLS, baseline-rw, GatedCRF-rw, USTM-rw, DMPLS-rw, full), `--seeds S[,S]` (default 1; every
 //! run is repeated with each training seed, which also seeds the initial
 //! weights), `--set KEY=VALUE` (a config override for every selected run,
 //! e.g. `semi.regularize_w=1.0`; repeatable), `--report-only` (rebuild the report from the `scores.json`
@@ -105,7 +105,7 @@ pub const WEAK: Regime = Regime {
     chart: "Test Dice per class, scribbles",
 };
 
-const WEAK_RUNS: [RunSpec; 11] = [
+const WEAK_RUNS: [RunSpec; 12] = [
     RunSpec {
         name: "baseline",
         config: "pce.toml",
@@ -151,6 +151,12 @@ const WEAK_RUNS: [RunSpec; 11] = [
     RunSpec {
         name: "baseline-rw",
         config: "pce.toml",
+        supervised_csv: None,
+        scribble: Some("random_walk"),
+    },
+    RunSpec {
+        name: "GatedCRF-rw",
+        config: "gated_crf.toml",
         supervised_csv: None,
         scribble: Some("random_walk"),
     },
