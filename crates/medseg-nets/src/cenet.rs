@@ -2,7 +2,7 @@
 //! implementation (github.com/Guzaiwang/CE-Net, `networks/cenet.py`,
 //! `CE_Net_`); see [`CENet`].
 
-use candle_core::{DType, Result as CandleResult, Tensor};
+use candle_core::{Result as CandleResult, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +119,7 @@ fn bn(ctx: &Ctx, c: usize) -> CandleResult<Norm> {
 
 /// Whether the `medseg-ops` kernels apply (f32 CPU tensors).
 fn use_ops(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    medseg_ops::fast_path(x)
 }
 
 /// Max pooling, square kernel `k`, stride `s`, padding `p` (padded samples

@@ -1,7 +1,7 @@
 //! DenseUNet, the 2D network of H-DenseUNet (Li et al., IEEE TMI 2018); see
 //! [`DenseUNet`].
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -195,7 +195,7 @@ fn relu() -> Act {
 /// input (after a ReLU) is non-negative.
 fn max_pool3s2p1(x: &Tensor) -> Result<Tensor> {
     let xp = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-    if xp.device().is_cpu() && xp.dtype() == DType::F32 {
+    if medseg_ops::fast_path(&xp) {
         return medseg_ops::max_pool2d(&xp, [3, 3], [2, 2]);
     }
     // candle composition: the maximum of the nine strided taps
@@ -221,7 +221,7 @@ fn max_pool3s2p1(x: &Tensor) -> Result<Tensor> {
 
 /// 2x2 average pooling with stride 2 (floor of odd sizes).
 fn avg_pool2(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if medseg_ops::fast_path(x) {
         return medseg_ops::avg_pool2d(x, [2, 2], [2, 2]);
     }
     // candle composition: drop an odd trailing row/column, average the pairs

@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Result, Tensor, Var, D};
+use candle_core::{Device, Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -189,12 +189,15 @@ fn per_channel(v: &Tensor, nd: usize) -> Result<Tensor> {
 
 /// Convolution of `[N, Cin, ...]` with `[Cout, Cin, k...]`, square kernel,
 /// the same stride and zero padding on every axis.
-/// Whether the `medseg-ops` kernels apply (they take f32 CPU tensors).
+/// Whether the `medseg-ops` kernels apply (they take f32 CPU tensors; see
+/// `medseg_ops::fast_path`).
 fn use_ops(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    medseg_ops::fast_path(x)
 }
 
-/// Convolution with optional bias: `medseg-ops` on f32 CPU tensors, the
+/// Convolution with optional bias: `medseg-ops` on f32 CPU tensors and for
+/// strided or dilated convolutions on any device (its candle fallback crops
+/// the input so that candle's conv2d backward gets both axes right), the
 /// candle composition below otherwise.
 fn conv_bias(
     x: &Tensor,
@@ -205,7 +208,7 @@ fn conv_bias(
     pad: usize,
     dil: usize,
 ) -> Result<Tensor> {
-    if use_ops(x) {
+    if use_ops(x) || stride > 1 || dil > 1 {
         return match nd {
             2 => medseg_ops::conv2d(
                 x,
@@ -232,11 +235,7 @@ fn conv_bias(
             _ => candle_core::bail!("convolution needs 2 or 3 spatial dimensions, got {nd}"),
         };
     }
-    let y = match (nd, dil) {
-        (_, 1) => conv_nd(x, w, nd, stride, pad)?,
-        (2, _) => x.conv2d(w, pad, stride, dil, 1)?,
-        _ => candle_core::bail!("dilated 3D convolution needs f32 CPU tensors (medseg-ops)"),
-    };
+    let y = conv_nd(x, w, nd, stride, pad)?;
     match b {
         Some(b) => y.broadcast_add(&per_channel(b, nd)?),
         None => Ok(y),
@@ -1062,6 +1061,7 @@ pub(crate) fn l2_normalize_per_sample(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     fn pseudo(shape: &[usize], seed: f32) -> Tensor {
         let n: usize = shape.iter().product();
