@@ -10,7 +10,8 @@
 //! again. The real libraries are loaded on the GPU machine at run time.
 //!
 //! Defaults: compute capability 90 (H100/H200), the binaries
-//! `medseg-supervised`, `medseg-semi`, `medseg-infer` and `xtask`, the target
+//! `medseg-supervised`, `medseg-semi`, `medseg-weak`, `medseg-infer` and
+//! `xtask`, the target
 //! directory `target/cuda` (or `CARGO_TARGET_DIR`), so the CPU build in
 //! `target/` is neither blocked nor invalidated. `--pack DIR` writes each
 //! binary stripped and gzipped to `DIR/<name>.gz`, ready to carry to a GPU
@@ -21,9 +22,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// A binary and the package (with a `cuda` feature) that builds it.
-const BINS: [(&str, &str); 4] = [
+const BINS: [(&str, &str); 5] = [
     ("medseg-supervised", "medseg-supervised"),
     ("medseg-semi", "medseg-semi"),
+    ("medseg-weak", "medseg-weak"),
     ("medseg-infer", "medseg-infer-app"),
     ("xtask", "xtask"),
 ];

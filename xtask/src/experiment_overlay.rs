@@ -74,9 +74,9 @@ fn predict(ckpt: &Path, s: &Sample) -> Result<Array2<u16>> {
         false,
     )?;
     let probs = invert_prediction(&s.history, p.predict(s.image.data.view())?)?;
-    Ok(argmax(probs.view())
+    argmax(probs.view())
         .into_dimensionality::<ndarray::Ix2>()
-        .context("a 2D prediction")?)
+        .context("a 2D prediction")
 }
 
 /// Writes `weak_overlays.png`.

@@ -15,9 +15,9 @@ pub enum LearnError {
     /// Loss construction errors.
     #[error("training.loss: {0}")]
     Loss(#[from] medseg_losses::Error),
-    /// Inference (validation) errors.
+    /// Inference (validation) errors (boxed: the error type stays small).
     #[error("validation: {0}")]
-    Infer(#[from] medseg_infer::InferError),
+    Infer(Box<medseg_infer::InferError>),
     /// Tensor errors during a step.
     #[error("{context}: {source}")]
     Tensor {
@@ -30,6 +30,12 @@ pub enum LearnError {
     /// Anything else, with a message naming what is at fault.
     #[error("{0}")]
     Other(String),
+}
+
+impl From<medseg_infer::InferError> for LearnError {
+    fn from(e: medseg_infer::InferError) -> Self {
+        LearnError::Infer(Box::new(e))
+    }
 }
 
 /// Result alias of this crate.

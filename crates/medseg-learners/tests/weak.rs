@@ -397,7 +397,7 @@ fn bad_scribbles_are_named_by_file() {
     let lab = medseg_io::read_label(&bad).unwrap();
     let mut data = lab.data.clone();
     data.iter_mut().take(3).for_each(|v| *v = 9);
-    medseg_io::write_label(&bad, &LabelMap::new(data, lab.geometry.clone()).unwrap()).unwrap();
+    medseg_io::write_label(&bad, &LabelMap::new(data, lab.geometry).unwrap()).unwrap();
     let e = err(base("train_scribble.csv"));
     assert!(
         e.contains("s1.nii.gz") && e.contains("scribble value 9"),

@@ -88,7 +88,7 @@ impl SemiMethod for Ustm {
         Ok(Ustm {
             ema_decay: semi.ema_decay,
             teacher: Teacher::new(init)?,
-            noise: NoiseSource::new(init.config.training.seed ^ 0x057_3a),
+            noise: NoiseSource::new(init.config.training.seed ^ 0x573a),
             p,
         })
     }
