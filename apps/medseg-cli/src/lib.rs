@@ -5,6 +5,7 @@
 //! and calls into the crates, nothing else.
 
 use anyhow::{Context, Result};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use medseg_config::ExperimentConfig;
 use medseg_learners::{Registries, TrainerBuilder};
 use std::path::PathBuf;
@@ -108,16 +109,7 @@ pub fn train(args: &TrainArgs, regime: Regime) -> Result<()> {
             method_names()
         )
     })?;
-    if let Some(g) = &cfg.dataset.generate {
-        let train = medseg_learners::manifest_path(&cfg, &cfg.dataset.train_csv);
-        medseg_synth::ensure_phantom_dataset(
-            &cfg.dataset.root,
-            &train,
-            &g.kind,
-            g.subjects,
-            g.seed,
-        )?;
-    }
+    ensure_data(&cfg)?;
     let mut trainer = TrainerBuilder::new(cfg)
         .registries(registries())
         .learner(&method)
@@ -130,4 +122,36 @@ pub fn train(args: &TrainArgs, regime: Regime) -> Result<()> {
         _ => println!("{method}: {summary}"),
     }
     Ok(())
+}
+
+/// A trainer binary with one subcommand, `train`.
+#[derive(Parser)]
+struct TrainCli {
+    #[command(subcommand)]
+    command: TrainCommand,
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// Train from CONFIG: the phantom data set is generated first when
+    /// `[dataset.generate]` is set and the data folder is absent. Writes
+    /// checkpoints (best and latest, plus the extra networks of a method:
+    /// `_teacher`, `_net2`), CSV/JSONL logs (terms `sup`, `unsup`, `weight`
+    /// and the method's own) and PNG curves to `training.output_dir`.
+    Train(TrainArgs),
+}
+
+/// The `main` of a trainer binary whose only subcommand is `train`:
+/// `name` and `about` (its `--help` text) are the binary's.
+pub fn train_main(name: &'static str, about: &'static str, regime: Regime) -> Result<()> {
+    let matches = TrainCli::command()
+        .name(name)
+        .bin_name(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(about)
+        .get_matches();
+    let cli = TrainCli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
+        TrainCommand::Train(args) => train(&args, regime),
+    }
 }
