@@ -1,5 +1,5 @@
 //! What the trainer binaries (`medseg-supervised`, `medseg-semi`,
-//! `medseg-weak`) share: the arguments of `train` and the run itself
+//! `medseg-weak`, `medseg-noisy`) share: the arguments of `train` and the run itself
 //! (load the config, generate the phantom data on first use, build the
 //! trainer from the registries, train, print the summary). Argument parsing
 //! and calls into the crates, nothing else.
@@ -36,6 +36,8 @@ pub enum Regime {
     Semi,
     /// `weak.method` (the `[weak]` section is required).
     Weak,
+    /// `noisy.method` (the `[noisy]` section is required).
+    Noisy,
 }
 
 /// Loads `config` with the overrides of `set`, resolves its paths against
@@ -56,10 +58,11 @@ pub fn load_config(
 }
 
 /// The built-in registries plus the simulators' transforms
-/// (`SimulateScribbles`).
+/// (`SimulateScribbles`, `CorruptLabels`).
 pub fn registries() -> Registries {
     let mut r = Registries::with_builtins();
     medseg_synth::register_scribble_transform(&mut r.transforms);
+    medseg_synth::register_noise_transform(&mut r.transforms);
     r
 }
 
@@ -102,6 +105,7 @@ pub fn train(args: &TrainArgs, regime: Regime) -> Result<()> {
         Regime::Supervised => ("", Some("supervised".to_string())),
         Regime::Semi => ("semi", cfg.semi.as_ref().map(|s| s.method.clone())),
         Regime::Weak => ("weak", cfg.weak.as_ref().map(|s| s.method.clone())),
+        Regime::Noisy => ("noisy", cfg.noisy.as_ref().map(|s| s.method.clone())),
     };
     let method = method.with_context(|| {
         format!(

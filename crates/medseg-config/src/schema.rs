@@ -28,6 +28,9 @@ pub struct ExperimentConfig {
     /// Weakly supervised (scribble) settings, for `medseg-weak`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weak: Option<WeakConfig>,
+    /// Noisy-label settings, for `medseg-noisy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noisy: Option<NoisyConfig>,
 }
 
 /// Phantom data generated on first use when the dataset folder is absent.
@@ -283,6 +286,9 @@ pub type SemiConfig = MethodConfig;
 /// The `[weak]` section: a weakly supervised (scribble) method and its weights.
 pub type WeakConfig = MethodConfig;
 
+/// The `[noisy]` section: a noisy-label method and its parameters.
+pub type NoisyConfig = MethodConfig;
+
 /// A learning method with a ramped-up regularisation weight: the `[semi]`
 /// and `[weak]` sections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -472,7 +478,11 @@ impl ExperimentConfig {
                 "at least one of `best`, `latest` or a path",
             );
         }
-        for (section, m) in [("semi", &self.semi), ("weak", &self.weak)] {
+        for (section, m) in [
+            ("semi", &self.semi),
+            ("weak", &self.weak),
+            ("noisy", &self.noisy),
+        ] {
             let Some(s) = m else { continue };
             if !(0.0..=1.0).contains(&s.rampup_start)
                 || !(0.0..=1.0).contains(&s.rampup_end)

@@ -7,6 +7,7 @@ pub mod ema;
 mod error;
 pub mod learner;
 pub mod logging;
+pub mod noisy;
 pub mod optim;
 pub mod ramp;
 pub mod registry;

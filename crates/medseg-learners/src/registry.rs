@@ -39,6 +39,7 @@ impl LearnerRegistry {
         r.register("supervised", |_| Ok(Box::new(SupervisedLearner)));
         crate::semi::register_builtins(&mut r);
         crate::weak::register_builtins(&mut r);
+        crate::noisy::register_builtins(&mut r);
         r
     }
 

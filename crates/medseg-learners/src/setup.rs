@@ -56,12 +56,13 @@ pub fn parse_device(name: &str) -> Result<Device> {
 }
 
 /// The learner a configuration asks for: `semi.method` when there is a
-/// `[semi]` section, else `weak.method` when there is a `[weak]` section,
-/// else `supervised`.
+/// `[semi]` section, else `weak.method` for `[weak]`, else `noisy.method`
+/// for `[noisy]`, else `supervised`.
 pub fn learner_name(cfg: &ExperimentConfig) -> &str {
     cfg.semi
         .as_ref()
         .or(cfg.weak.as_ref())
+        .or(cfg.noisy.as_ref())
         .map_or("supervised", |s| s.method.as_str())
 }
 

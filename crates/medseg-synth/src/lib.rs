@@ -6,6 +6,7 @@ mod cardiac;
 pub mod dataset;
 mod grid;
 pub mod noisy;
+pub mod noisy_transform;
 pub mod partial;
 mod phantom;
 pub mod scribble;
@@ -17,6 +18,7 @@ pub use dataset::{
     PhantomDataset, PhantomFormat, PhantomReport, PhantomWriteOptions, WrittenSample,
 };
 pub use grid::mean_foreground_dice;
+pub use noisy_transform::{register_noise_transform, CorruptLabels};
 pub use phantom::{
     generate, generate_subject, named_seed, subject_seed, NoiseModel, Phantom, PhantomConfig,
     PhantomKind, PhantomSlice,

@@ -82,6 +82,8 @@ pub enum Section {
     Semi,
     /// `[weak]`: weakly supervised learning (scribbled images only).
     Weak,
+    /// `[noisy]`: learning from noisy labels.
+    Noisy,
 }
 
 impl Section {
@@ -90,6 +92,7 @@ impl Section {
         match self {
             Section::Semi => "semi",
             Section::Weak => "weak",
+            Section::Noisy => "noisy",
         }
     }
 
@@ -98,6 +101,7 @@ impl Section {
         match self {
             Section::Semi => cfg.semi.as_ref(),
             Section::Weak => cfg.weak.as_ref(),
+            Section::Noisy => cfg.noisy.as_ref(),
         }
         .ok_or_else(|| LearnError::Config(format!("the [{}] section is missing", self.name())))
     }
@@ -399,7 +403,7 @@ pub fn consistency_weight(semi: &SemiConfig, it: usize, iterations: usize) -> f6
 
 /// Splits `semi.params` into the common `joint_forward` (default `true`)
 /// and the method's typed parameters; errors name the key and the method.
-fn method_params<P: DeserializeOwned>(
+pub(crate) fn method_params<P: DeserializeOwned>(
     section: &str,
     method: &str,
     semi: &SemiConfig,

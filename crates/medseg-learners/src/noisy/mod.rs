@@ -1,0 +1,29 @@
+//! Learning from noisy labels: networks that select the pixels they learn
+//! from. The noise-robust losses (GCE, MAE, Noise-Robust Dice) need no
+//! learner of their own: the `supervised` learner with that loss (`[noisy]`
+//! `method = "supervised"`). The selecting methods are peers of the student
+//! built at construction, as CPS's second network:
+//!
+//! | `noisy.method` | method |
+//! |---|---|
+//! | `Baseline` | the supervised learner on the noisy labels |
+//! | `CoTeaching` | [`CoTeaching`]: two networks, each trained on the pixels its peer finds small-loss |
+//! | `TriNet` | [`TriNet`]: three networks, each trained on the pixels where the other two agree |
+
+mod coteaching;
+mod pixels;
+mod trinet;
+
+pub use coteaching::{CoTeaching, CoTeachingParams};
+pub use pixels::{agreement_mask, pixel_ce, small_loss_mask};
+pub use trinet::TriNet;
+
+use crate::registry::LearnerRegistry;
+use crate::supervised::SupervisedLearner;
+
+/// Registers the noisy-label methods under their `noisy.method` names.
+pub(crate) fn register_builtins(r: &mut LearnerRegistry) {
+    r.register("Baseline", |_| Ok(Box::new(SupervisedLearner)));
+    r.register_semi::<CoTeaching>("CoTeaching");
+    r.register_semi::<TriNet>("TriNet");
+}

@@ -1,0 +1,191 @@
+//! Noisy-label learners: Co-teaching keeps exactly the scheduled fraction
+//! of pixels, TriNet's agreement mask is the peers' argmax agreement, and a
+//! short run of each method on corrupted labels has finite losses.
+
+use candle_core::{Device, Tensor};
+use medseg_config::ExperimentConfig;
+use medseg_learners::noisy::{agreement_mask, pixel_ce, small_loss_mask, CoTeachingParams};
+use medseg_learners::{Registries, TrainerBuilder};
+use medseg_synth::{register_noise_transform, write_phantom_dataset, PhantomConfig};
+use rand::{Rng, SeedableRng};
+
+#[test]
+fn coteaching_keeps_exactly_the_scheduled_fraction_of_the_smallest_losses() {
+    let p = CoTeachingParams {
+        forget_rate: 0.3,
+        gradual: 0.2,
+        exponent: 1.0,
+    };
+    // R(t) = 1 - 0.3 min(1, t / 20) over 100 iterations
+    assert_eq!(p.keep_rate(0, 100), 1.0);
+    assert!((p.keep_rate(10, 100) - 0.85).abs() < 1e-12);
+    assert!((p.keep_rate(20, 100) - 0.7).abs() < 1e-12);
+    assert!((p.keep_rate(90, 100) - 0.7).abs() < 1e-12);
+    let dev = Device::Cpu;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let n = 2 * 7 * 9;
+    let loss: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+    let valid: Vec<f32> = (0..n)
+        .map(|_| f32::from(u8::from(rng.random::<f64>() < 0.8)))
+        .collect();
+    let lt = Tensor::from_vec(loss.clone(), (2, 1, 7, 9), &dev).unwrap();
+    let vt = Tensor::from_vec(valid.clone(), (2, 1, 7, 9), &dev).unwrap();
+    for keep in [1.0, 0.85, 0.7, 0.5, 0.0] {
+        let m = small_loss_mask(&lt, &vt, keep)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let n_valid = valid.iter().filter(|&&v| v > 0.0).count();
+        let k = (keep * n_valid as f64).round() as usize;
+        assert_eq!(m.iter().filter(|&&v| v > 0.0).count(), k, "keep {keep}");
+        // only valid pixels, and every kept loss is below every dropped valid one
+        let kept_max = (0..n)
+            .filter(|&i| m[i] > 0.0)
+            .map(|i| loss[i])
+            .fold(f32::MIN, f32::max);
+        let drop_min = (0..n)
+            .filter(|&i| m[i] == 0.0 && valid[i] > 0.0)
+            .map(|i| loss[i])
+            .fold(f32::MAX, f32::min);
+        assert!((0..n).all(|i| m[i] == 0.0 || valid[i] > 0.0));
+        assert!(
+            k == 0 || k == n_valid || kept_max <= drop_min,
+            "keep {keep}"
+        );
+    }
+}
+
+#[test]
+fn trinet_agreement_is_the_peers_argmax_agreement_and_pixel_ce_skips_ignored() {
+    let dev = Device::Cpu;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let (n, c, h, w) = (2usize, 3usize, 4usize, 5usize);
+    let a: Vec<f32> = (0..n * c * h * w).map(|_| rng.random::<f32>()).collect();
+    let b: Vec<f32> = (0..n * c * h * w).map(|_| rng.random::<f32>()).collect();
+    let at = Tensor::from_vec(a.clone(), (n, c, h, w), &dev).unwrap();
+    let bt = Tensor::from_vec(b.clone(), (n, c, h, w), &dev).unwrap();
+    let m = agreement_mask(&at, &bt)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let argmax = |v: &[f32], i: usize, p: usize| {
+        (0..c)
+            .max_by(|&x, &y| v[(i * c + x) * h * w + p].total_cmp(&v[(i * c + y) * h * w + p]))
+            .unwrap()
+    };
+    let mut agree = 0;
+    for i in 0..n {
+        for p in 0..h * w {
+            let want = argmax(&a, i, p) == argmax(&b, i, p);
+            assert_eq!(m[i * h * w + p] > 0.0, want);
+            agree += usize::from(want);
+        }
+    }
+    assert!(agree > 0 && agree < n * h * w);
+    // per-pixel CE: -log softmax at the label, 0 where ignored
+    let labels: Vec<u32> = (0..n * h * w)
+        .map(|i| if i % 4 == 0 { 255 } else { (i % 3) as u32 })
+        .collect();
+    let lt = Tensor::from_vec(labels.clone(), (n, 1, h, w), &dev).unwrap();
+    let (ce, valid) = pixel_ce(&at, &lt, 255).unwrap();
+    let ce = ce.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let valid = valid.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for i in 0..n {
+        for p in 0..h * w {
+            let y = labels[i * h * w + p];
+            if y == 255 {
+                assert_eq!((ce[i * h * w + p], valid[i * h * w + p]), (0.0, 0.0));
+                continue;
+            }
+            let z: Vec<f64> = (0..c).map(|k| a[(i * c + k) * h * w + p] as f64).collect();
+            let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
+            assert!((ce[i * h * w + p] as f64 - (lse - z[y as usize])).abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn every_noisy_method_trains_on_corrupted_labels_with_finite_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let mut pc = PhantomConfig::cardiac2d();
+    pc.slices = 2;
+    pc.height = 48;
+    pc.width = 48;
+    write_phantom_dataset(&pc, true, 5, 3, &root).unwrap();
+    let cases = [
+        ("Baseline", "{ name = \"CrossEntropyLoss\" }", ""),
+        ("Baseline", "{ name = \"GeneralizedCELoss\", q = 0.5 }", ""),
+        (
+            "CoTeaching",
+            "{ name = \"CrossEntropyLoss\" }",
+            "params = { forget_rate = 0.3, gradual = 0.5 }",
+        ),
+        ("TriNet", "{ name = \"CrossEntropyLoss\" }", ""),
+    ];
+    for (k, (method, loss, params)) in cases.iter().enumerate() {
+        let out = dir.path().join(format!("run{k}"));
+        let text = format!(
+            r#"
+[dataset]
+root = "{root}"
+train_csv = "train.csv"
+class_num = 4
+train_batch_size = 2
+num_workers = 1
+train_transforms = [{{ name = "CorruptLabels", target_dice = [0.6, 0.8] }}, {{ name = "NormalizeWithMeanStd" }}, {{ name = "RandomCrop", size = [32, 32] }}]
+
+[network]
+name = "UNet2D"
+in_chns = 1
+class_num = 4
+feature_chns = [4, 8, 16, 32]
+dropout = [0.0, 0.0, 0.0, 0.0]
+
+[training]
+output_dir = "{out}"
+iterations = 3
+validate_every = 0
+lr = 0.01
+loss = {loss}
+
+[noisy]
+method = "{method}"
+{params}
+"#,
+            root = root.display(),
+            out = out.display()
+        );
+        let cfg = ExperimentConfig::from_toml_str(&text).unwrap();
+        let mut r = Registries::with_builtins();
+        register_noise_transform(&mut r.transforms);
+        let mut t = TrainerBuilder::new(cfg)
+            .registries(r)
+            .progress(false)
+            .build()
+            .unwrap();
+        let s = t.run().unwrap();
+        assert_eq!(s.iterations, 3, "{method}");
+        assert!(
+            s.final_loss.is_finite() && s.final_loss > 0.0,
+            "{method}: {}",
+            s.final_loss
+        );
+        if *method != "Baseline" {
+            let extra = if *method == "TriNet" {
+                "latest_net3"
+            } else {
+                "latest_net2"
+            };
+            assert!(
+                out.join(format!("checkpoints/{extra}.safetensors"))
+                    .is_file(),
+                "{method}"
+            );
+        }
+    }
+}
