@@ -22,7 +22,7 @@ mod python;
 use anyhow::{bail, Result};
 
 fn usage() -> &'static str {
-    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]"
+    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay|noisy> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]"
 }
 
 fn main() -> Result<()> {
@@ -39,6 +39,7 @@ fn main() -> Result<()> {
         ("bench", Some("transforms")) => bench_transforms::run(&rest[1..]),
         ("experiment", Some("semi")) => experiment::run(&experiment::SEMI, &rest[1..]),
         ("experiment", Some("weak")) => experiment::run(&experiment::WEAK, &rest[1..]),
+        ("experiment", Some("noisy")) => experiment::run(&experiment::NOISY, &rest[1..]),
         ("experiment", Some("weak-overlay")) => experiment_overlay::run(&rest[1..]),
         ("cuda-build", _) => cuda_build::run(rest),
         ("cuda-parity", _) => cuda_parity::run(rest),
