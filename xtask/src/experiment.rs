@@ -13,7 +13,7 @@
 //! iterations / 3), `--only NAME[,NAME]` (run a subset: semi: baseline, EM,
 //! MT, UAMT, CCT, CPS, URPC, MCNet, full; weak: baseline, EM, TV, MS,
 //! GatedCRF, USTM, DMPLS, baseline-rw, GatedCRF-rw, USTM-rw, DMPLS-rw, full;
-//! noisy: baseline, GCE, MAE, NRDice, CoTeaching, TriNet, each also with
+//! noisy: baseline, GCE, MAE, NRDice, CoTeaching, CoTeaching-pc (class-balanced), TriNet, each but -pc also with
 //! `-el` and `-light`, full), `--seeds S[,S]` (default 1; every
 //! run is repeated with each training seed, which also seeds the initial
 //! weights), `--set KEY=VALUE` (a config override for every selected run,
@@ -149,8 +149,9 @@ macro_rules! noisy_runs {
     };
 }
 
-const NOISY_RUNS: [RunSpec; 19] = noisy_runs![
+const NOISY_RUNS: [RunSpec; 20] = noisy_runs![
     "baseline", "baseline.toml", DILATE;
+    "CoTeaching-pc", "coteaching_per_class.toml", DILATE;
     "GCE", "gce.toml", DILATE;
     "MAE", "mae.toml", DILATE;
     "NRDice", "nr_dice.toml", DILATE;

@@ -4,7 +4,9 @@
 
 use candle_core::{Device, Tensor};
 use medseg_config::ExperimentConfig;
-use medseg_learners::noisy::{agreement_mask, pixel_ce, small_loss_mask, CoTeachingParams};
+use medseg_learners::noisy::{
+    agreement_mask, pixel_ce, small_loss_mask, small_loss_mask_per_class, CoTeachingParams,
+};
 use medseg_learners::{Registries, TrainerBuilder};
 use medseg_synth::{register_noise_transform, write_phantom_dataset, PhantomConfig};
 use rand::{Rng, SeedableRng};
@@ -15,6 +17,7 @@ fn coteaching_keeps_exactly_the_scheduled_fraction_of_the_smallest_losses() {
         forget_rate: 0.3,
         gradual: 0.2,
         exponent: 1.0,
+        per_class: false,
     };
     // R(t) = 1 - 0.3 min(1, t / 20) over 100 iterations
     assert_eq!(p.keep_rate(0, 100), 1.0);
@@ -55,6 +58,49 @@ fn coteaching_keeps_exactly_the_scheduled_fraction_of_the_smallest_losses() {
             "keep {keep}"
         );
     }
+}
+
+#[test]
+fn class_balanced_selection_keeps_the_fraction_within_each_class() {
+    let dev = Device::Cpu;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let n = 3 * 8 * 8;
+    let loss: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+    let labels: Vec<u32> = (0..n)
+        .map(|_| match rng.random_range(0..10) {
+            0 => 255,
+            1 => 1,
+            2 | 3 => 2,
+            _ => 0,
+        })
+        .collect();
+    let valid: Vec<f32> = labels
+        .iter()
+        .map(|&y| f32::from(u8::from(y != 255)))
+        .collect();
+    let t = |v: Vec<f32>| Tensor::from_vec(v, (3, 1, 8, 8), &dev).unwrap();
+    let yt = Tensor::from_vec(labels.clone(), (3, 1, 8, 8), &dev).unwrap();
+    let m = small_loss_mask_per_class(&t(loss.clone()), &t(valid), &yt, 0.6)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    for c in [0u32, 1, 2] {
+        let idx: Vec<usize> = (0..n).filter(|&i| labels[i] == c).collect();
+        let kept: Vec<usize> = idx.iter().copied().filter(|&i| m[i] > 0.0).collect();
+        assert_eq!(
+            kept.len(),
+            (0.6 * idx.len() as f64).round() as usize,
+            "class {c}"
+        );
+        let kmax = kept.iter().map(|&i| loss[i]).fold(f32::MIN, f32::max);
+        assert!(
+            idx.iter().all(|&i| m[i] > 0.0 || loss[i] >= kmax),
+            "class {c}"
+        );
+    }
+    assert!((0..n).all(|i| labels[i] != 255 || m[i] == 0.0));
 }
 
 #[test]
@@ -124,6 +170,11 @@ fn every_noisy_method_trains_on_corrupted_labels_with_finite_losses() {
             "CoTeaching",
             "{ name = \"CrossEntropyLoss\" }",
             "params = { forget_rate = 0.3, gradual = 0.5 }",
+        ),
+        (
+            "CoTeaching",
+            "{ name = \"CrossEntropyLoss\" }",
+            "params = { per_class = true }",
         ),
         ("TriNet", "{ name = \"CrossEntropyLoss\" }", ""),
     ];

@@ -3,12 +3,14 @@
 //! For each step, with networks `f1` (the student) and `f2`, the per-pixel
 //! cross-entropies `l1`, `l2` on the noisy labels, and the keep rate
 //! `R(t) = 1 - forget_rate * min(1, (t / gradual)^exponent)`:
-//! 1. `m2` = the `R(t)` fraction of pixels with the smallest `l2`, `m1` likewise;
+//! 1. `m2` = the `R(t)` fraction of pixels with the smallest `l2`, `m1`
+//!    likewise (with `per_class`, the fraction is taken within each class of
+//!    the noisy label);
 //! 2. `f1` learns from the pixels its peer kept: `mean(l1 over m2)`, and `f2`
 //!    from `mean(l2 over m1)`;
 //! 3. minimise the sum; validation and inference use `f1`.
 
-use super::pixels::{masked_mean, pixel_ce, small_loss_mask};
+use super::pixels::{masked_mean, pixel_ce, small_loss_mask, small_loss_mask_per_class};
 use crate::error::{LearnError, Result};
 use crate::learner::{trainable_vars, LearnerInit};
 use crate::semi::{Section, SemiMethod, SemiStep, Unsup};
@@ -31,6 +33,10 @@ pub struct CoTeachingParams {
     /// Exponent of the growth (default 1, linear).
     #[serde(default = "one")]
     pub exponent: f64,
+    /// Select the small-loss fraction within each class of the noisy label
+    /// (default `false`: over all pixels, as PyMIC).
+    #[serde(default)]
+    pub per_class: bool,
 }
 
 fn default_forget() -> f64 {
@@ -49,6 +55,7 @@ impl Default for CoTeachingParams {
             forget_rate: default_forget(),
             gradual: default_gradual(),
             exponent: 1.0,
+            per_class: false,
         }
     }
 }
@@ -105,8 +112,17 @@ impl SemiMethod for CoTeaching {
         let (l1, valid) = pixel_ce(&out.logits, labels, self.ignore)?;
         let (l2, _) = pixel_ce(&o2, labels, self.ignore)?;
         let keep = self.p.keep_rate(s.ctx.iteration, s.ctx.iterations);
-        let m1 = small_loss_mask(&l1, &valid, keep)?;
-        let m2 = small_loss_mask(&l2, &valid, keep)?;
+        let (m1, m2) = if self.p.per_class {
+            (
+                small_loss_mask_per_class(&l1, &valid, labels, keep)?,
+                small_loss_mask_per_class(&l2, &valid, labels, keep)?,
+            )
+        } else {
+            (
+                small_loss_mask(&l1, &valid, keep)?,
+                small_loss_mask(&l2, &valid, keep)?,
+            )
+        };
         masked_mean(&l1, &m2)? + masked_mean(&l2, &m1)?
     }
 

@@ -15,7 +15,7 @@ mod pixels;
 mod trinet;
 
 pub use coteaching::{CoTeaching, CoTeachingParams};
-pub use pixels::{agreement_mask, pixel_ce, small_loss_mask};
+pub use pixels::{agreement_mask, pixel_ce, small_loss_mask, small_loss_mask_per_class};
 pub use trinet::TriNet;
 
 use crate::registry::LearnerRegistry;

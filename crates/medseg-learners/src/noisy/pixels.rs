@@ -42,6 +42,43 @@ pub fn small_loss_mask(loss: &Tensor, valid: &Tensor, keep: f64) -> candle_core:
     Tensor::from_vec(m, loss.dims(), loss.device())?.to_dtype(loss.dtype())
 }
 
+/// As [`small_loss_mask`], but the fraction `keep` is taken within each
+/// class of `labels` separately (class-balanced selection), so that a small
+/// structure, whose pixels are the hardest, is not dropped as a whole.
+pub fn small_loss_mask_per_class(
+    loss: &Tensor,
+    valid: &Tensor,
+    labels: &Tensor,
+    keep: f64,
+) -> candle_core::Result<Tensor> {
+    let l = loss
+        .detach()
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?;
+    let v = valid
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?;
+    let y = labels
+        .flatten_all()?
+        .to_dtype(DType::U32)?
+        .to_vec1::<u32>()?;
+    let mut by_class: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for i in (0..l.len()).filter(|&i| v[i] > 0.0) {
+        by_class.entry(y[i]).or_default().push(i);
+    }
+    let mut m = vec![0f32; l.len()];
+    for idx in by_class.values_mut() {
+        let k = ((keep.clamp(0.0, 1.0) * idx.len() as f64).round() as usize).min(idx.len());
+        idx.sort_by(|&a, &b| l[a].total_cmp(&l[b]).then(a.cmp(&b)));
+        for &i in &idx[..k] {
+            m[i] = 1.0;
+        }
+    }
+    Tensor::from_vec(m, loss.dims(), loss.device())?.to_dtype(loss.dtype())
+}
+
 /// `[argmax a == argmax b]` per pixel, `[N, 1, ...spatial]` f32.
 pub fn agreement_mask(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     a.argmax_keepdim(1)?
