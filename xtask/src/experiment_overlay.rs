@@ -14,7 +14,7 @@ use medseg_core::Sample;
 use medseg_infer::{argmax, Predictor, SlidingWindow};
 use medseg_io::{Dataset, LabelledDataset};
 use medseg_learners::{read_manifest, test_pipeline};
-use medseg_synth::scribble_transform::{SimulateScribbles, SimulateScribblesParams};
+use medseg_synth::scribble_transform::{simulate_scribbles, SimulateScribblesParams};
 use medseg_transforms::{invert_prediction, Mode, Transform};
 use medseg_viz::{montage, overlay_labels, save_png, RgbImage};
 use ndarray::{Array2, Axis};
@@ -118,7 +118,7 @@ pub fn run(args: &[String]) -> Result<()> {
     for m in ["skeleton", "random_walk"] {
         let p: SimulateScribblesParams =
             serde_json::from_value(serde_json::json!({ "method": m, "seed": 1 }))?;
-        let scr = SimulateScribbles::new(p)?.apply(s.clone(), &mut rng)?;
+        let scr = simulate_scribbles(p)?.apply(s.clone(), &mut rng)?;
         let l = plane(&scr.label.as_ref().expect("scribbled").data, true);
         tiles.push(tile(&img, Some(&l)));
     }

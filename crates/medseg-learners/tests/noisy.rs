@@ -2,8 +2,9 @@
 //! of pixels, TriNet's agreement mask is the peers' argmax agreement, and a
 //! short run of each method on corrupted labels has finite losses.
 
+mod common;
+
 use candle_core::{Device, Tensor};
-use medseg_config::ExperimentConfig;
 use medseg_learners::noisy::{
     agreement_mask, pixel_ce, small_loss_mask, small_loss_mask_per_class, CoTeachingParams,
 };
@@ -180,38 +181,20 @@ fn every_noisy_method_trains_on_corrupted_labels_with_finite_losses() {
     ];
     for (k, (method, loss, params)) in cases.iter().enumerate() {
         let out = dir.path().join(format!("run{k}"));
-        let text = format!(
-            r#"
-[dataset]
-root = "{root}"
-train_csv = "train.csv"
-class_num = 4
-train_batch_size = 2
-num_workers = 1
-train_transforms = [{{ name = "CorruptLabels", target_dice = [0.6, 0.8] }}, {{ name = "NormalizeWithMeanStd" }}, {{ name = "RandomCrop", size = [32, 32] }}]
-
-[network]
-name = "UNet2D"
-in_chns = 1
-class_num = 4
-feature_chns = [4, 8, 16, 32]
-dropout = [0.0, 0.0, 0.0, 0.0]
-
-[training]
-output_dir = "{out}"
-iterations = 3
-validate_every = 0
-lr = 0.01
-loss = {loss}
-
-[noisy]
-method = "{method}"
-{params}
-"#,
-            root = root.display(),
-            out = out.display()
+        let section = format!("[noisy]\nmethod = \"{method}\"\n{params}");
+        let cfg = common::tiny(
+            &root,
+            &out,
+            &common::Tiny {
+                dataset: "train_csv = \"train.csv\"",
+                transforms: r#"{ name = "CorruptLabels", target_dice = [0.6, 0.8] }, { name = "NormalizeWithMeanStd" }, { name = "RandomCrop", size = [32, 32] }"#,
+                net: "UNet2D",
+                loss,
+                seed: 1,
+                iterations: 3,
+                section: &section,
+            },
         );
-        let cfg = ExperimentConfig::from_toml_str(&text).unwrap();
         let mut r = Registries::with_builtins();
         register_noise_transform(&mut r.transforms);
         let mut t = TrainerBuilder::new(cfg)

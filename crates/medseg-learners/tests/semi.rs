@@ -3,6 +3,8 @@
 //! and a short run of every method on a tiny phantom executes with a
 //! non-zero, finite unsupervised loss.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use medseg_config::ExperimentConfig;
 use medseg_learners::semi::{consistency_weight, MeanTeacher, SemiLearner};
@@ -16,42 +18,19 @@ use medseg_synth::{write_phantom_dataset, PhantomConfig};
 use std::path::Path;
 
 fn config(root: &Path, out: &Path, net: &str, semi: &str, iterations: usize) -> ExperimentConfig {
-    let text = format!(
-        r#"
-[dataset]
-root = "{root}"
-train_csv = "train_labelled.csv"
-train_unlabelled_csv = "train_unlabelled.csv"
-class_num = 4
-train_batch_size = 2
-train_batch_size_unlab = 2
-num_workers = 1
-train_transforms = [{{ name = "NormalizeWithMeanStd" }}, {{ name = "RandomCrop", size = [48, 48] }}]
-test_transforms = [{{ name = "NormalizeWithMeanStd" }}]
-
-[network]
-name = "{net}"
-dimension = 2
-in_chns = 1
-class_num = 4
-feature_chns = [4, 8, 16, 32]
-dropout = [0.0, 0.0, 0.2, 0.3]
-
-[training]
-output_dir = "{out}"
-iterations = {iterations}
-validate_every = 0
-seed = 5
-lr = 0.01
-loss = {{ name = "CombinedLoss", terms = [{{ loss = "DiceLoss", weight = 0.5 }}, {{ loss = "CrossEntropyLoss", weight = 0.5 }}] }}
-
-[semi]
-{semi}
-"#,
-        root = root.display(),
-        out = out.display()
-    );
-    ExperimentConfig::from_toml_str(&text).unwrap()
+    common::tiny(
+        root,
+        out,
+        &common::Tiny {
+            dataset: "train_csv = \"train_labelled.csv\"\ntrain_unlabelled_csv = \"train_unlabelled.csv\"",
+            transforms: r#"{ name = "NormalizeWithMeanStd" }, { name = "RandomCrop", size = [48, 48] }"#,
+            net,
+            loss: common::DICE_CE,
+            seed: 5,
+            iterations,
+            section: &format!("[semi]\n{semi}"),
+        },
+    )
 }
 
 fn tiny_phantom(root: &Path) {

@@ -3,6 +3,8 @@
 //! reaches the loss with the labels' crop and flips, and the Gated CRF
 //! term's gradient through the training step matches finite differences.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use medseg_config::ExperimentConfig;
 use medseg_core::{Batch, Image, LabelMap, Sample};
@@ -19,40 +21,19 @@ use rand::{Rng, SeedableRng};
 use std::path::Path;
 
 fn config(root: &Path, out: &Path, net: &str, weak: &str, iterations: usize) -> ExperimentConfig {
-    let text = format!(
-        r#"
-[dataset]
-root = "{root}"
-train_csv = "train.csv"
-class_num = 4
-train_batch_size = 2
-num_workers = 1
-train_transforms = [{{ name = "SimulateScribbles", seed = 2 }}, {{ name = "NormalizeWithMeanStd" }}, {{ name = "RandomCrop", size = [32, 32] }}, {{ name = "RandomFlip", axes = [1, 2], p = 0.5 }}]
-test_transforms = [{{ name = "NormalizeWithMeanStd" }}]
-
-[network]
-name = "{net}"
-dimension = 2
-in_chns = 1
-class_num = 4
-feature_chns = [4, 8, 16, 32]
-dropout = [0.0, 0.0, 0.2, 0.3]
-
-[training]
-output_dir = "{out}"
-iterations = {iterations}
-validate_every = 0
-seed = 4
-lr = 0.01
-loss = {{ name = "CrossEntropyLoss" }}
-
-[weak]
-{weak}
-"#,
-        root = root.display(),
-        out = out.display()
-    );
-    ExperimentConfig::from_toml_str(&text).unwrap()
+    common::tiny(
+        root,
+        out,
+        &common::Tiny {
+            dataset: "train_csv = \"train.csv\"",
+            transforms: r#"{ name = "SimulateScribbles", seed = 2 }, { name = "NormalizeWithMeanStd" }, { name = "RandomCrop", size = [32, 32] }, { name = "RandomFlip", axes = [1, 2], p = 0.5 }"#,
+            net,
+            loss: r#"{ name = "CrossEntropyLoss" }"#,
+            seed: 4,
+            iterations,
+            section: &format!("[weak]\n{weak}"),
+        },
+    )
 }
 
 fn registries() -> Registries {

@@ -18,12 +18,12 @@ pub use dataset::{
     PhantomDataset, PhantomFormat, PhantomReport, PhantomWriteOptions, WrittenSample,
 };
 pub use grid::mean_foreground_dice;
-pub use noisy_transform::{register_noise_transform, CorruptLabels};
+pub use noisy_transform::{corrupt_labels, register_noise_transform};
 pub use phantom::{
     generate, generate_subject, named_seed, subject_seed, NoiseModel, Phantom, PhantomConfig,
     PhantomKind, PhantomSlice,
 };
-pub use scribble_transform::{register_scribble_transform, SimulateScribbles};
+pub use scribble_transform::{register_scribble_transform, simulate_scribbles, SimulatedLabels};
 
 /// Class values of the cardiac phantom (as in ACDC).
 pub mod cardiac_classes {

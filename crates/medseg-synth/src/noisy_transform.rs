@@ -7,10 +7,9 @@
 //! [`register_noise_transform`].
 
 use crate::noisy::{corrupt, NoisyConfig};
-use crate::phantom::named_seed;
-use medseg_core::{Error, Result, Sample, TransformRecord};
-use medseg_transforms::{from_params, Registry, Transform};
-use rand_chacha::ChaCha8Rng;
+use crate::scribble_transform::SimulatedLabels;
+use medseg_core::Result;
+use medseg_transforms::{from_params, Registry};
 use serde::Deserialize;
 
 /// Parameters of `CorruptLabels` (`medseg-data noisy`'s options).
@@ -48,59 +47,29 @@ fn seed1() -> u64 {
     1
 }
 
-/// Replaces the sample's label by a corrupted copy.
-#[derive(Debug, Clone)]
-pub struct CorruptLabels {
-    cfg: NoisyConfig,
-    seed: u64,
-}
-
-impl CorruptLabels {
-    /// Checks the parameters.
-    pub fn new(p: CorruptLabelsParams) -> Result<Self> {
-        let cfg = NoisyConfig {
-            probability: p.probability,
-            dilate_erode: p.dilate_erode,
-            elastic: p.elastic,
-            shift: p.shift,
-            flip_probability: 0.0,
-            target_dice: p.target_dice.map(|t| (t[0], t[1])),
-            ..NoisyConfig::default()
-        };
-        cfg.validate()?;
-        Ok(CorruptLabels { cfg, seed: p.seed })
-    }
-}
-
-impl Transform for CorruptLabels {
-    fn name(&self) -> &str {
-        "CorruptLabels"
-    }
-    /// Training only (validation and test keep their clean labels).
-    fn is_random(&self) -> bool {
-        true
-    }
-    fn apply(&self, mut sample: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
-        let label = sample.label.as_ref().ok_or_else(|| {
-            Error::invalid(
-                "CorruptLabels",
-                format!("case {} has no label to corrupt", sample.name),
-            )
-        })?;
-        let (noisy, _) = corrupt(label, &self.cfg, named_seed(self.seed, &sample.name))?;
-        sample.label = Some(noisy);
-        sample.history.push(TransformRecord {
-            name: "CorruptLabels".into(),
-            params: serde_json::json!({ "seed": self.seed }),
-        });
-        Ok(sample)
-    }
+/// `CorruptLabels`: a corrupted copy of the sample's label.
+pub fn corrupt_labels(p: CorruptLabelsParams) -> Result<SimulatedLabels> {
+    let cfg = NoisyConfig {
+        probability: p.probability,
+        dilate_erode: p.dilate_erode,
+        elastic: p.elastic,
+        shift: p.shift,
+        flip_probability: 0.0,
+        target_dice: p.target_dice.map(|t| (t[0], t[1])),
+        ..NoisyConfig::default()
+    };
+    cfg.validate()?;
+    Ok(SimulatedLabels::new(
+        "CorruptLabels",
+        p.seed,
+        move |l, seed| Ok(corrupt(l, &cfg, seed)?.0),
+    ))
 }
 
 /// Adds `CorruptLabels` to a transform registry.
 pub fn register_noise_transform(registry: &mut Registry) {
     registry.register("CorruptLabels", |v| {
         let p: CorruptLabelsParams = from_params("CorruptLabels", v)?;
-        Ok(Box::new(CorruptLabels::new(p)?))
+        Ok(Box::new(corrupt_labels(p)?))
     });
 }

@@ -8,7 +8,7 @@
 
 use crate::phantom::named_seed;
 use crate::scribble::{scribble, ScribbleConfig, ScribbleMethod};
-use medseg_core::{Error, Result, Sample, TransformRecord};
+use medseg_core::{Error, LabelMap, Result, Sample, TransformRecord};
 use medseg_transforms::{from_params, Registry, Transform};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
@@ -68,78 +68,112 @@ fn default_seed() -> u64 {
     1
 }
 
-/// Replaces the sample's label by simulated scribbles of it.
-#[derive(Debug, Clone)]
-pub struct SimulateScribbles {
-    cfg: ScribbleConfig,
+/// Draws a case's simulated annotation from its label and seed.
+pub type Simulator = dyn Fn(&LabelMap, u64) -> Result<LabelMap> + Send + Sync;
+
+/// A training transform that replaces a sample's label by a simulated
+/// annotation of it (scribbles, a noisy label). The simulation of a case
+/// depends only on its name and the seed, never on the pipeline's random
+/// generator, so every epoch sees the same annotation.
+#[derive(Clone)]
+pub struct SimulatedLabels {
+    name: &'static str,
     seed: u64,
+    simulate: std::sync::Arc<Simulator>,
 }
 
-impl SimulateScribbles {
-    /// Checks the parameters.
-    pub fn new(p: SimulateScribblesParams) -> Result<Self> {
-        let method = match p.method.as_str() {
-            "skeleton" => ScribbleMethod::Skeleton,
-            "random_walk" => ScribbleMethod::RandomWalk,
-            other => {
-                return Err(Error::invalid(
-                    "SimulateScribbles.method",
-                    format!("expected `skeleton` or `random_walk`, got `{other}`"),
-                ))
-            }
-        };
-        let cfg = ScribbleConfig {
-            method,
-            coverage: (p.coverage[0], p.coverage[1]),
-            erosion_px: p.erosion,
-            brush_px: p.brush,
-            background: p.background,
-            background_margin_px: p.margin,
-            ignore: p.ignore,
-            ..ScribbleConfig::default()
-        };
-        cfg.validate()?;
-        Ok(SimulateScribbles { cfg, seed: p.seed })
+impl std::fmt::Debug for SimulatedLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatedLabels")
+            .field("name", &self.name)
+            .field("seed", &self.seed)
+            .finish()
     }
 }
 
-impl Transform for SimulateScribbles {
+impl SimulatedLabels {
+    /// The transform `name`, drawing case `c`'s annotation with
+    /// `simulate(label, named_seed(seed, c))`.
+    pub fn new(
+        name: &'static str,
+        seed: u64,
+        simulate: impl Fn(&LabelMap, u64) -> Result<LabelMap> + Send + Sync + 'static,
+    ) -> Self {
+        SimulatedLabels {
+            name,
+            seed,
+            simulate: std::sync::Arc::new(simulate),
+        }
+    }
+}
+
+impl Transform for SimulatedLabels {
     fn name(&self) -> &str {
-        "SimulateScribbles"
+        self.name
     }
-    /// Training only (validation and test keep their full labels).
+    /// Training only (validation and test keep their clean, full labels).
     fn is_random(&self) -> bool {
         true
     }
     fn apply(&self, mut sample: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
         let label = sample.label.as_ref().ok_or_else(|| {
             Error::invalid(
-                "SimulateScribbles",
-                format!("case {} has no label to draw scribbles from", sample.name),
+                self.name,
+                format!("case {} has no label to draw from", sample.name),
             )
         })?;
-        let (scr, _) = scribble(label, &self.cfg, named_seed(self.seed, &sample.name))?;
-        sample.label = Some(scr);
+        let simulated = (self.simulate)(label, named_seed(self.seed, &sample.name))?;
+        sample.label = Some(simulated);
         sample.history.push(TransformRecord {
-            name: "SimulateScribbles".into(),
+            name: self.name.into(),
             params: serde_json::json!({ "seed": self.seed }),
         });
         Ok(sample)
     }
 }
 
+/// `SimulateScribbles`: scribbles of the sample's label.
+pub fn simulate_scribbles(p: SimulateScribblesParams) -> Result<SimulatedLabels> {
+    let method = match p.method.as_str() {
+        "skeleton" => ScribbleMethod::Skeleton,
+        "random_walk" => ScribbleMethod::RandomWalk,
+        other => {
+            return Err(Error::invalid(
+                "SimulateScribbles.method",
+                format!("expected `skeleton` or `random_walk`, got `{other}`"),
+            ))
+        }
+    };
+    let cfg = ScribbleConfig {
+        method,
+        coverage: (p.coverage[0], p.coverage[1]),
+        erosion_px: p.erosion,
+        brush_px: p.brush,
+        background: p.background,
+        background_margin_px: p.margin,
+        ignore: p.ignore,
+        ..ScribbleConfig::default()
+    };
+    cfg.validate()?;
+    Ok(SimulatedLabels::new(
+        "SimulateScribbles",
+        p.seed,
+        move |l, seed| Ok(scribble(l, &cfg, seed)?.0),
+    ))
+}
+
 /// Adds `SimulateScribbles` to a transform registry.
 pub fn register_scribble_transform(registry: &mut Registry) {
     registry.register("SimulateScribbles", |v| {
         let p: SimulateScribblesParams = from_params("SimulateScribbles", v)?;
-        Ok(Box::new(SimulateScribbles::new(p)?))
+        Ok(Box::new(simulate_scribbles(p)?))
     });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use medseg_core::{Image, LabelMap};
+    use medseg_core::Image;
     use rand::SeedableRng;
 
     fn sample(name: &str) -> Sample {
@@ -189,6 +223,9 @@ mod tests {
         let mut s = sample("c");
         s.label = None;
         let e = p.apply(s, &mut rng).unwrap_err().to_string();
-        assert!(e.contains("no label"), "{e}");
+        assert!(
+            e.contains("no label") && e.contains("SimulateScribbles"),
+            "{e}"
+        );
     }
 }

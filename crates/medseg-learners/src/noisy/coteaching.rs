@@ -10,7 +10,9 @@
 //!    from `mean(l2 over m1)`;
 //! 3. minimise the sum; validation and inference use `f1`.
 
-use super::pixels::{masked_mean, pixel_ce, small_loss_mask, small_loss_mask_per_class};
+use super::pixels::{
+    batch_labels, masked_mean, pixel_ce, small_loss_mask, small_loss_mask_per_class,
+};
 use crate::error::{LearnError, Result};
 use crate::learner::{trainable_vars, LearnerInit};
 use crate::semi::{Section, SemiMethod, SemiStep, Unsup};
@@ -20,40 +22,26 @@ use medseg_config::SemiConfig;
 use medseg_nets::{NetOutput, SegNetwork};
 use serde::Deserialize;
 
-/// `noisy.params` of Co-teaching.
+/// `noisy.params` of Co-teaching; every key is optional.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CoTeachingParams {
     /// Largest fraction of pixels dropped (the estimated noise rate, default 0.2).
-    #[serde(default = "default_forget")]
     pub forget_rate: f64,
     /// Fraction of the iterations over which the forget rate grows (default 0.1).
-    #[serde(default = "default_gradual")]
     pub gradual: f64,
     /// Exponent of the growth (default 1, linear).
-    #[serde(default = "one")]
     pub exponent: f64,
     /// Select the small-loss fraction within each class of the noisy label
     /// (default `false`: over all pixels, as PyMIC).
-    #[serde(default)]
     pub per_class: bool,
-}
-
-fn default_forget() -> f64 {
-    0.2
-}
-fn default_gradual() -> f64 {
-    0.1
-}
-fn one() -> f64 {
-    1.0
 }
 
 impl Default for CoTeachingParams {
     fn default() -> Self {
         CoTeachingParams {
-            forget_rate: default_forget(),
-            gradual: default_gradual(),
+            forget_rate: 0.2,
+            gradual: 0.1,
             exponent: 1.0,
             per_class: false,
         }
@@ -102,12 +90,7 @@ impl SemiMethod for CoTeaching {
     }
 
     fn supervised(&self, s: &SemiStep, out: &NetOutput) -> candle_core::Result<Tensor> {
-        let labels = s
-            .ctx
-            .labelled
-            .labels
-            .as_ref()
-            .ok_or_else(|| candle_core::Error::Msg("Co-teaching needs labels".into()))?;
+        let labels = batch_labels(s)?;
         let o2 = s.forward(self.net2.as_ref(), &s.x)?.logits;
         let (l1, valid) = pixel_ce(&out.logits, labels, self.ignore)?;
         let (l2, _) = pixel_ce(&o2, labels, self.ignore)?;

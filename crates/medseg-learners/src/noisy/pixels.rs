@@ -23,23 +23,7 @@ pub fn pixel_ce(
 /// `n` valid pixels with the smallest loss (ties broken by position); `loss`
 /// is read detached.
 pub fn small_loss_mask(loss: &Tensor, valid: &Tensor, keep: f64) -> candle_core::Result<Tensor> {
-    let l = loss
-        .detach()
-        .flatten_all()?
-        .to_dtype(DType::F32)?
-        .to_vec1::<f32>()?;
-    let v = valid
-        .flatten_all()?
-        .to_dtype(DType::F32)?
-        .to_vec1::<f32>()?;
-    let mut idx: Vec<usize> = (0..l.len()).filter(|&i| v[i] > 0.0).collect();
-    let k = ((keep.clamp(0.0, 1.0) * idx.len() as f64).round() as usize).min(idx.len());
-    idx.sort_by(|&a, &b| l[a].total_cmp(&l[b]).then(a.cmp(&b)));
-    let mut m = vec![0f32; l.len()];
-    for &i in &idx[..k] {
-        m[i] = 1.0;
-    }
-    Tensor::from_vec(m, loss.dims(), loss.device())?.to_dtype(loss.dtype())
+    select_small(loss, valid, None, keep)
 }
 
 /// As [`small_loss_mask`], but the fraction `keep` is taken within each
@@ -51,6 +35,17 @@ pub fn small_loss_mask_per_class(
     labels: &Tensor,
     keep: f64,
 ) -> candle_core::Result<Tensor> {
+    select_small(loss, valid, Some(labels), keep)
+}
+
+/// The smallest-loss `keep` fraction of the valid pixels of each group
+/// (`groups`: a class per pixel; `None`: one group).
+fn select_small(
+    loss: &Tensor,
+    valid: &Tensor,
+    groups: Option<&Tensor>,
+    keep: f64,
+) -> candle_core::Result<Tensor> {
     let l = loss
         .detach()
         .flatten_all()?
@@ -60,16 +55,16 @@ pub fn small_loss_mask_per_class(
         .flatten_all()?
         .to_dtype(DType::F32)?
         .to_vec1::<f32>()?;
-    let y = labels
-        .flatten_all()?
-        .to_dtype(DType::U32)?
-        .to_vec1::<u32>()?;
-    let mut by_class: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    let y = match groups {
+        Some(g) => g.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?,
+        None => vec![0; l.len()],
+    };
+    let mut by_group: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
     for i in (0..l.len()).filter(|&i| v[i] > 0.0) {
-        by_class.entry(y[i]).or_default().push(i);
+        by_group.entry(y[i]).or_default().push(i);
     }
     let mut m = vec![0f32; l.len()];
-    for idx in by_class.values_mut() {
+    for idx in by_group.values_mut() {
         let k = ((keep.clamp(0.0, 1.0) * idx.len() as f64).round() as usize).min(idx.len());
         idx.sort_by(|&a, &b| l[a].total_cmp(&l[b]).then(a.cmp(&b)));
         for &i in &idx[..k] {
@@ -77,6 +72,15 @@ pub fn small_loss_mask_per_class(
         }
     }
     Tensor::from_vec(m, loss.dims(), loss.device())?.to_dtype(loss.dtype())
+}
+
+/// The noisy labels of the step's batch.
+pub(crate) fn batch_labels<'a>(s: &'a crate::semi::SemiStep) -> candle_core::Result<&'a Tensor> {
+    s.ctx
+        .labelled
+        .labels
+        .as_ref()
+        .ok_or_else(|| candle_core::Error::Msg("a noisy-label method needs labels".into()))
 }
 
 /// `[argmax a == argmax b]` per pixel, `[N, 1, ...spatial]` f32.

@@ -6,7 +6,7 @@
 //! `loss = sum_i mean(l_i over [argmax f_j == argmax f_k])`, `{j, k}` the
 //! other two. Validation and inference use `f1`.
 
-use super::pixels::{agreement_mask, masked_mean, pixel_ce};
+use super::pixels::{agreement_mask, batch_labels, masked_mean, pixel_ce};
 use crate::error::Result;
 use crate::learner::{trainable_vars, LearnerInit};
 use crate::semi::{NoParams, Section, SemiMethod, SemiStep, Unsup};
@@ -33,12 +33,7 @@ impl SemiMethod for TriNet {
     }
 
     fn supervised(&self, s: &SemiStep, out: &NetOutput) -> candle_core::Result<Tensor> {
-        let labels = s
-            .ctx
-            .labelled
-            .labels
-            .as_ref()
-            .ok_or_else(|| candle_core::Error::Msg("TriNet needs labels".into()))?;
+        let labels = batch_labels(s)?;
         let mut logits = vec![out.logits.clone()];
         for (_, net) in &self.peers {
             logits.push(s.forward(net.as_ref(), &s.x)?.logits);
