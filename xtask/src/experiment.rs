@@ -13,7 +13,8 @@
 //! iterations / 3), `--only NAME[,NAME]` (run a subset: semi: baseline, EM,
 //! MT, UAMT, CCT, CPS, URPC, MCNet, full; weak: baseline, EM, TV, MS,
 //! GatedCRF, USTM, DMPLS, baseline-rw, GatedCRF-rw, USTM-rw, DMPLS-rw, full;
-//! noisy: baseline, GCE, MAE, NRDice, CoTeaching, CoTeaching-pc (class-balanced), TriNet, each but -pc also with
+//! noisy: baseline, GCE, MAE, NRDice, CoTeaching, CoTeaching-pc (class-balanced),
+//! DAST (2 clean + 22 noisy subjects), TriNet, each but -pc and DAST also with
 //! `-el` and `-light`, full), `--seeds S[,S]` (default 1; every
 //! run is repeated with each training seed, which also seeds the initial
 //! weights), `--set KEY=VALUE` (a config override for every selected run,
@@ -149,9 +150,10 @@ macro_rules! noisy_runs {
     };
 }
 
-const NOISY_RUNS: [RunSpec; 20] = noisy_runs![
+const NOISY_RUNS: [RunSpec; 21] = noisy_runs![
     "baseline", "baseline.toml", DILATE;
     "CoTeaching-pc", "coteaching_per_class.toml", DILATE;
+    "DAST", "dast.toml", &[];
     "GCE", "gce.toml", DILATE;
     "MAE", "mae.toml", DILATE;
     "NRDice", "nr_dice.toml", DILATE;
@@ -417,7 +419,7 @@ fn parse(regime: &Regime, args: &[String]) -> Result<Options> {
                     "{}",
                     include_str!("experiment.rs")
                         .lines()
-                        .take(26)
+                        .take(27)
                         .map(|l| l.trim_start_matches("//!").trim_start())
                         .collect::<Vec<_>>()
                         .join("\n")

@@ -64,6 +64,18 @@ pub struct DatasetConfig {
     /// e.g. `scribble` for a manifest with full labels and scribbles side by side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_column: Option<String>,
+    /// A second training manifest with noisy labels, for noisy-label methods
+    /// that train on a few clean images (`train_csv`) and many noisy ones
+    /// (DAST).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_noisy_csv: Option<PathBuf>,
+    /// Noisy samples per training batch (with `train_noisy_csv`).
+    #[serde(default = "default_batch", skip_serializing_if = "is_default_batch")]
+    pub train_batch_size_noisy: usize,
+    /// Transforms run on the noisy images only, before `train_transforms`
+    /// (e.g. `CorruptLabels` to simulate the noise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub noisy_transforms: Vec<serde_json::Value>,
     /// Unlabelled training manifest (semi-supervised learning).
     #[serde(default)]
     pub train_unlabelled_csv: Option<PathBuf>,
@@ -336,6 +348,9 @@ fn default_ignore() -> u16 {
 }
 fn default_batch() -> usize {
     4
+}
+fn is_default_batch(n: &usize) -> bool {
+    *n == default_batch()
 }
 fn default_workers() -> usize {
     2

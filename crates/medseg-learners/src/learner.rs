@@ -24,6 +24,9 @@ pub struct StepContext<'a> {
     pub labelled: &'a TensorBatch,
     /// The unlabelled batch, for learners that ask for one.
     pub unlabelled: Option<&'a TensorBatch>,
+    /// The noisy-label batch (`dataset.train_noisy_csv`), for learners that
+    /// ask for one; `labelled` then holds the clean images.
+    pub noisy: Option<&'a TensorBatch>,
     /// The experiment configuration.
     pub config: &'a ExperimentConfig,
 }
@@ -49,6 +52,12 @@ pub trait Learner: Send {
 
     /// Whether the engine must load an unlabelled batch for each step.
     fn needs_unlabelled(&self) -> bool {
+        false
+    }
+
+    /// Whether the engine must load a batch of `dataset.train_noisy_csv`
+    /// (noisy labels) for each step, beside the clean one.
+    fn needs_noisy(&self) -> bool {
         false
     }
 

@@ -43,6 +43,7 @@ pub struct Trainer {
 struct RunData {
     labelled: BatchStream,
     unlabelled: Option<BatchStream>,
+    noisy: Option<BatchStream>,
     valid: Option<ValidationSet>,
 }
 
@@ -214,6 +215,31 @@ impl Trainer {
         )))
     }
 
+    /// The noisy-label loader, for learners that ask for one: the noisy
+    /// transforms, then the training transforms.
+    fn noisy_loader(&self) -> Result<Option<Loader>> {
+        if !self.learner.needs_noisy() {
+            return Ok(None);
+        }
+        let d = &self.cfg.dataset;
+        let p = d.train_noisy_csv.as_ref().ok_or_else(|| {
+            LearnError::Config(format!(
+                "the {} learner needs dataset.train_noisy_csv",
+                self.learner.name()
+            ))
+        })?;
+        let mut specs = d.noisy_transforms.clone();
+        specs.extend(d.train_transforms.iter().cloned());
+        let pipe = Arc::new(self.transforms.build(&specs)?.with_mode(Mode::Train));
+        let tf: medseg_io::TransformFn = Arc::new(move |s, rng| pipe.apply(s, rng));
+        let ds: Arc<dyn Dataset> = Arc::new(LabelledDataset::new(read_manifest(&self.cfg, p)?)?);
+        Ok(Some(Loader::new(
+            ds,
+            self.loader_config(d.train_batch_size_noisy, self.cfg.training.seed ^ 0x6e_015e),
+            tf,
+        )))
+    }
+
     /// Every trainable tensor: the network's, sorted by name, then the learner's.
     fn parameters(&self) -> Result<Vec<(String, candle_core::Var)>> {
         let mut params = trainable_vars(&self.varmap, "").ctx("listing the parameters")?;
@@ -273,9 +299,14 @@ impl Trainer {
             Some(l) => Some(BatchStream::new(l, at.epoch, at.skip)?),
             None => None,
         };
+        let noisy = match self.noisy_loader()? {
+            Some(l) => Some(BatchStream::new(l, at.epoch, at.skip)?),
+            None => None,
+        };
         Ok(RunData {
             labelled,
             unlabelled,
+            noisy,
             valid,
         })
     }
@@ -303,6 +334,17 @@ impl Trainer {
             ),
             None => None,
         };
+        let nb = match data.noisy.as_mut() {
+            Some(s) => {
+                let b = s.next()?;
+                for smp in &b.samples {
+                    check_label_range(smp, d.class_num, d.ignore_label)
+                        .map_err(LearnError::Other)?;
+                }
+                Some(collate(&b, d.ignore_label, &self.device).ctx("collating a noisy batch")?)
+            }
+            None => None,
+        };
         let ctx = StepContext {
             iteration: it,
             iterations: self.cfg.training.iterations,
@@ -310,6 +352,7 @@ impl Trainer {
             loss: self.loss.as_ref(),
             labelled: &tb,
             unlabelled: ub.as_ref(),
+            noisy: nb.as_ref(),
             config: &self.cfg,
         };
         let out = self

@@ -223,3 +223,72 @@ fn every_noisy_method_trains_on_corrupted_labels_with_finite_losses() {
         }
     }
 }
+
+#[test]
+fn dast_ranks_its_criteria_and_trains_on_clean_and_noisy_batches() {
+    use medseg_learners::noisy::Rank;
+    // the rank of each new value among the last 3
+    let mut r = Rank::new(3);
+    assert_eq!(r.add(5.0), None);
+    assert_eq!(r.add(1.0), None);
+    assert_eq!(r.add(3.0), None);
+    assert_eq!(r.add(4.0), Some(2)); // [1, 3, 4]: above both others
+    assert_eq!(r.add(0.5), Some(0)); // [3, 4, 0.5]
+    assert_eq!(r.add(3.5), Some(1)); // [4, 0.5, 3.5]
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let mut pc = PhantomConfig::cardiac2d();
+    pc.slices = 2;
+    pc.height = 48;
+    pc.width = 48;
+    write_phantom_dataset(&pc, true, 10, 3, &root).unwrap();
+    let out = dir.path().join("dast");
+    let cfg = common::tiny(
+        &root,
+        &out,
+        &common::Tiny {
+            dataset: "train_csv = \"train_labelled.csv\"\ntrain_noisy_csv = \"train_unlabelled.csv\"\nnoisy_transforms = [{ name = \"CorruptLabels\", target_dice = [0.6, 0.8] }]",
+            transforms: r#"{ name = "NormalizeWithMeanStd" }, { name = "RandomCrop", size = [32, 32] }"#,
+            net: "DualDecoderUNet",
+            loss: common::DICE_CE,
+            seed: 2,
+            iterations: 4,
+            section: "[noisy]\nmethod = \"DAST\"\nrampup_end = 0.0\nparams = { rank_length = 2 }",
+        },
+    );
+    let mut r = Registries::with_builtins();
+    register_noise_transform(&mut r.transforms);
+    let mut t = TrainerBuilder::new(cfg.clone())
+        .registries(r)
+        .progress(false)
+        .build()
+        .unwrap();
+    assert!(t.learner().needs_noisy());
+    let s = t.run().unwrap();
+    assert_eq!(s.iterations, 4);
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    for line in log.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        for k in ["loss", "sup", "sup_noisy", "dbc", "st"] {
+            let v = e[k].as_f64().unwrap();
+            assert!(v.is_finite() && v >= 0.0, "{k} = {v}");
+        }
+    }
+    // the noisy manifest is required, and so is a two-decoder network
+    let mut bad = cfg.clone();
+    bad.dataset.train_noisy_csv = None;
+    let mut r = Registries::with_builtins();
+    register_noise_transform(&mut r.transforms);
+    let e = TrainerBuilder::new(bad)
+        .registries(r)
+        .progress(false)
+        .build()
+        .unwrap()
+        .run();
+    assert!(e.unwrap_err().to_string().contains("train_noisy_csv"));
+    let mut bad = cfg;
+    bad.network["name"] = serde_json::json!("UNet2D");
+    let e = TrainerBuilder::new(bad).build().err().unwrap().to_string();
+    assert!(e.contains("DualDecoderUNet"), "{e}");
+}

@@ -222,6 +222,7 @@ impl MtSetup {
             loss: self.loss.as_ref(),
             labelled: &self.lab,
             unlabelled: Some(&self.unl),
+            noisy: None,
             config: &self.cfg,
         }
     }

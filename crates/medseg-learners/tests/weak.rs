@@ -261,6 +261,7 @@ fn gated_crf_gradient_through_the_training_step_matches_finite_differences() {
             loss: loss.as_ref(),
             labelled: &batch,
             unlabelled: None,
+            noisy: None,
             config: &cfg,
         };
         let out = l.train_step(&ctx).unwrap();

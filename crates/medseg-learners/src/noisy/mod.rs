@@ -9,12 +9,15 @@
 //! | `Baseline` | the supervised learner on the noisy labels |
 //! | `CoTeaching` | [`CoTeaching`]: two networks, each trained on the pixels its peer finds small-loss |
 //! | `TriNet` | [`TriNet`]: three networks, each trained on the pixels where the other two agree |
+//! | `DAST` | [`Dast`]: a clean and a noisy decoder, a few clean images and many noisy ones |
 
 mod coteaching;
+mod dast;
 mod pixels;
 mod trinet;
 
 pub use coteaching::{CoTeaching, CoTeachingParams};
+pub use dast::{Dast, DastParams, Rank};
 pub use pixels::{agreement_mask, pixel_ce, small_loss_mask, small_loss_mask_per_class};
 pub use trinet::TriNet;
 
@@ -26,4 +29,5 @@ pub(crate) fn register_builtins(r: &mut LearnerRegistry) {
     r.register("Baseline", |_| Ok(Box::new(SupervisedLearner)));
     r.register_semi::<CoTeaching>("CoTeaching");
     r.register_semi::<TriNet>("TriNet");
+    r.register("DAST", |init| Ok(Box::new(Dast::new(init)?)));
 }
