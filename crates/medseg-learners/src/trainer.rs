@@ -192,27 +192,29 @@ impl Trainer {
             .any(|t| t.get("name").and_then(|n| n.as_str()) == Some("SimulateScribbles"))
     }
 
+    /// The manifest `dataset.<key>` that the learner needs, or an error
+    /// naming the key.
+    fn required_manifest(&self, path: Option<&PathBuf>, key: &str) -> Result<medseg_io::Manifest> {
+        let p = path.ok_or_else(|| {
+            LearnError::Config(format!(
+                "the {} learner needs dataset.{key}",
+                self.learner.name()
+            ))
+        })?;
+        read_manifest(&self.cfg, p)
+    }
+
     /// The unlabelled loader, for learners that ask for one.
     fn unlabelled_loader(&self, tf: &medseg_io::TransformFn) -> Result<Option<Loader>> {
         if !self.learner.needs_unlabelled() {
             return Ok(None);
         }
         let d = &self.cfg.dataset;
-        let p = d.train_unlabelled_csv.as_ref().ok_or_else(|| {
-            LearnError::Config(format!(
-                "the {} learner needs dataset.train_unlabelled_csv",
-                self.learner.name()
-            ))
-        })?;
-        let ds: Arc<dyn Dataset> = Arc::new(UnlabelledDataset::new(read_manifest(&self.cfg, p)?)?);
-        Ok(Some(Loader::new(
-            ds,
-            self.loader_config(
-                d.train_batch_size_unlab,
-                self.cfg.training.seed ^ 0x5bd1_e995,
-            ),
-            tf.clone(),
-        )))
+        let m = self.required_manifest(d.train_unlabelled_csv.as_ref(), "train_unlabelled_csv")?;
+        let ds: Arc<dyn Dataset> = Arc::new(UnlabelledDataset::new(m)?);
+        let seed = self.cfg.training.seed ^ 0x5bd1_e995;
+        let lc = self.loader_config(d.train_batch_size_unlab, seed);
+        Ok(Some(Loader::new(ds, lc, tf.clone())))
     }
 
     /// The noisy-label loader, for learners that ask for one: the noisy
@@ -222,22 +224,15 @@ impl Trainer {
             return Ok(None);
         }
         let d = &self.cfg.dataset;
-        let p = d.train_noisy_csv.as_ref().ok_or_else(|| {
-            LearnError::Config(format!(
-                "the {} learner needs dataset.train_noisy_csv",
-                self.learner.name()
-            ))
-        })?;
+        let m = self.required_manifest(d.train_noisy_csv.as_ref(), "train_noisy_csv")?;
         let mut specs = d.noisy_transforms.clone();
         specs.extend(d.train_transforms.iter().cloned());
         let pipe = Arc::new(self.transforms.build(&specs)?.with_mode(Mode::Train));
         let tf: medseg_io::TransformFn = Arc::new(move |s, rng| pipe.apply(s, rng));
-        let ds: Arc<dyn Dataset> = Arc::new(LabelledDataset::new(read_manifest(&self.cfg, p)?)?);
-        Ok(Some(Loader::new(
-            ds,
-            self.loader_config(d.train_batch_size_noisy, self.cfg.training.seed ^ 0x6e_015e),
-            tf,
-        )))
+        let ds: Arc<dyn Dataset> = Arc::new(LabelledDataset::new(m)?);
+        let seed = self.cfg.training.seed ^ 0x6e_015e;
+        let lc = self.loader_config(d.train_batch_size_noisy, seed);
+        Ok(Some(Loader::new(ds, lc, tf)))
     }
 
     /// Every trainable tensor: the network's, sorted by name, then the learner's.

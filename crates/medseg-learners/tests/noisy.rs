@@ -9,7 +9,7 @@ use medseg_learners::noisy::{
     agreement_mask, pixel_ce, small_loss_mask, small_loss_mask_per_class, CoTeachingParams,
 };
 use medseg_learners::{Registries, TrainerBuilder};
-use medseg_synth::{register_noise_transform, write_phantom_dataset, PhantomConfig};
+use medseg_synth::register_noise_transform;
 use rand::{Rng, SeedableRng};
 
 #[test]
@@ -157,13 +157,7 @@ fn trinet_agreement_is_the_peers_argmax_agreement_and_pixel_ce_skips_ignored() {
 
 #[test]
 fn every_noisy_method_trains_on_corrupted_labels_with_finite_losses() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let mut pc = PhantomConfig::cardiac2d();
-    pc.slices = 2;
-    pc.height = 48;
-    pc.width = 48;
-    write_phantom_dataset(&pc, true, 5, 3, &root).unwrap();
+    let (dir, root) = common::phantom(5, 48);
     let cases = [
         ("Baseline", "{ name = \"CrossEntropyLoss\" }", ""),
         ("Baseline", "{ name = \"GeneralizedCELoss\", q = 0.5 }", ""),
@@ -186,13 +180,11 @@ fn every_noisy_method_trains_on_corrupted_labels_with_finite_losses() {
             &root,
             &out,
             &common::Tiny {
-                dataset: "train_csv = \"train.csv\"",
                 transforms: r#"{ name = "CorruptLabels", target_dice = [0.6, 0.8] }, { name = "NormalizeWithMeanStd" }, { name = "RandomCrop", size = [32, 32] }"#,
-                net: "UNet2D",
                 loss,
-                seed: 1,
                 iterations: 3,
                 section: &section,
+                ..Default::default()
             },
         );
         let mut r = Registries::with_builtins();
@@ -236,25 +228,18 @@ fn dast_ranks_its_criteria_and_trains_on_clean_and_noisy_batches() {
     assert_eq!(r.add(0.5), Some(0)); // [3, 4, 0.5]
     assert_eq!(r.add(3.5), Some(1)); // [4, 0.5, 3.5]
 
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let mut pc = PhantomConfig::cardiac2d();
-    pc.slices = 2;
-    pc.height = 48;
-    pc.width = 48;
-    write_phantom_dataset(&pc, true, 10, 3, &root).unwrap();
+    let (dir, root) = common::phantom(10, 48);
     let out = dir.path().join("dast");
     let cfg = common::tiny(
         &root,
         &out,
         &common::Tiny {
             dataset: "train_csv = \"train_labelled.csv\"\ntrain_noisy_csv = \"train_unlabelled.csv\"\nnoisy_transforms = [{ name = \"CorruptLabels\", target_dice = [0.6, 0.8] }]",
-            transforms: r#"{ name = "NormalizeWithMeanStd" }, { name = "RandomCrop", size = [32, 32] }"#,
             net: "DualDecoderUNet",
-            loss: common::DICE_CE,
             seed: 2,
             iterations: 4,
             section: "[noisy]\nmethod = \"DAST\"\nrampup_end = 0.0\nparams = { rank_length = 2 }",
+            ..Default::default()
         },
     );
     let mut r = Registries::with_builtins();

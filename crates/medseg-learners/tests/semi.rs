@@ -25,10 +25,10 @@ fn config(root: &Path, out: &Path, net: &str, semi: &str, iterations: usize) -> 
             dataset: "train_csv = \"train_labelled.csv\"\ntrain_unlabelled_csv = \"train_unlabelled.csv\"",
             transforms: r#"{ name = "NormalizeWithMeanStd" }, { name = "RandomCrop", size = [48, 48] }"#,
             net,
-            loss: common::DICE_CE,
             seed: 5,
             iterations,
             section: &format!("[semi]\n{semi}"),
+            ..Default::default()
         },
     )
 }

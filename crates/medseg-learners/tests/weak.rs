@@ -16,7 +16,7 @@ use medseg_learners::{
 };
 use medseg_losses::{LossTarget, Prediction};
 use medseg_nets::NetRegistry;
-use medseg_synth::{register_scribble_transform, write_phantom_dataset, PhantomConfig};
+use medseg_synth::register_scribble_transform;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 
@@ -25,13 +25,13 @@ fn config(root: &Path, out: &Path, net: &str, weak: &str, iterations: usize) -> 
         root,
         out,
         &common::Tiny {
-            dataset: "train_csv = \"train.csv\"",
             transforms: r#"{ name = "SimulateScribbles", seed = 2 }, { name = "NormalizeWithMeanStd" }, { name = "RandomCrop", size = [32, 32] }, { name = "RandomFlip", axes = [1, 2], p = 0.5 }"#,
             net,
             loss: r#"{ name = "CrossEntropyLoss" }"#,
             seed: 4,
             iterations,
             section: &format!("[weak]\n{weak}"),
+            ..Default::default()
         },
     )
 }
@@ -44,13 +44,7 @@ fn registries() -> Registries {
 
 #[test]
 fn every_weak_method_trains_on_simulated_scribbles_with_finite_losses() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let mut pc = PhantomConfig::cardiac2d();
-    pc.slices = 2;
-    pc.height = 48;
-    pc.width = 48;
-    write_phantom_dataset(&pc, true, 5, 3, &root).unwrap();
+    let (dir, root) = common::phantom(5, 48);
     let cases = [
         ("pCE", "UNet2D", ""),
         ("EntropyMinimization", "UNet2D", ""),
@@ -323,13 +317,7 @@ fn gated_crf_gradient_through_the_training_step_matches_finite_differences() {
 
 #[test]
 fn bad_scribbles_are_named_by_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let mut pc = PhantomConfig::cardiac2d();
-    pc.slices = 2;
-    pc.height = 32;
-    pc.width = 32;
-    write_phantom_dataset(&pc, true, 5, 3, &root).unwrap();
+    let (dir, root) = common::phantom(5, 32);
     // scribbles beside the full labels, in a `scribble` column
     let mut m = medseg_io::Manifest::read(&root.join("train.csv"), Some(&root)).unwrap();
     std::fs::create_dir_all(root.join("scribbles")).unwrap();

@@ -5,7 +5,22 @@
 #![allow(dead_code)] // each test file uses part of it
 
 use medseg_config::ExperimentConfig;
-use std::path::Path;
+use medseg_synth::{write_phantom_dataset, PhantomConfig};
+use std::path::{Path, PathBuf};
+
+/// A temporary folder with a 2D cardiac phantom of `subjects` subjects of 2
+/// slices of `size` x `size` in `data/` (seed 3); returns the folder and the
+/// data root.
+pub fn phantom(subjects: usize, size: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let mut pc = PhantomConfig::cardiac2d();
+    pc.slices = 2;
+    pc.height = size;
+    pc.width = size;
+    write_phantom_dataset(&pc, true, subjects, 3, &root).unwrap();
+    (dir, root)
+}
 
 /// What differs between the tests' configurations.
 pub struct Tiny<'a> {
@@ -23,6 +38,22 @@ pub struct Tiny<'a> {
     pub iterations: usize,
     /// The method section, e.g. `[semi]\nmethod = "CPS"`.
     pub section: &'a str,
+}
+
+impl Default for Tiny<'_> {
+    /// `train.csv`, normalisation and 32 x 32 crops, a UNet2D, Dice + CE,
+    /// seed 1, 2 iterations, no method section.
+    fn default() -> Self {
+        Tiny {
+            dataset: "train_csv = \"train.csv\"",
+            transforms: r#"{ name = "NormalizeWithMeanStd" }, { name = "RandomCrop", size = [32, 32] }"#,
+            net: "UNet2D",
+            loss: DICE_CE,
+            seed: 1,
+            iterations: 2,
+            section: "",
+        }
+    }
 }
 
 /// 0.5 Dice + 0.5 CE.
