@@ -1,3 +1,4 @@
+#![doc = include_str!("../README.md")]
 //! What the trainer binaries (`medseg-supervised`, `medseg-semi`,
 //! `medseg-weak`, `medseg-noisy`) share: the arguments of `train` and the run itself
 //! (load the config, generate the phantom data on first use, build the
