@@ -438,6 +438,18 @@ fn parse(regime: &Regime, args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
+/// The sliding window of the config's `[inference]` section.
+pub(crate) fn sliding_window(cfg: &ExperimentConfig) -> SlidingWindow {
+    let i = &cfg.inference;
+    SlidingWindow {
+        patch_size: i.patch_size.clone(),
+        overlap: i.overlap,
+        gaussian: i.gaussian,
+        sigma_scale: i.sigma_scale,
+        batch_size: i.sw_batch_size,
+    }
+}
+
 /// Evaluates a checkpoint on the test manifest, per subject.
 /// Per subject, per class: (Dice, HD95).
 type CaseTable = (Vec<Vec<f64>>, Vec<Vec<f64>>);
@@ -446,18 +458,7 @@ fn evaluate(cfg: &ExperimentConfig, ckpt: &Path) -> Result<CaseTable> {
     let dev = medseg_learners::parse_device(&cfg.training.device)?;
     let (_vm, net) = medseg_nets::load_network(ckpt, &dev)
         .with_context(|| format!("loading {}", ckpt.display()))?;
-    let predictor = Predictor::new(
-        vec![net.as_ref()],
-        dev,
-        SlidingWindow {
-            patch_size: cfg.inference.patch_size.clone(),
-            overlap: cfg.inference.overlap,
-            gaussian: cfg.inference.gaussian,
-            sigma_scale: cfg.inference.sigma_scale,
-            batch_size: cfg.inference.sw_batch_size,
-        },
-        false,
-    )?;
+    let predictor = Predictor::new(vec![net.as_ref()], dev, sliding_window(cfg), false)?;
     let test_csv = cfg
         .dataset
         .test_csv

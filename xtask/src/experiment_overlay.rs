@@ -11,7 +11,7 @@
 use anyhow::{Context, Result};
 use medseg_config::ExperimentConfig;
 use medseg_core::Sample;
-use medseg_infer::{argmax, Predictor, SlidingWindow};
+use medseg_infer::{argmax, Predictor};
 use medseg_io::{Dataset, LabelledDataset};
 use medseg_learners::{read_manifest, test_pipeline};
 use medseg_synth::scribble_transform::{simulate_scribbles, SimulateScribblesParams};
@@ -56,21 +56,16 @@ fn tile(img: &Array2<f32>, lab: Option<&Array2<u16>>) -> RgbImage {
     t.upscale(2)
 }
 
-/// Predicts `s` (already through the test pipeline) with a checkpoint.
-fn predict(ckpt: &Path, s: &Sample) -> Result<Array2<u16>> {
+/// Predicts `s` (already through the test pipeline) with a checkpoint and
+/// the config's sliding window.
+fn predict(cfg: &ExperimentConfig, ckpt: &Path, s: &Sample) -> Result<Array2<u16>> {
     let dev = candle_core::Device::Cpu;
     let (_vm, net) = medseg_nets::load_network(ckpt, &dev)
         .with_context(|| format!("loading {}", ckpt.display()))?;
     let p = Predictor::new(
         vec![net.as_ref()],
         dev,
-        SlidingWindow {
-            patch_size: None,
-            overlap: 0.5,
-            gaussian: true,
-            sigma_scale: 0.125,
-            batch_size: 4,
-        },
+        crate::experiment::sliding_window(cfg),
         false,
     )?;
     let probs = invert_prediction(&s.history, p.predict(s.image.data.view())?)?;
@@ -141,7 +136,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let tt = test_pipeline(&cfg)?.apply_in(t.clone(), &mut rng, Mode::Inference)?;
     for run in ["baseline", method.as_str(), "full"] {
         let ck = runs.join(run).join("seed1/checkpoints/best.safetensors");
-        let pred = predict(&ck, &tt)?;
+        let pred = predict(&cfg, &ck, &tt)?;
         tiles.push(tile(&timg, Some(&pred)));
     }
     std::fs::create_dir_all(&out)?;

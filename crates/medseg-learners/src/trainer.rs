@@ -3,7 +3,7 @@
 //! checkpoints, logs and plots are here.
 
 use crate::checkpoint::{CheckpointDir, CheckpointMeta, ResumePoint};
-use crate::collate::{check_label_range, collate};
+use crate::collate::{check_label_range, collate, TensorBatch};
 use crate::error::{LearnError, Result, TensorContext};
 use crate::learner::{trainable_vars, Learner, StepContext};
 use crate::logging::RunLog;
@@ -183,15 +183,6 @@ impl Trainer {
         }
     }
 
-    /// Whether the training transforms draw scribbles from full labels.
-    fn simulates_scribbles(&self) -> bool {
-        self.cfg
-            .dataset
-            .train_transforms
-            .iter()
-            .any(|t| t.get("name").and_then(|n| n.as_str()) == Some("SimulateScribbles"))
-    }
-
     /// The manifest `dataset.<key>` that the learner needs, or an error
     /// naming the key.
     fn required_manifest(&self, path: Option<&PathBuf>, key: &str) -> Result<medseg_io::Manifest> {
@@ -274,7 +265,7 @@ impl Trainer {
         if let Some(col) = &d.label_column {
             use_label_column(&mut train_manifest, col)?;
         }
-        if self.cfg.weak.is_some() && !self.simulates_scribbles() {
+        if self.cfg.weak.is_some() {
             crate::weak::check_scribbles(&train_manifest, d.class_num, d.ignore_label)?;
         }
         let train_ds: Arc<dyn Dataset> = Arc::new(LabelledDataset::new(train_manifest)?);
@@ -317,11 +308,14 @@ impl Trainer {
         opt: &mut Optimizer,
     ) -> Result<(f64, Vec<(String, f64)>)> {
         let d = &self.cfg.dataset;
-        let batch = data.labelled.next()?;
-        for smp in &batch.samples {
-            check_label_range(smp, d.class_num, d.ignore_label).map_err(LearnError::Other)?;
-        }
-        let tb = collate(&batch, d.ignore_label, &self.device).ctx("collating a training batch")?;
+        // labels are checked against the classes before they become tensors
+        let labelled_batch = |b: medseg_core::Batch, what: &str| -> Result<TensorBatch> {
+            for smp in &b.samples {
+                check_label_range(smp, d.class_num, d.ignore_label).map_err(LearnError::Other)?;
+            }
+            collate(&b, d.ignore_label, &self.device).ctx(&format!("collating a {what} batch"))
+        };
+        let tb = labelled_batch(data.labelled.next()?, "training")?;
         let ub = match data.unlabelled.as_mut() {
             Some(s) => Some(
                 collate(&s.next()?, d.ignore_label, &self.device)
@@ -330,14 +324,7 @@ impl Trainer {
             None => None,
         };
         let nb = match data.noisy.as_mut() {
-            Some(s) => {
-                let b = s.next()?;
-                for smp in &b.samples {
-                    check_label_range(smp, d.class_num, d.ignore_label)
-                        .map_err(LearnError::Other)?;
-                }
-                Some(collate(&b, d.ignore_label, &self.device).ctx("collating a noisy batch")?)
-            }
+            Some(s) => Some(labelled_batch(s.next()?, "noisy")?),
             None => None,
         };
         let ctx = StepContext {

@@ -111,11 +111,9 @@ impl SemiMethod for CoTeaching {
 
     fn unsupervised(&mut self, s: &SemiStep, out: &NetOutput) -> candle_core::Result<Unsup> {
         let keep = self.p.keep_rate(s.ctx.iteration, s.ctx.iterations);
-        Ok(Unsup {
-            loss: out.logits.zeros_like()?.sum_all()?,
-            extra_sup: None,
-            terms: vec![("keep".into(), keep)],
-        })
+        let mut u = Unsup::zero(&out.logits)?;
+        u.terms.push(("keep".into(), keep));
+        Ok(u)
     }
 
     fn extra_params(&self) -> Vec<(String, Var)> {

@@ -173,6 +173,12 @@ pub struct Unsup {
 }
 
 impl Unsup {
+    /// No unsupervised term (a method whose whole loss is its supervised
+    /// part): a scalar zero of `like`'s type and device.
+    pub fn zero(like: &Tensor) -> candle_core::Result<Self> {
+        Ok(Unsup::loss(Tensor::zeros((), like.dtype(), like.device())?))
+    }
+
     /// Just an unsupervised loss.
     pub fn loss(loss: Tensor) -> Self {
         Unsup {
@@ -389,9 +395,7 @@ impl<M: SemiMethod> Learner for SemiLearner<M> {
 
 /// The `[semi]` section, or an error naming it.
 pub fn semi_config(cfg: &ExperimentConfig) -> Result<&SemiConfig> {
-    cfg.semi
-        .as_ref()
-        .ok_or_else(|| LearnError::Config("the [semi] section is missing".into()))
+    Section::Semi.of(cfg)
 }
 
 /// The consistency weight at iteration `it` of `iterations`:
