@@ -32,6 +32,9 @@ pub struct Sample {
     pub label: Option<LabelMap>,
     /// Per-voxel weight `[1, ...spatial]`, e.g. 0 where unannotated.
     pub pixel_weight: Option<ArrayD<f32>>,
+    /// Per-voxel flag `[1, ...spatial]` of suspected label errors (nonzero =
+    /// suspect), e.g. from confident learning; used by the SLSR loss.
+    pub noisy_mask: Option<ArrayD<f32>>,
     /// Per-image weight (e.g. label quality), 1 when absent.
     pub image_weight: Option<f32>,
     /// For partial labels: the classes annotated in this sample. `None` means
@@ -49,6 +52,7 @@ impl Sample {
             image,
             label: None,
             pixel_weight: None,
+            noisy_mask: None,
             image_weight: None,
             annotated_classes: None,
             history: Vec::new(),
@@ -98,14 +102,19 @@ impl Sample {
                 )));
             }
         }
-        if let Some(w) = &self.pixel_weight {
-            if &w.shape()[1..] != self.image.spatial_shape() {
-                return Err(Error::Shape(format!(
-                    "{}: pixel weight shape {:?} differs from image shape {:?}",
-                    self.name,
-                    w.shape(),
-                    self.image.spatial_shape()
-                )));
+        for (what, map) in [
+            ("pixel weight", &self.pixel_weight),
+            ("noisy mask", &self.noisy_mask),
+        ] {
+            if let Some(w) = map {
+                if &w.shape()[1..] != self.image.spatial_shape() {
+                    return Err(Error::Shape(format!(
+                        "{}: {what} shape {:?} differs from image shape {:?}",
+                        self.name,
+                        w.shape(),
+                        self.image.spatial_shape()
+                    )));
+                }
             }
         }
         Ok(())

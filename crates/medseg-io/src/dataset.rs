@@ -117,21 +117,25 @@ impl ManifestDataset {
                 }
                 sample.label = Some(label);
             }
-            if let Some(wp) = &row.pixel_weight {
+            for (what, file, slot) in [
+                ("pixel weight", &row.pixel_weight, &mut sample.pixel_weight),
+                ("noisy mask", &row.noisy_mask, &mut sample.noisy_mask),
+            ] {
+                let Some(wp) = file else { continue };
                 let full = m.resolve(wp);
                 let w = read_image(&full).map_err(wrap)?;
                 if w.channels() != 1 || w.spatial_shape() != sample.image.spatial_shape() {
                     return Err(m.row_error(
                         index,
                         format!(
-                            "pixel weight {} has shape {:?}, expected [1, {:?}]",
+                            "{what} {} has shape {:?}, expected [1, {:?}]",
                             full.display(),
                             w.data.shape(),
                             sample.image.spatial_shape()
                         ),
                     ));
                 }
-                sample.pixel_weight = Some(w.data);
+                *slot = Some(w.data);
             }
         }
         match self.kind {

@@ -8,6 +8,8 @@
 //!   when there is no reserved column;
 //! - `label` (optional): the label map;
 //! - `pixel_weight` (optional): a per-voxel weight map;
+//! - `noisy_mask` (optional): a per-voxel map of suspected label errors
+//!   (nonzero = suspect), as confident learning writes it;
 //! - `image_weight` (optional): a number per image;
 //! - `annotated_classes` (optional, for partial labels): `;`-separated class
 //!   ids, e.g. `0;1;3`; an empty cell means all classes are annotated;
@@ -21,7 +23,13 @@ use medseg_core::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const RESERVED: [&str; 4] = ["label", "pixel_weight", "image_weight", "annotated_classes"];
+const RESERVED: [&str; 5] = [
+    "label",
+    "pixel_weight",
+    "noisy_mask",
+    "image_weight",
+    "annotated_classes",
+];
 
 /// One row of a manifest: one case. Paths are as written in the CSV
 /// (relative to [`Manifest::root`]); use [`Manifest::resolve`] to open them.
@@ -33,6 +41,8 @@ pub struct ManifestRow {
     pub label: Option<PathBuf>,
     /// The pixel-weight map file.
     pub pixel_weight: Option<PathBuf>,
+    /// The map of suspected label errors.
+    pub noisy_mask: Option<PathBuf>,
     /// The image weight (e.g. label quality).
     pub image_weight: Option<f32>,
     /// For partial labels: the classes annotated in this case (`None`: all).
@@ -193,9 +203,10 @@ impl Manifest {
             return Err(err(0, format!("no image column in header {headers:?}")));
         }
         let col = |name: &str| headers.iter().position(|h| h == name);
-        let (label_i, pw_i, iw_i, ac_i) = (
+        let (label_i, pw_i, nm_i, iw_i, ac_i) = (
             col("label"),
             col("pixel_weight"),
+            col("noisy_mask"),
             col("image_weight"),
             col("annotated_classes"),
         );
@@ -222,6 +233,7 @@ impl Manifest {
                 |i: Option<usize>| i.map(cell).filter(|c| !c.is_empty()).map(PathBuf::from);
             mrow.label = opt_path(label_i);
             mrow.pixel_weight = opt_path(pw_i);
+            mrow.noisy_mask = opt_path(nm_i);
             if let Some(i) = iw_i {
                 let c = cell(i);
                 if !c.is_empty() {
@@ -238,7 +250,7 @@ impl Manifest {
                 mrow.annotated_classes = parse_classes(cell(i)).map_err(|m| err(row, m))?;
             }
             for (i, h) in headers.iter().enumerate() {
-                if image_idx.contains(&i) || [label_i, pw_i, iw_i, ac_i].contains(&Some(i)) {
+                if image_idx.contains(&i) || [label_i, pw_i, nm_i, iw_i, ac_i].contains(&Some(i)) {
                     continue;
                 }
                 mrow.extra.insert(h.clone(), cell(i).to_string());
@@ -271,7 +283,8 @@ impl Manifest {
                 .iter()
                 .map(|p| ("image", p))
                 .chain(row.label.iter().map(|p| ("label", p)))
-                .chain(row.pixel_weight.iter().map(|p| ("pixel_weight", p)));
+                .chain(row.pixel_weight.iter().map(|p| ("pixel_weight", p)))
+                .chain(row.noisy_mask.iter().map(|p| ("noisy_mask", p)));
             for (what, p) in named {
                 let full = self.resolve(p);
                 if !full.is_file() {
@@ -295,7 +308,7 @@ impl Manifest {
     }
 
     /// Writes the manifest as CSV (atomically: temp file + rename). Columns:
-    /// the image columns, then `label`, `pixel_weight`, `image_weight`,
+    /// the image columns, then `label`, `pixel_weight`, `noisy_mask`, `image_weight`,
     /// `annotated_classes` when any row has them, then the extra columns in
     /// name order.
     ///
@@ -325,6 +338,7 @@ impl Manifest {
         };
         let has_label = self.rows.iter().any(|r| r.label.is_some());
         let has_pw = self.rows.iter().any(|r| r.pixel_weight.is_some());
+        let has_nm = self.rows.iter().any(|r| r.noisy_mask.is_some());
         let has_iw = self.rows.iter().any(|r| r.image_weight.is_some());
         let has_ac = self.rows.iter().any(|r| r.annotated_classes.is_some());
         let mut extra: Vec<&String> = self.rows.iter().flat_map(|r| r.extra.keys()).collect();
@@ -334,6 +348,7 @@ impl Manifest {
         for (flag, name) in [
             (has_label, "label"),
             (has_pw, "pixel_weight"),
+            (has_nm, "noisy_mask"),
             (has_iw, "image_weight"),
             (has_ac, "annotated_classes"),
         ] {
@@ -354,6 +369,9 @@ impl Manifest {
             }
             if has_pw {
                 rec.push(opt(&row.pixel_weight));
+            }
+            if has_nm {
+                rec.push(opt(&row.noisy_mask));
             }
             if has_iw {
                 rec.push(row.image_weight.map(|w| w.to_string()).unwrap_or_default());

@@ -58,6 +58,7 @@ fn manifest(dir: &Path, n: usize) -> Manifest {
             ],
             label: Some(format!("c{i}_lab.nii.gz").into()),
             pixel_weight: Some(format!("c{i}_w.nii").into()),
+            noisy_mask: (i == 1).then(|| format!("c{i}_w.nii").into()),
             image_weight: Some(0.25 * i as f32),
             annotated_classes: if i % 2 == 0 { Some(vec![0, 2]) } else { None },
             extra: BTreeMap::new(),
@@ -77,12 +78,12 @@ fn manifest_round_trips_through_csv() {
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(
         text.starts_with(
-            "image_t1,image_t2,label,pixel_weight,image_weight,annotated_classes,subject\n"
+            "image_t1,image_t2,label,pixel_weight,noisy_mask,image_weight,annotated_classes,subject\n"
         ),
         "{text}"
     );
     assert!(
-        text.contains("c0_m0.nii.gz,c0_m1.nii.gz,c0_lab.nii.gz,c0_w.nii,0,0;2,s0\n"),
+        text.contains("c0_m0.nii.gz,c0_m1.nii.gz,c0_lab.nii.gz,c0_w.nii,,0,0;2,s0\n"),
         "{text}"
     );
     let back = Manifest::read(&csv, None).unwrap();
@@ -127,6 +128,7 @@ fn datasets_fill_the_sample_fields() {
     assert!((s.image.spacing()[0] - 2.0).abs() < 1e-6);
     assert_eq!(s.label.as_ref().unwrap().data[[0, 0, 0, 2]], 2);
     assert_eq!(s.pixel_weight.as_ref().unwrap()[[0, 0, 0, 0]], 0.5);
+    assert_eq!(s.noisy_mask, s.pixel_weight, "the noisy mask column is read");
     assert_eq!(s.image_weight, Some(0.25));
     assert_eq!(s.annotated_classes, None);
     s.validate().unwrap();

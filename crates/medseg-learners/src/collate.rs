@@ -60,6 +60,20 @@ pub fn collate(batch: &Batch, ignore: u16, device: &Device) -> candle_core::Resu
             device,
         )?);
     }
+    if batch.samples.iter().all(|s| s.noisy_mask.is_some()) && !batch.is_empty() {
+        let views: Vec<_> = batch
+            .samples
+            .iter()
+            .map(|s| s.noisy_mask.as_ref().expect("checked").view())
+            .collect();
+        let m = ndarray::stack(ndarray::Axis(0), &views)
+            .map_err(|e| candle_core::Error::Msg(format!("stacking noisy masks: {e}")))?;
+        target = target.with_noisy_mask(Tensor::from_vec(
+            m.iter().copied().collect::<Vec<f32>>(),
+            m.shape(),
+            device,
+        )?);
+    }
     if batch.samples.iter().any(|s| s.image_weight.is_some()) {
         let w: Vec<f32> = batch
             .samples

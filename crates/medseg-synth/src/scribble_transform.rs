@@ -115,6 +115,9 @@ impl Transform for SimulatedLabels {
     fn is_random(&self) -> bool {
         true
     }
+    fn simulates_labels(&self) -> bool {
+        true
+    }
     fn apply(&self, mut sample: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
         let label = sample.label.as_ref().ok_or_else(|| {
             Error::invalid(

@@ -547,9 +547,11 @@ impl Transform for ElasticDeformation {
             );
             sample.label = Some(LabelMap::new(out, label.geometry)?);
         }
-        if let Some(w) = sample.pixel_weight.take() {
-            let w = to4(w)?;
-            sample.pixel_weight = Some(from4(warp(&w, shape, &map, Sampling::Nearest(0.0)), ndim));
+        for m in [&mut sample.pixel_weight, &mut sample.noisy_mask] {
+            if let Some(w) = m.take() {
+                let w = to4(w)?;
+                *m = Some(from4(warp(&w, shape, &map, Sampling::Nearest(0.0)), ndim));
+            }
         }
         record(
             &mut sample,

@@ -17,6 +17,13 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
     /// True for random augmentations, which by default run at training time only.
     fn is_random(&self) -> bool;
+    /// True for steps that stand in for an annotator: they replace the
+    /// label with a simulated one (scribbles, noisy labels), the same for a
+    /// case at every epoch. Confident learning uses them to see the labels
+    /// training sees. False by default.
+    fn simulates_labels(&self) -> bool {
+        false
+    }
     /// Applies the transform.
     ///
     /// # Errors
@@ -118,6 +125,33 @@ impl Pipeline {
             .iter()
             .map(|s| (s.transform.name(), s.stage))
             .collect()
+    }
+
+    /// The pipeline reduced to its label-simulating steps
+    /// ([`Transform::simulates_labels`]), in order, in [`Mode::Train`]: what
+    /// turns a stored label into the label training sees.
+    pub fn label_simulation(self) -> Pipeline {
+        Pipeline {
+            steps: self
+                .steps
+                .into_iter()
+                .filter(|s| s.transform.simulates_labels())
+                .collect(),
+            mode: Mode::Train,
+        }
+    }
+
+    /// The pipeline without its label-simulating steps (for training on
+    /// labels that were simulated once and written).
+    pub fn without_label_simulation(self) -> Pipeline {
+        Pipeline {
+            steps: self
+                .steps
+                .into_iter()
+                .filter(|s| !s.transform.simulates_labels())
+                .collect(),
+            mode: self.mode,
+        }
     }
 
     /// Applies the steps that run in the pipeline's mode, in order.

@@ -55,9 +55,11 @@ pub(crate) fn apply_grid_op(
         let out = from4(apply_op(&op, &l, Sampling::Nearest(fills.label)), ndim);
         sample.label = Some(LabelMap::new(out, geometry)?);
     }
-    if let Some(w) = sample.pixel_weight.take() {
-        let w = to4(w)?;
-        sample.pixel_weight = Some(from4(apply_op(&op, &w, Sampling::Nearest(0.0)), ndim));
+    for map in [&mut sample.pixel_weight, &mut sample.noisy_mask] {
+        if let Some(w) = map.take() {
+            let w = to4(w)?;
+            *map = Some(from4(apply_op(&op, &w, Sampling::Nearest(0.0)), ndim));
+        }
     }
     let mut params = serde_json::json!({
         "op": op,

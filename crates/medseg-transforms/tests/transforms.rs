@@ -47,11 +47,14 @@ fn sample(shape: &[usize], geometry: Geometry) -> Sample {
     )
     .unwrap();
     let w = lab.mapv(|v| if v == 255 { 0.0f32 } else { 1.0 });
-    Sample::new("s", Image::new(img, geometry).unwrap())
+    let noisy = lab.mapv(|v| if v == 2 { 1.0f32 } else { 0.0 });
+    let mut s = Sample::new("s", Image::new(img, geometry).unwrap())
         .with_label(LabelMap::new(lab, geometry).unwrap())
         .unwrap()
         .with_pixel_weight(w)
-        .unwrap()
+        .unwrap();
+    s.noisy_mask = Some(noisy);
+    s
 }
 
 /// A smooth image: a broad Gaussian blob, with a blob-shaped label.
@@ -306,6 +309,12 @@ fn spatial_transforms_never_invent_label_classes() {
                 if *l == 255 {
                     assert_eq!(*w, 0.0, "spec {i}");
                 }
+            }
+            // so does the noisy mask (1 exactly on class 2 here)
+            let m = out.noisy_mask.as_ref().unwrap();
+            assert_eq!(m.shape(), w.shape(), "spec {i}");
+            for (l, m) in out.label.as_ref().unwrap().data.iter().zip(m.iter()) {
+                assert_eq!(*m == 1.0, *l == 2, "spec {i}");
             }
         }
     }

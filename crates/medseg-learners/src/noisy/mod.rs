@@ -11,11 +11,15 @@
 //! | `TriNet` | [`TriNet`]: three networks, each trained on the pixels where the other two agree |
 //! | `DAST` | [`Dast`]: a clean and a noisy decoder, a few clean images and many noisy ones |
 
+mod confident;
 mod coteaching;
 mod dast;
 mod pixels;
 mod trinet;
 
+pub use confident::{
+    confident_joint, correct_labels, find_label_issues, ConfidentError, Prune, MIN_PER_CLASS,
+};
 pub use coteaching::{CoTeaching, CoTeachingParams};
 pub use dast::{Dast, DastParams, Rank};
 pub use pixels::{agreement_mask, pixel_ce, small_loss_mask, small_loss_mask_per_class};
