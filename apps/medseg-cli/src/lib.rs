@@ -115,6 +115,10 @@ pub fn train(args: &TrainArgs, regime: Regime) -> Result<()> {
         )
     })?;
     ensure_data(&cfg)?;
+    // a method with a preparation stage (CL-SLSR's confident learning) runs
+    // it first; other configs pass unchanged
+    let cfg = medseg_learners::noisy::prepare(&cfg, &registries, !args.quiet)
+        .with_context(|| format!("preparing {method} from {file}"))?;
     let mut trainer = TrainerBuilder::new(cfg)
         .registries(registries())
         .learner(&method)

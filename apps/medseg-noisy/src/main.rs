@@ -9,7 +9,13 @@ The training labels are noisy (dilated, eroded, distorted, shifted...). The
 pixel; with GeneralizedCELoss, MAELoss or NoiseRobustDiceLoss as training.loss
 it is the noise-robust-loss method), CoTeaching (two networks, each trained on
 the pixels its peer finds small-loss; params forget_rate, gradual, exponent) or
-TriNet (three networks, each trained on the pixels where the other two agree).
+TriNet (three networks, each trained on the pixels where the other two agree),
+DAST (a clean and a noisy decoder, from a few clean images and many noisy ones;
+dataset.train_noisy_csv) or CLSLSR (confident learning first trains `folds`
+networks, each on the other folds, flags the pixels whose label their
+out-of-sample probabilities contradict and writes them to
+<output_dir>/confident/; then the network trains with SLSRLoss smoothing the
+flagged labels; params folds, fold_iterations, prune, correct, group_column).
 Noisy labels come from the manifest, or are made from clean ones on the fly by
 the CorruptLabels transform (first in dataset.train_transforms). Predict and
 evaluate with medseg-infer and medseg-eval.";

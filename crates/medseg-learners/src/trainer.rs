@@ -497,7 +497,7 @@ impl Trainer {
 
 /// Takes every row's label from the column `col` (`dataset.label_column`),
 /// e.g. scribbles listed beside the full labels.
-fn use_label_column(m: &mut medseg_io::Manifest, col: &str) -> Result<()> {
+pub(crate) fn use_label_column(m: &mut medseg_io::Manifest, col: &str) -> Result<()> {
     if col == "label" {
         return Ok(());
     }

@@ -277,3 +277,96 @@ fn dast_ranks_its_criteria_and_trains_on_clean_and_noisy_batches() {
     let e = TrainerBuilder::new(bad).build().err().unwrap().to_string();
     assert!(e.contains("DualDecoderUNet"), "{e}");
 }
+
+#[test]
+fn clslsr_flags_out_of_sample_and_trains_on_the_masks() {
+    use medseg_learners::noisy::{prepare, stage_dir, StageReport};
+    let (dir, root) = common::phantom(6, 48);
+    let out = dir.path().join("clslsr");
+    let slsr = r#"{ name = "CombinedLoss", terms = [{ loss = "DiceLoss", weight = 0.5 }, { loss = "SLSRLoss", weight = 0.5 }] }"#;
+    let cfg = common::tiny(
+        &root,
+        &out,
+        &common::Tiny {
+            transforms: r#"{ name = "CorruptLabels", target_dice = [0.6, 0.8] }, { name = "NormalizeWithMeanStd" }, { name = "RandomCrop", size = [32, 32] }"#,
+            loss: slsr,
+            iterations: 3,
+            section: "[noisy]\nmethod = \"CLSLSR\"\nparams = { folds = 2, fold_iterations = 3 }",
+            ..Default::default()
+        },
+    );
+    let regs = || {
+        let mut r = Registries::with_builtins();
+        register_noise_transform(&mut r.transforms);
+        r
+    };
+    // the learner alone, without the stage's masks, says what is missing
+    let mut t = TrainerBuilder::new(cfg.clone())
+        .registries(regs())
+        .progress(false)
+        .build()
+        .unwrap();
+    let e = t.run().unwrap_err().to_string();
+    assert!(e.contains("no noisy mask"), "{e}");
+
+    let ready = prepare(&cfg, &regs, false).unwrap();
+    let report: StageReport = serde_json::from_slice(
+        &std::fs::read(stage_dir(&cfg).join("confident.json")).unwrap(),
+    )
+    .unwrap();
+    // both folds trained, every training pixel was scored out of sample
+    for k in 0..2 {
+        assert!(stage_dir(&cfg)
+            .join(format!("fold{k}/checkpoints/latest.safetensors"))
+            .is_file());
+    }
+    let m = medseg_io::Manifest::read(&ready.dataset.train_csv, None).unwrap();
+    let train = medseg_io::Manifest::read(&root.join("train.csv"), None).unwrap();
+    assert_eq!(m.rows.len(), train.rows.len());
+    assert_eq!(report.pixels, m.rows.len() * 48 * 48);
+    let mut flagged = 0.0;
+    for (row, orig) in m.rows.iter().zip(&train.rows) {
+        let mask = medseg_io::read_image(&m.resolve(row.noisy_mask.as_ref().unwrap())).unwrap();
+        assert_eq!(mask.spatial_shape(), &[48, 48]);
+        assert!(mask.data.iter().all(|&v| v == 0.0 || v == 1.0));
+        flagged += mask.data.sum();
+        // the label written is the corrupted one training saw, not the stored one
+        let seen = medseg_io::read_label(&m.resolve(row.label.as_ref().unwrap())).unwrap();
+        let stored = medseg_io::read_label(&train.resolve(orig.label.as_ref().unwrap())).unwrap();
+        assert_eq!(seen.data.shape(), stored.data.shape());
+    }
+    assert_eq!(flagged as usize, report.flagged);
+    assert!(report.label_error_rate.unwrap() > 0.05, "{report:?}");
+    // the labels are in the manifest now: the simulation is not run again
+    let names: Vec<String> = ready
+        .dataset
+        .train_transforms
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["NormalizeWithMeanStd", "RandomCrop"]);
+    // a second call reuses the stage
+    let stamp = std::fs::metadata(stage_dir(&cfg).join("confident.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let again = prepare(&cfg, &regs, false).unwrap();
+    assert_eq!(again.dataset.train_csv, ready.dataset.train_csv);
+    let stamp2 = std::fs::metadata(stage_dir(&cfg).join("confident.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(stamp, stamp2);
+    // step 4: SLSR training on the masks
+    let mut t = TrainerBuilder::new(ready)
+        .registries(regs())
+        .progress(false)
+        .build()
+        .unwrap();
+    let s = t.run().unwrap();
+    assert!(s.final_loss.is_finite() && s.final_loss > 0.0);
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let f = last["flagged"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&f), "{f}");
+}

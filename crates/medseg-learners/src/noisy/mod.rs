@@ -10,13 +10,16 @@
 //! | `CoTeaching` | [`CoTeaching`]: two networks, each trained on the pixels its peer finds small-loss |
 //! | `TriNet` | [`TriNet`]: three networks, each trained on the pixels where the other two agree |
 //! | `DAST` | [`Dast`]: a clean and a noisy decoder, a few clean images and many noisy ones |
+//! | `CLSLSR` | [`ClSlsr`]: confident learning flags suspect pixels ([`prepare`]), then SLSR training |
 
+mod clslsr;
 mod confident;
 mod coteaching;
 mod dast;
 mod pixels;
 mod trinet;
 
+pub use clslsr::{fold_of_rows, params as clslsr_params, prepare, stage_dir, ClSlsr, ClSlsrParams, StageReport};
 pub use confident::{
     confident_joint, correct_labels, find_label_issues, ConfidentError, Prune, MIN_PER_CLASS,
 };
@@ -34,4 +37,8 @@ pub(crate) fn register_builtins(r: &mut LearnerRegistry) {
     r.register_semi::<CoTeaching>("CoTeaching");
     r.register_semi::<TriNet>("TriNet");
     r.register("DAST", |init| Ok(Box::new(Dast::new(init)?)));
+    r.register("CLSLSR", |init| {
+        clslsr::params(init.config)?;
+        Ok(Box::new(ClSlsr))
+    });
 }
