@@ -4,6 +4,7 @@
 mod abdomen;
 mod cardiac;
 pub mod dataset;
+pub mod federation;
 mod grid;
 pub mod noisy;
 pub mod noisy_transform;
