@@ -142,6 +142,11 @@ const LIGHT: &[(&str, &str, &str)] = &[
     ("CorruptLabels", "elastic", "false"),
     ("CorruptLabels", "target_dice", "[0.75, 0.85]"),
 ];
+/// Elastic distortion at the lighter level.
+const ELASTIC_LIGHT: &[(&str, &str, &str)] = &[
+    ("CorruptLabels", "dilate_erode", "false"),
+    ("CorruptLabels", "target_dice", "[0.75, 0.85]"),
+];
 
 macro_rules! noisy_runs {
     ($($name:literal, $config:literal, $ov:expr;)*) => {
@@ -150,8 +155,10 @@ macro_rules! noisy_runs {
     };
 }
 
-const NOISY_RUNS: [RunSpec; 21] = noisy_runs![
+const NOISY_RUNS: [RunSpec; 29] = noisy_runs![
     "baseline", "baseline.toml", DILATE;
+    "CLSLSR", "clslsr.toml", DILATE;
+    "CLSLSR-fix", "clslsr_correct.toml", DILATE;
     "CoTeaching-pc", "coteaching_per_class.toml", DILATE;
     "DAST", "dast.toml", &[];
     "GCE", "gce.toml", DILATE;
@@ -171,6 +178,12 @@ const NOISY_RUNS: [RunSpec; 21] = noisy_runs![
     "NRDice-light", "nr_dice.toml", LIGHT;
     "CoTeaching-light", "coteaching.toml", LIGHT;
     "TriNet-light", "trinet.toml", LIGHT;
+    "CLSLSR-el", "clslsr.toml", ELASTIC;
+    "CLSLSR-fix-el", "clslsr_correct.toml", ELASTIC;
+    "CLSLSR-light", "clslsr.toml", LIGHT;
+    "CLSLSR-fix-light", "clslsr_correct.toml", LIGHT;
+    "baseline-el-light", "baseline.toml", ELASTIC_LIGHT;
+    "CLSLSR-fix-el-light", "clslsr_correct.toml", ELASTIC_LIGHT;
 ];
 
 /// Random-walk scribbles instead of skeleton ones.
@@ -671,7 +684,10 @@ fn train_and_test(
         );
         let t0 = Instant::now();
         // without a [semi] section the configuration asks for `supervised`
-        let mut trainer = TrainerBuilder::new(cfg.clone())
+        // CL-SLSR's confident-learning stage counts in the training time
+        let run_cfg = medseg_learners::noisy::prepare(&cfg, &medseg_cli::registries, false)
+            .with_context(|| format!("preparing {}", spec.name))?;
+        let mut trainer = TrainerBuilder::new(run_cfg)
             .registries(medseg_cli::registries())
             .progress(false)
             .build()?;

@@ -26,7 +26,7 @@ const BG: u16 = 7;
 
 /// The middle plane of a `[1, H, W]` label as `[H, W]`, background
 /// scribbles (class 0) shown as [`BG`] when `scribble`.
-fn plane(l: &ndarray::ArrayD<u16>, scribble: bool) -> Array2<u16> {
+pub(crate) fn plane(l: &ndarray::ArrayD<u16>, scribble: bool) -> Array2<u16> {
     let p = l
         .index_axis(Axis(0), 0)
         .into_dimensionality::<ndarray::Ix2>()
@@ -39,7 +39,7 @@ fn plane(l: &ndarray::ArrayD<u16>, scribble: bool) -> Array2<u16> {
     }
 }
 
-fn image_plane(s: &Sample) -> Array2<f32> {
+pub(crate) fn image_plane(s: &Sample) -> Array2<f32> {
     s.image
         .data
         .index_axis(Axis(0), 0)
@@ -48,7 +48,7 @@ fn image_plane(s: &Sample) -> Array2<f32> {
         .to_owned()
 }
 
-fn tile(img: &Array2<f32>, lab: Option<&Array2<u16>>) -> RgbImage {
+pub(crate) fn tile(img: &Array2<f32>, lab: Option<&Array2<u16>>) -> RgbImage {
     let t = match lab {
         Some(l) => overlay_labels(img.view(), l.view(), 0.5, Some(255)),
         None => medseg_viz::grey_to_rgb(img.view(), None),
@@ -58,7 +58,7 @@ fn tile(img: &Array2<f32>, lab: Option<&Array2<u16>>) -> RgbImage {
 
 /// Predicts `s` (already through the test pipeline) with a checkpoint and
 /// the config's sliding window.
-fn predict(cfg: &ExperimentConfig, ckpt: &Path, s: &Sample) -> Result<Array2<u16>> {
+pub(crate) fn predict(cfg: &ExperimentConfig, ckpt: &Path, s: &Sample) -> Result<Array2<u16>> {
     let dev = candle_core::Device::Cpu;
     let (_vm, net) = medseg_nets::load_network(ckpt, &dev)
         .with_context(|| format!("loading {}", ckpt.display()))?;
@@ -72,6 +72,22 @@ fn predict(cfg: &ExperimentConfig, ckpt: &Path, s: &Sample) -> Result<Array2<u16
     argmax(probs.view())
         .into_dimensionality::<ndarray::Ix2>()
         .context("a 2D prediction")
+}
+
+/// The first slice of manifest `csv` in which each of the three cardiac
+/// structures covers more than 150 pixels.
+pub(crate) fn slice_with_all_structures(cfg: &ExperimentConfig, csv: &Path) -> Result<Sample> {
+    let ds = LabelledDataset::new(read_manifest(cfg, csv)?)?;
+    (0..ds.len())
+        .map(|i| ds.get(i))
+        .find(|s| {
+            s.as_ref().is_ok_and(|s| {
+                let l = &s.label.as_ref().expect("labelled").data;
+                (1..4u16).all(|c| l.iter().filter(|&&v| v == c).count() > 150)
+            })
+        })
+        .with_context(|| format!("no slice of {} shows all three structures", csv.display()))?
+        .map_err(Into::into)
 }
 
 /// Writes `weak_overlays.png`.
@@ -97,16 +113,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
 
     // a training slice with every structure: image, label, two scribbles
-    let train = LabelledDataset::new(read_manifest(&cfg, &cfg.dataset.train_csv)?)?;
-    let s = (0..train.len())
-        .map(|i| train.get(i))
-        .find(|s| {
-            s.as_ref().is_ok_and(|s| {
-                let l = &s.label.as_ref().expect("labelled").data;
-                (1..4u16).all(|c| l.iter().filter(|&&v| v == c).count() > 150)
-            })
-        })
-        .context("no training slice shows all three structures")??;
+    let s = slice_with_all_structures(&cfg, &cfg.dataset.train_csv)?;
     let img = image_plane(&s);
     let full = plane(&s.label.as_ref().expect("labelled").data, false);
     let mut tiles = vec![tile(&img, None), tile(&img, Some(&full))];
@@ -120,16 +127,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
     // a test slice with every structure: truth and three predictions
     let test_csv = cfg.dataset.test_csv.clone().context("test_csv")?;
-    let test = LabelledDataset::new(read_manifest(&cfg, &test_csv)?)?;
-    let t = (0..test.len())
-        .map(|i| test.get(i))
-        .find(|s| {
-            s.as_ref().is_ok_and(|s| {
-                let l = &s.label.as_ref().expect("labelled").data;
-                (1..4u16).all(|c| l.iter().filter(|&&v| v == c).count() > 150)
-            })
-        })
-        .context("no test slice shows all three structures")??;
+    let t = slice_with_all_structures(&cfg, &test_csv)?;
     let timg = image_plane(&t);
     let gt = plane(&t.label.as_ref().expect("labelled").data, false);
     tiles.push(tile(&timg, Some(&gt)));

@@ -152,8 +152,12 @@ impl ManifestDataset {
                 });
                 sample.pixel_weight = Some(weight);
             }
-            Kind::Partial => sample.annotated_classes = row.annotated_classes.clone(),
-            Kind::Labelled | Kind::Unlabelled => {}
+            // a labelled manifest may say which classes each case annotates
+            // (partial labels); the losses that care read it
+            Kind::Partial | Kind::Labelled => {
+                sample.annotated_classes = row.annotated_classes.clone()
+            }
+            Kind::Unlabelled => {}
         }
         Ok(sample)
     }

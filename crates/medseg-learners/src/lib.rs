@@ -42,5 +42,5 @@ pub use setup::{
 pub use summary::{TrainSummary, ValidResult};
 pub use supervised::{supervised_loss, SupervisedLearner};
 pub use teacher::Teacher;
-pub use trainer::Trainer;
+pub use trainer::{ExtraTerm, LocalSession, RoundStats, Trainer};
 pub use validation::{dice_per_class, ValidationSet};

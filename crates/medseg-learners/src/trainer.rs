@@ -23,6 +23,9 @@ use medseg_transforms::{Mode, Registry as TransformRegistry};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod rounds;
+pub use rounds::{ExtraTerm, LocalSession, RoundStats};
+
 /// The engine: owns the network, loss, learner, data and logs of one run.
 /// Built by [`TrainerBuilder`](crate::TrainerBuilder).
 pub struct Trainer {
@@ -307,6 +310,18 @@ impl Trainer {
         data: &mut RunData,
         opt: &mut Optimizer,
     ) -> Result<(f64, Vec<(String, f64)>)> {
+        self.step_with(it, lr, data, opt, None)
+    }
+
+    /// [`Trainer::step`] with an extra term added to the learner's loss.
+    fn step_with(
+        &mut self,
+        it: usize,
+        lr: f64,
+        data: &mut RunData,
+        opt: &mut Optimizer,
+        extra: Option<ExtraTerm<'_>>,
+    ) -> Result<(f64, Vec<(String, f64)>)> {
         let d = &self.cfg.dataset;
         // labels are checked against the classes before they become tensors
         let labelled_batch = |b: medseg_core::Batch, what: &str| -> Result<TensorBatch> {
@@ -337,10 +352,14 @@ impl Trainer {
             noisy: nb.as_ref(),
             config: &self.cfg,
         };
-        let out = self
+        let mut out = self
             .learner
             .train_step(&ctx)
             .ctx(&format!("training step {it}"))?;
+        if let Some(f) = extra {
+            let term = f(opt.params()).ctx("the extra loss term")?;
+            out.loss = (out.loss + term).ctx("adding the extra loss term")?;
+        }
         let loss_v = out
             .loss
             .to_dtype(DType::F64)
