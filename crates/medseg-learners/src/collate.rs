@@ -93,6 +93,63 @@ pub fn collate(batch: &Batch, ignore: u16, device: &Device) -> candle_core::Resu
     })
 }
 
+/// [`collate`] for a dataset of `class_num` classes: the same tensors, and
+/// when any sample of the batch lists its `annotated_classes` (partial
+/// labels), the target also gets them as `[N, class_num]` (see
+/// [`annotated_tensor`]) for the marginal and exclusion losses. [`collate`]
+/// alone cannot build that tensor: it does not know the class count.
+pub fn collate_with_classes(
+    batch: &Batch,
+    ignore: u16,
+    class_num: usize,
+    device: &Device,
+) -> candle_core::Result<TensorBatch> {
+    let mut tb = collate(batch, ignore, device)?;
+    if let Some(a) = annotated_tensor(batch, class_num, device)? {
+        tb.target = tb.target.with_annotated(a);
+    }
+    Ok(tb)
+}
+
+/// The classes each sample annotates as an `[N, class_num]` f32 tensor (1 =
+/// annotated), or `None` when no sample lists `annotated_classes`. A sample
+/// without a list annotates every class; the background (class 0) is always
+/// annotated. A listed class `>= class_num` is an error naming the sample and
+/// the value.
+pub fn annotated_tensor(
+    batch: &Batch,
+    class_num: usize,
+    device: &Device,
+) -> candle_core::Result<Option<Tensor>> {
+    if batch.samples.iter().all(|s| s.annotated_classes.is_none()) {
+        return Ok(None);
+    }
+    let n = batch.samples.len();
+    let mut a = vec![0f32; n * class_num];
+    for (i, s) in batch.samples.iter().enumerate() {
+        let row = &mut a[i * class_num..(i + 1) * class_num];
+        match &s.annotated_classes {
+            None => row.fill(1.0),
+            Some(list) => {
+                for &c in list {
+                    if c as usize >= class_num {
+                        candle_core::bail!(
+                            "{}: annotated_classes lists class {c}, but the dataset has {class_num} classes (0..{}; dataset.class_num)",
+                            s.name,
+                            class_num.saturating_sub(1)
+                        );
+                    }
+                    row[c as usize] = 1.0;
+                }
+                if let Some(bg) = row.first_mut() {
+                    *bg = 1.0;
+                }
+            }
+        }
+    }
+    Ok(Some(Tensor::from_vec(a, (n, class_num), device)?))
+}
+
 /// Checks that every label value of `sample` is a class `0..class_num` or
 /// the ignore value; the error names the case, the value and what was expected.
 pub fn check_label_range(
@@ -115,4 +172,62 @@ pub fn check_label_range(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medseg_core::{Image, LabelMap, Sample};
+
+    fn sample(name: &str, annotated: Option<Vec<u16>>) -> Sample {
+        let lab = ndarray::ArrayD::from_elem(vec![1, 2, 2], 0u16);
+        let img = Image::new(lab.mapv(f32::from), Default::default()).unwrap();
+        let mut s = Sample::new(name, img);
+        s.label = Some(LabelMap::new(lab, Default::default()).unwrap());
+        s.annotated_classes = annotated;
+        s
+    }
+
+    #[test]
+    fn annotated_classes_become_an_n_by_c_tensor() {
+        let dev = Device::Cpu;
+        let batch = Batch {
+            samples: vec![
+                sample("a", Some(vec![0, 2])),
+                sample("b", None),
+                // background added even when the list leaves it out
+                sample("c", Some(vec![3])),
+            ],
+        };
+        let tb = collate_with_classes(&batch, 255, 4, &dev).unwrap();
+        let a = tb.target.annotated.expect("annotated is set");
+        assert_eq!(
+            a.to_vec2::<f32>().unwrap(),
+            vec![
+                vec![1.0, 0.0, 1.0, 0.0],
+                vec![1.0, 1.0, 1.0, 1.0],
+                vec![1.0, 0.0, 0.0, 1.0]
+            ]
+        );
+        // no sample lists its classes: no tensor
+        let full = Batch {
+            samples: vec![sample("a", None), sample("b", None)],
+        };
+        let tb = collate_with_classes(&full, 255, 4, &dev).unwrap();
+        assert!(tb.target.annotated.is_none());
+    }
+
+    #[test]
+    fn annotated_class_out_of_range_names_the_sample_and_value() {
+        let batch = Batch {
+            samples: vec![sample("ok", None), sample("case7", Some(vec![0, 5]))],
+        };
+        let e = collate_with_classes(&batch, 255, 4, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("case7") && e.contains("class 5") && e.contains("4 classes"),
+            "{e}"
+        );
+    }
 }

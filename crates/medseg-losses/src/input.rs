@@ -168,6 +168,12 @@ pub struct LossTarget {
     pub noisy_mask: Option<Tensor>,
     /// Teacher / second-view prediction for consistency losses; it is detached.
     pub teacher: Option<Prediction>,
+    /// Classes annotated in each image, `[N, C]` (f32 or any dtype holding 0
+    /// and 1): 1 where class `c` is annotated in image `n`; the background
+    /// (column 0) is always 1. Read by [`crate::MarginalLoss`] and
+    /// [`crate::ExclusionLoss`] for partially labelled data; `None` means every
+    /// class is annotated in every image.
+    pub annotated: Option<Tensor>,
 }
 
 impl LossTarget {
@@ -233,6 +239,13 @@ impl LossTarget {
     /// Sets the teacher prediction (stored detached).
     pub fn with_teacher(mut self, t: Prediction) -> Self {
         self.teacher = Some(t.detach());
+        self
+    }
+
+    /// Sets the annotated classes `[N, C]` (1 = class annotated in that image,
+    /// column 0 always 1) for partial labels.
+    pub fn with_annotated(mut self, a: Tensor) -> Self {
+        self.annotated = Some(a);
         self
     }
 }

@@ -5,6 +5,7 @@ mod consistency;
 mod gated_crf;
 mod input;
 mod noisy;
+mod partial;
 mod registry;
 mod supervised;
 mod weak;
@@ -16,6 +17,7 @@ pub use consistency::{ConsistencyKlLoss, ConsistencyMseLoss};
 pub use gated_crf::{CrfKernel, GatedCrfLoss};
 pub use input::{resize_nearest, Labels, LossTarget, PredKind, Prediction};
 pub use noisy::{GeneralizedCeLoss, NoiseRobustDiceLoss, SlsrLoss};
+pub use partial::{ExclusionLoss, MarginalLoss};
 pub use registry::{LossCtor, LossRegistry};
 pub use supervised::{
     CrossEntropyLoss, DiceLoss, ExpLogLoss, FocalDiceLoss, FocalLoss, GdlWeight,

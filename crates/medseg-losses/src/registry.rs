@@ -24,9 +24,9 @@ use serde_json::Value;
 
 use crate::{
     CombinedLoss, ConsistencyKlLoss, ConsistencyMseLoss, CrossEntropyLoss, DeepSupervisionLoss,
-    DiceLoss, EntropyLoss, Error, ExpLogLoss, FocalDiceLoss, FocalLoss, GatedCrfLoss,
-    GeneralizedCeLoss, GeneralizedDiceLoss, Loss, MaeLoss, MseLoss, MumfordShahLoss,
-    NoiseRobustDiceLoss, SlsrLoss, TotalVariationLoss, TverskyLoss,
+    DiceLoss, EntropyLoss, Error, ExclusionLoss, ExpLogLoss, FocalDiceLoss, FocalLoss,
+    GatedCrfLoss, GeneralizedCeLoss, GeneralizedDiceLoss, Loss, MaeLoss, MarginalLoss, MseLoss,
+    MumfordShahLoss, NoiseRobustDiceLoss, SlsrLoss, TotalVariationLoss, TverskyLoss,
 };
 
 /// A constructor: parameters (JSON) and the registry (for wrappers) to a loss.
@@ -116,7 +116,9 @@ impl LossRegistry {
     /// with an ignore value or pixel weights), `DiceLoss`, `JaccardLoss`,
     /// `GeneralizedDiceLoss`, `FocalLoss`, `FocalDiceLoss`, `TverskyLoss`,
     /// `ExpLogLoss`, `MSELoss`, `MAELoss`, `GeneralizedCELoss`,
-    /// `NoiseRobustDiceLoss`, `SLSRLoss`, `EntropyLoss`, `TotalVariationLoss`,
+    /// `NoiseRobustDiceLoss`, `SLSRLoss`, `MarginalLoss` and `ExclusionLoss`
+    /// (partial labels: read the target's `annotated` classes),
+    /// `EntropyLoss`, `TotalVariationLoss`,
     /// `MumfordShahLoss`, `GatedCRFLoss`, `ConsistencyMSELoss`,
     /// `ConsistencyKLLoss`, `CombinedLoss` (`{"terms": [{"loss", "weight",
     /// "params"}]}`) and `DeepSuperviseLoss` (`{"base": {"loss", "params"},
@@ -169,6 +171,8 @@ impl LossRegistry {
             NoiseRobustDiceLoss::validate
         );
         simple!("SLSRLoss", SlsrLoss, SlsrLoss::validate);
+        simple!("MarginalLoss", MarginalLoss, MarginalLoss::validate);
+        simple!("ExclusionLoss", ExclusionLoss, ExclusionLoss::validate);
         simple!("EntropyLoss", EntropyLoss, ok);
         simple!("TotalVariationLoss", TotalVariationLoss, ok);
         simple!(

@@ -70,7 +70,9 @@ pub struct DeepSupervisionLoss {
     pub weights: Option<Vec<f64>>,
 }
 
-/// Resamples every spatial field of `target` to `size` (nearest neighbour).
+/// Resamples every spatial field of `target` to `size` (nearest neighbour);
+/// the per-image fields (image weights, annotated classes) and the teacher are
+/// kept as they are.
 pub fn resize_target(target: &LossTarget, size: &[usize]) -> Result<LossTarget> {
     let rs = |t: &Tensor, with_channel: bool| -> Result<Tensor> {
         if with_channel {
@@ -99,6 +101,7 @@ pub fn resize_target(target: &LossTarget, size: &[usize]) -> Result<LossTarget> 
         valid_mask: opt(&target.valid_mask)?,
         noisy_mask: opt(&target.noisy_mask)?,
         teacher: target.teacher.clone(),
+        annotated: target.annotated.clone(),
     })
 }
 
