@@ -51,13 +51,19 @@ pub fn run(args: &[String]) -> Result<()> {
             "target_dice": [0.55, 0.65], "seed": 1
         }))?;
         let noisy = corrupt_labels(p)?.apply(s.clone(), &mut rng)?;
-        tiles.push(tile(&img, Some(&plane(&noisy.label.expect("corrupted").data, false))));
+        tiles.push(tile(
+            &img,
+            Some(&plane(&noisy.label.expect("corrupted").data, false)),
+        ));
     }
 
     let test_csv = cfg.dataset.test_csv.clone().context("test_csv")?;
     let t = slice_with_all_structures(&cfg, &test_csv)?;
     let timg = image_plane(&t);
-    tiles.push(tile(&timg, Some(&plane(&t.label.as_ref().expect("labelled").data, false))));
+    tiles.push(tile(
+        &timg,
+        Some(&plane(&t.label.as_ref().expect("labelled").data, false)),
+    ));
     let tt = test_pipeline(&cfg)?.apply_in(t.clone(), &mut rng, Mode::Inference)?;
     for run in ["baseline", method.as_str(), "full"] {
         let ck = runs.join(run).join("seed1/checkpoints/best.safetensors");

@@ -128,7 +128,10 @@ fn datasets_fill_the_sample_fields() {
     assert!((s.image.spacing()[0] - 2.0).abs() < 1e-6);
     assert_eq!(s.label.as_ref().unwrap().data[[0, 0, 0, 2]], 2);
     assert_eq!(s.pixel_weight.as_ref().unwrap()[[0, 0, 0, 0]], 0.5);
-    assert_eq!(s.noisy_mask, s.pixel_weight, "the noisy mask column is read");
+    assert_eq!(
+        s.noisy_mask, s.pixel_weight,
+        "the noisy mask column is read"
+    );
     assert_eq!(s.image_weight, Some(0.25));
     assert_eq!(s.annotated_classes, None);
     s.validate().unwrap();

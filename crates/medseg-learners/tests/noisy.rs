@@ -310,10 +310,9 @@ fn clslsr_flags_out_of_sample_and_trains_on_the_masks() {
     assert!(e.contains("no noisy mask"), "{e}");
 
     let ready = prepare(&cfg, &regs, false).unwrap();
-    let report: StageReport = serde_json::from_slice(
-        &std::fs::read(stage_dir(&cfg).join("confident.json")).unwrap(),
-    )
-    .unwrap();
+    let report: StageReport =
+        serde_json::from_slice(&std::fs::read(stage_dir(&cfg).join("confident.json")).unwrap())
+            .unwrap();
     // both folds trained, every training pixel was scored out of sample
     for k in 0..2 {
         assert!(stage_dir(&cfg)

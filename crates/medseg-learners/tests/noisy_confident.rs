@@ -34,7 +34,12 @@ fn flags_equal_cleanlab() {
         let p = probs(&c.probs);
         let joint = confident_joint(&c.labels, p.view()).unwrap();
         let want: Vec<i64> = c.confident_joint.concat();
-        assert_eq!(joint.iter().copied().collect::<Vec<_>>(), want, "{}: joint", c.name);
+        assert_eq!(
+            joint.iter().copied().collect::<Vec<_>>(),
+            want,
+            "{}: joint",
+            c.name
+        );
         for (method, prune) in [
             ("prune_by_class", Prune::PruneByClass),
             ("prune_by_noise_rate", Prune::PruneByNoiseRate),

@@ -129,7 +129,10 @@ impl FederationSpec {
         self.phantom.validate()?;
         let n = self.phantom.kind.num_classes() as u16;
         if self.sites.is_empty() {
-            return Err(Error::invalid("sites", "a federation needs at least one site"));
+            return Err(Error::invalid(
+                "sites",
+                "a federation needs at least one site",
+            ));
         }
         let mut names = std::collections::BTreeSet::new();
         for s in &self.sites {
@@ -208,7 +211,11 @@ fn apply_appearance(image: &mut Image, a: &Appearance, seed: u64) {
 pub fn write_federation(spec: &FederationSpec, root: &Path) -> Result<FederationReport> {
     spec.validate()?;
     let all: Vec<u16> = (0..spec.phantom.kind.num_classes() as u16).collect();
-    let mut pooled = [Manifest::new(root), Manifest::new(root), Manifest::new(root)];
+    let mut pooled = [
+        Manifest::new(root),
+        Manifest::new(root),
+        Manifest::new(root),
+    ];
     let mut report = FederationReport {
         sites: Vec::new(),
         external: 0,
@@ -231,7 +238,9 @@ pub fn write_federation(spec: &FederationSpec, root: &Path) -> Result<Federation
             std::fs::create_dir_all(dir.join(d)).map_err(|e| Error::io(dir.join(d), e))?;
         }
         let n_valid = match site {
-            Some(_) => ((subjects as f64 * spec.valid_fraction).round() as usize).clamp(1, subjects - 1),
+            Some(_) => {
+                ((subjects as f64 * spec.valid_fraction).round() as usize).clamp(1, subjects - 1)
+            }
             None => 0,
         };
         let mut train = Manifest::new(&dir);
@@ -298,10 +307,11 @@ pub fn write_federation(spec: &FederationSpec, root: &Path) -> Result<Federation
             report.external = train.rows.len();
         }
     }
-    for (m, file) in pooled
-        .iter()
-        .zip(["pooled_train.csv", "pooled_valid.csv", "pooled_train_full.csv"])
-    {
+    for (m, file) in pooled.iter().zip([
+        "pooled_train.csv",
+        "pooled_valid.csv",
+        "pooled_train_full.csv",
+    ]) {
         m.write(&root.join(file))?;
     }
     Ok(report)
@@ -331,7 +341,10 @@ mod tests {
         for (k, site) in spec.sites.iter().enumerate() {
             let m = Manifest::read(&dir.path().join(&site.name).join("train.csv"), None).unwrap();
             for row in &m.rows {
-                assert_eq!(row.annotated_classes.as_deref(), Some(&[0, k as u16 + 1][..]));
+                assert_eq!(
+                    row.annotated_classes.as_deref(),
+                    Some(&[0, k as u16 + 1][..])
+                );
                 assert_eq!(row.extra["site"], site.name);
                 let l = medseg_io::read_label(&m.resolve(row.label.as_ref().unwrap())).unwrap();
                 assert!(l.data.iter().all(|&v| v == 0 || v == k as u16 + 1));
@@ -348,7 +361,10 @@ mod tests {
             let im = medseg_io::read_image(&m.resolve(&m.rows[0].images[0])).unwrap();
             let n = im.data.len() as f32;
             let mean = im.data.sum() / n;
-            (mean, (im.data.mapv(|v| (v - mean).powi(2)).sum() / n).sqrt())
+            (
+                mean,
+                (im.data.mapv(|v| (v - mean).powi(2)).sum() / n).sqrt(),
+            )
         };
         assert_ne!(mean_sd("liver_site"), mean_sd("spleen_site"));
     }
@@ -358,7 +374,10 @@ mod tests {
         let mut s = small();
         s.sites[1].classes = vec![2, 2];
         let e = s.validate().unwrap_err().to_string();
-        assert!(e.contains("sites.spleen_site.classes") && e.contains("named twice"), "{e}");
+        assert!(
+            e.contains("sites.spleen_site.classes") && e.contains("named twice"),
+            "{e}"
+        );
         let mut s = small();
         s.sites[2].classes = vec![9];
         let e = s.validate().unwrap_err().to_string();

@@ -89,9 +89,15 @@ impl Learner for ClSlsr {
         };
         let out = ctx.net.forward_t(&ctx.labelled.image, true)?;
         let loss = supervised_loss(ctx.loss, &out, target)?;
-        let flagged = mask.ne(0f32)?.to_dtype(candle_core::DType::F32)?.mean_all()?;
+        let flagged = mask
+            .ne(0f32)?
+            .to_dtype(candle_core::DType::F32)?
+            .mean_all()?;
         Ok(StepOutput {
-            terms: vec![("sup".into(), scalar(&loss)?), ("flagged".into(), scalar(&flagged)?)],
+            terms: vec![
+                ("sup".into(), scalar(&loss)?),
+                ("flagged".into(), scalar(&flagged)?),
+            ],
             loss,
         })
     }
@@ -339,7 +345,10 @@ fn run_stage(
         let ds = LabelledDataset::new(manifest.clone())?;
         for i in held {
             let sample = ds.get(i)?;
-            let stored = sample.label.as_ref().map(|l| l.data.iter().copied().collect::<Vec<_>>());
+            let stored = sample
+                .label
+                .as_ref()
+                .map(|l| l.data.iter().copied().collect::<Vec<_>>());
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
             let seen = simulate.apply_in(sample, &mut rng, Mode::Train)?;
             let label = seen.label.as_ref().ok_or_else(|| {
@@ -396,7 +405,8 @@ fn run_stage(
         std::fs::create_dir_all(d).map_err(|e| medseg_core::Error::io(d, e))?;
     }
     let mut out = subset(&manifest, cases.iter().map(|c| c.row), Path::new(""));
-    let (mut at, mut per_class, mut class_count) = (0usize, vec![0usize; class_num], vec![0usize; class_num]);
+    let (mut at, mut per_class, mut class_count) =
+        (0usize, vec![0usize; class_num], vec![0usize; class_num]);
     let (mut errors, mut caught) = (0usize, 0usize);
     for (ci, c) in cases.iter().enumerate() {
         let label = c.sample.label.as_ref().expect("checked above");

@@ -140,7 +140,10 @@ fn round_rows(m: &Array2<f64>) -> Array2<i64> {
 /// # Errors
 /// [`ConfidentError`] when the shapes disagree, a label is out of range or
 /// a class has no pixel.
-pub fn confident_joint(labels: &[u16], probs: ArrayView2<f32>) -> Result<Array2<i64>, ConfidentError> {
+pub fn confident_joint(
+    labels: &[u16],
+    probs: ArrayView2<f32>,
+) -> Result<Array2<i64>, ConfidentError> {
     let counts = class_counts(labels, probs)?;
     let k = counts.len();
     let mut sums = vec![0f64; k];

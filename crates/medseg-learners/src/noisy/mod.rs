@@ -19,7 +19,9 @@ mod dast;
 mod pixels;
 mod trinet;
 
-pub use clslsr::{fold_of_rows, params as clslsr_params, prepare, stage_dir, ClSlsr, ClSlsrParams, StageReport};
+pub use clslsr::{
+    fold_of_rows, params as clslsr_params, prepare, stage_dir, ClSlsr, ClSlsrParams, StageReport,
+};
 pub use confident::{
     confident_joint, correct_labels, find_label_issues, ConfidentError, Prune, MIN_PER_CLASS,
 };

@@ -90,7 +90,11 @@ impl Trainer {
         }
         Ok(RoundStats {
             steps,
-            mean_loss: if steps == 0 { f64::NAN } else { sum / steps as f64 },
+            mean_loss: if steps == 0 {
+                f64::NAN
+            } else {
+                sum / steps as f64
+            },
         })
     }
 
@@ -115,4 +119,3 @@ impl Trainer {
         self.parameters()
     }
 }
-
