@@ -367,7 +367,7 @@ mod non_finite_as_null {
     }
 }
 
-fn mean_std(v: &[f64]) -> (f64, f64, usize) {
+pub(crate) fn mean_std(v: &[f64]) -> (f64, f64, usize) {
     let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     let n = f.len();
     if n == 0 {
@@ -465,9 +465,19 @@ pub(crate) fn sliding_window(cfg: &ExperimentConfig) -> SlidingWindow {
 
 /// Evaluates a checkpoint on the test manifest, per subject.
 /// Per subject, per class: (Dice, HD95).
-type CaseTable = (Vec<Vec<f64>>, Vec<Vec<f64>>);
+pub(crate) type CaseTable = (Vec<Vec<f64>>, Vec<Vec<f64>>);
 
 fn evaluate(cfg: &ExperimentConfig, ckpt: &Path) -> Result<CaseTable> {
+    let slice_mm = medseg_synth::phantom_config("cardiac2d")?.0.spacing[0];
+    evaluate_with(cfg, ckpt, slice_mm)
+}
+
+/// [`evaluate`] for 2D slices `slice_mm` apart.
+pub(crate) fn evaluate_with(
+    cfg: &ExperimentConfig,
+    ckpt: &Path,
+    slice_mm: f64,
+) -> Result<CaseTable> {
     let dev = medseg_learners::parse_device(&cfg.training.device)?;
     let (_vm, net) = medseg_nets::load_network(ckpt, &dev)
         .with_context(|| format!("loading {}", ckpt.display()))?;
@@ -491,7 +501,6 @@ fn evaluate(cfg: &ExperimentConfig, ckpt: &Path) -> Result<CaseTable> {
         .collect();
     let ds = LabelledDataset::new(manifest)?;
     let pipeline = test_pipeline(cfg)?;
-    let slice_mm = medseg_synth::phantom_config("cardiac2d")?.0.spacing[0];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     // subject -> (pred slices, gt slices, in-plane spacing)
     type Slices = (
@@ -541,7 +550,7 @@ fn evaluate(cfg: &ExperimentConfig, ckpt: &Path) -> Result<CaseTable> {
     Ok((dice, hd95))
 }
 
-fn fmt_ms(v: &[f64], digits: usize) -> String {
+pub(crate) fn fmt_ms(v: &[f64], digits: usize) -> String {
     let (m, s, n) = mean_std(v);
     let extra = if n < v.len() {
         format!(" ({} of {} finite)", n, v.len())
@@ -551,11 +560,11 @@ fn fmt_ms(v: &[f64], digits: usize) -> String {
     format!("{m:.digits$} ± {s:.digits$}{extra}")
 }
 
-fn column(rows: &[Vec<f64>], k: usize) -> Vec<f64> {
+pub(crate) fn column(rows: &[Vec<f64>], k: usize) -> Vec<f64> {
     rows.iter().map(|r| r[k]).collect()
 }
 
-fn row_means(rows: &[Vec<f64>]) -> Vec<f64> {
+pub(crate) fn row_means(rows: &[Vec<f64>]) -> Vec<f64> {
     rows.iter()
         .map(|r| r.iter().sum::<f64>() / r.len() as f64)
         .collect()

@@ -276,7 +276,9 @@ pub(crate) fn matches_any(patterns: &[String], key: &str) -> bool {
 /// position in a PyTorch `Sequential` (`…conv_conv.1.weight` is UNet's
 /// first batch norm, `…conv_conv.0.weight` its convolution).
 pub fn detect_norm_keys(weights: &Weights) -> BTreeSet<String> {
-    let mut layers: BTreeMap<&str, Vec<(&str, &str, &ArrayD<f32>)>> = BTreeMap::new();
+    // layer name -> (full key, leaf name, array)
+    type Leaves<'a> = Vec<(&'a str, &'a str, &'a ArrayD<f32>)>;
+    let mut layers: BTreeMap<&str, Leaves<'_>> = BTreeMap::new();
     for (key, a) in weights.iter() {
         let (layer, leaf) = key.rsplit_once('.').unwrap_or(("", key));
         layers.entry(layer).or_default().push((key, leaf, a));

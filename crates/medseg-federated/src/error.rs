@@ -99,6 +99,22 @@ pub enum FedError {
         /// What is wrong.
         msg: String,
     },
+    /// A site of a federation that cannot be set up or trained.
+    #[error("site `{site}`: {msg}")]
+    Site {
+        /// The site.
+        site: String,
+        /// What is wrong, naming the file or key.
+        msg: String,
+    },
+    /// A federation config with a bad key or value.
+    #[error("{}: {msg}", path.display())]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        msg: String,
+    },
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

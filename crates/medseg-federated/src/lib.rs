@@ -5,6 +5,7 @@ mod aggregator;
 mod error;
 mod proximal;
 mod registry;
+pub mod simulation;
 pub mod strategies;
 mod weights;
 
@@ -14,6 +15,7 @@ pub use aggregator::{
 pub use error::{FedError, Result};
 pub use proximal::{proximal_term, ProximalTerm, TensorLike};
 pub use registry::{AggregatorCtor, AggregatorRegistry};
+pub use simulation::{FederationConfig, Simulation, SimulationSummary};
 pub use strategies::fedavg::{FedAvg, FedAvgParams, FedProx, FedProxParams};
 pub use strategies::fedbn::{FedBN, FedBNParams, DEFAULT_NORM_PATTERNS};
 pub use strategies::fedopt::{FedAdam, FedAdamParams, FedYogi, FedYogiParams};

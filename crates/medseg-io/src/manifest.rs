@@ -98,7 +98,12 @@ fn parse_classes(cell: &str) -> std::result::Result<Option<Vec<u16>>, String> {
         })?);
     }
     out.sort_unstable();
-    out.dedup();
+    if let Some(w) = out.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!(
+            "annotated_classes: class {} is named twice in {cell:?}; name each class once",
+            w[0]
+        ));
+    }
     Ok(Some(out))
 }
 

@@ -3,7 +3,7 @@
 //! checkpoints, logs and plots are here.
 
 use crate::checkpoint::{CheckpointDir, CheckpointMeta, ResumePoint};
-use crate::collate::{check_label_range, collate, TensorBatch};
+use crate::collate::{check_label_range, collate, collate_with_classes, TensorBatch};
 use crate::error::{LearnError, Result, TensorContext};
 use crate::learner::{trainable_vars, Learner, StepContext};
 use crate::logging::RunLog;
@@ -328,7 +328,8 @@ impl Trainer {
             for smp in &b.samples {
                 check_label_range(smp, d.class_num, d.ignore_label).map_err(LearnError::Other)?;
             }
-            collate(&b, d.ignore_label, &self.device).ctx(&format!("collating a {what} batch"))
+            collate_with_classes(&b, d.ignore_label, d.class_num, &self.device)
+                .ctx(&format!("collating a {what} batch"))
         };
         let tb = labelled_batch(data.labelled.next()?, "training")?;
         let ub = match data.unlabelled.as_mut() {

@@ -54,9 +54,9 @@ fn flags_equal_cleanlab() {
 }
 
 /// Two classes, ten pixels each. Worked by hand:
-/// - thresholds: class 0, mean p0 over the 0-labelled = (7 * 0.9 + 0.1 + 0.1
-///   + 0.4) / 10 = 0.69; class 1, mean p1 over the 1-labelled = (9 * 0.8 +
-///   0.2) / 10 = 0.74;
+/// - thresholds: class 0, mean p0 over the 0-labelled =
+///   (7 * 0.9 + 0.1 + 0.1 + 0.4) / 10 = 0.69; class 1, mean p1 over the
+///   1-labelled = (9 * 0.8 + 0.2) / 10 = 0.74;
 /// - confident guesses: of the 0-labelled, seven (0.9, 0.1) are class 0, two
 ///   (0.1, 0.9) class 1, (0.4, 0.6) none; of the 1-labelled, nine (0.2, 0.8)
 ///   are class 1 and (0.8, 0.2) class 0: joint [[7, 2], [1, 9]], calibrated

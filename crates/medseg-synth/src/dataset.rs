@@ -301,7 +301,11 @@ pub fn write_phantom_dataset_with(
 /// Generates the phantom data set of kind `kind` (see [`phantom_config`])
 /// into `root` when the training manifest `train_csv` (a resolved path)
 /// does not exist yet, printing one line about it to stderr. Returns what
-/// was written, or `None` when `train_csv` already exists.
+/// was written, or `None` when `train_csv` already exists. The kinds
+/// `federation2d` and `federation3d` write SegViz's phantom federation
+/// instead ([`federation_spec`](crate::federation::federation_spec),
+/// [`write_federation`](crate::federation::write_federation); `subjects`
+/// per site) and return `None`.
 ///
 /// # Errors
 /// An unknown kind, or what [`write_phantom_dataset`] returns.
@@ -313,6 +317,14 @@ pub fn ensure_phantom_dataset(
     seed: u64,
 ) -> Result<Option<PhantomDataset>> {
     if train_csv.exists() {
+        return Ok(None);
+    }
+    if let Some(spec) = crate::federation::federation_spec(kind, subjects, seed) {
+        eprintln!(
+            "generating the {kind} phantom federation ({subjects} subjects per site, seed {seed}) into {}",
+            root.display()
+        );
+        crate::federation::write_federation(&spec?, root)?;
         return Ok(None);
     }
     let (pc, two_d) = phantom_config(kind)?;

@@ -18,6 +18,9 @@
 //! - `pooled_train.csv`, `pooled_valid.csv` (every site's partial cases),
 //!   `pooled_train_full.csv` (every site's cases with every organ: the
 //!   central upper bound).
+//!
+//! Every manifest's paths are relative to the root (use it as a learner
+//! config's `dataset.root`).
 
 use crate::partial::{keep_classes, Dropped};
 use crate::phantom::{generate_subject, PhantomConfig};
@@ -86,6 +89,23 @@ pub struct FederationSpec {
     pub valid_fraction: f64,
     /// Seed of everything.
     pub seed: u64,
+}
+
+/// The federation of a data-set kind: `federation2d` is
+/// [`FederationSpec::abdomen_four_sites`] (slices of the 2D abdomen
+/// phantom), `federation3d` the same sites on volumes of the 3D abdomen
+/// phantom; `None` for any other kind.
+pub fn federation_spec(kind: &str, subjects: usize, seed: u64) -> Option<Result<FederationSpec>> {
+    let mut spec = FederationSpec::abdomen_four_sites(subjects, seed);
+    match kind {
+        "federation2d" => {}
+        "federation3d" => {
+            spec.phantom = PhantomConfig::abdomen3d();
+            spec.two_d = false;
+        }
+        _ => return None,
+    }
+    Some(spec.validate().map(|_| spec))
 }
 
 impl FederationSpec {
@@ -243,9 +263,11 @@ pub fn write_federation(spec: &FederationSpec, root: &Path) -> Result<Federation
             }
             None => 0,
         };
-        let mut train = Manifest::new(&dir);
-        let mut valid = Manifest::new(&dir);
-        let mut full = Manifest::new(&dir);
+        // every manifest's paths are relative to the federation's root (a
+        // learner config's `dataset.root`), as the pooled ones are
+        let mut train = Manifest::new(root);
+        let mut valid = Manifest::new(root);
+        let mut full = Manifest::new(root);
         for k in 0..subjects {
             let index = first_subject + k;
             let p = generate_subject(&spec.phantom, spec.seed, index)?;
@@ -339,7 +361,11 @@ mod tests {
         assert!(r.sites.iter().all(|(_, t, v)| *t == 2 && *v == 2), "{r:?}");
         assert_eq!(r.external, 2);
         for (k, site) in spec.sites.iter().enumerate() {
-            let m = Manifest::read(&dir.path().join(&site.name).join("train.csv"), None).unwrap();
+            let m = Manifest::read(
+                &dir.path().join(&site.name).join("train.csv"),
+                Some(dir.path()),
+            )
+            .unwrap();
             for row in &m.rows {
                 assert_eq!(
                     row.annotated_classes.as_deref(),
@@ -357,7 +383,8 @@ mod tests {
         // the same subject index renders differently at two sites: sites
         // draw disjoint subjects, so compare intensity statistics instead
         let mean_sd = |site: &str| {
-            let m = Manifest::read(&dir.path().join(site).join("train.csv"), None).unwrap();
+            let m =
+                Manifest::read(&dir.path().join(site).join("train.csv"), Some(dir.path())).unwrap();
             let im = medseg_io::read_image(&m.resolve(&m.rows[0].images[0])).unwrap();
             let n = im.data.len() as f32;
             let mean = im.data.sum() / n;

@@ -74,17 +74,9 @@ impl Default for FedProxParams {
 /// proximal term `mu/2 Σ ||w - w_global||²` to its local loss
 /// ([`ProximalTerm`](crate::ProximalTerm), told by
 /// [`Aggregator::proximal_mu`]). Registered as `FedProx`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FedProx {
     params: FedProxParams,
-}
-
-impl Default for FedProx {
-    fn default() -> Self {
-        Self {
-            params: FedProxParams::default(),
-        }
-    }
 }
 
 impl FedProx {

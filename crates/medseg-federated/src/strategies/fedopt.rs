@@ -236,19 +236,10 @@ impl Default for FedAdamParams {
 /// `m ← β1 m + (1−β1) Δ`, `v ← β2 v + (1−β2) Δ²`,
 /// `w ← w + η m / (sqrt(v) + τ)`; `m` and `v` start at zero (as in
 /// Flower) and are kept as `f32`. Registered as `FedAdam`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FedAdam {
     params: FedAdamParams,
     moments: Moments,
-}
-
-impl Default for FedAdam {
-    fn default() -> Self {
-        Self {
-            params: FedAdamParams::default(),
-            moments: Moments::default(),
-        }
-    }
 }
 
 impl FedAdam {
@@ -357,19 +348,10 @@ impl Default for FedYogiParams {
 /// FedYogi: as [`FedAdam`] but with Yogi's additive second moment,
 /// `v ← v − (1−β2) Δ² sign(v − Δ²)` (`sign(0) = 0`, as numpy's); `m` and
 /// `v` start at zero (as in Flower). Registered as `FedYogi`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FedYogi {
     params: FedYogiParams,
     moments: Moments,
-}
-
-impl Default for FedYogi {
-    fn default() -> Self {
-        Self {
-            params: FedYogiParams::default(),
-            moments: Moments::default(),
-        }
-    }
 }
 
 impl FedYogi {

@@ -84,19 +84,10 @@ impl Default for SegVizParams {
 /// ([`Weights::merge_local`]). A multi-organ prediction runs each site's
 /// model on the image and combines their probabilities with
 /// [`assemble_heads`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SegViz {
     params: SegVizParams,
     norms: Option<NormKeys>,
-}
-
-impl Default for SegViz {
-    fn default() -> Self {
-        Self {
-            params: SegVizParams::default(),
-            norms: None,
-        }
-    }
 }
 
 impl SegViz {

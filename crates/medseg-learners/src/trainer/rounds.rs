@@ -118,4 +118,11 @@ impl Trainer {
     pub fn trainable(&self) -> Result<Vec<(String, Var)>> {
         self.parameters()
     }
+
+    /// The network's config as checkpoints record it (`name` plus the
+    /// network section), e.g. to save weights assembled elsewhere with
+    /// `medseg_nets::save_checkpoint`.
+    pub fn network_config(&self) -> &serde_json::Value {
+        &self.net_config
+    }
 }
