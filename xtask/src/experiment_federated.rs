@@ -12,9 +12,10 @@
 //! partial labels, so no arm selects a checkpoint by them).
 //!
 //! Options: `--seeds 1,2,3` (default 1), `--only a,b`, `--rounds R`
-//! (default 20), `--local L` (default 25), `--runs DIR` (default
+//! (default 100), `--local L` (default 5), `--runs DIR` (default
 //! runs/experiment_federated), `--out DIR` (default docs/results),
-//! `--report-only` (rebuild the report from the runs' scores.json).
+//! `--report-only` (rebuild the report from the runs' scores.json),
+//! `--evaluate MODEL` (print the external Dice and HD95 of one checkpoint).
 
 use crate::experiment::{column, evaluate_with, fmt_ms, mean_std, row_means};
 use anyhow::{bail, Context, Result};
@@ -170,17 +171,19 @@ struct Options {
     runs: PathBuf,
     out: PathBuf,
     report_only: bool,
+    evaluate: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         seeds: vec![1],
         only: None,
-        rounds: 20,
-        local: 25,
+        rounds: 100,
+        local: 5,
         runs: PathBuf::from("runs/experiment_federated"),
         out: PathBuf::from("docs/results"),
         report_only: false,
+        evaluate: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -202,6 +205,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--runs" => o.runs = PathBuf::from(val()?),
             "--out" => o.out = PathBuf::from(val()?),
             "--report-only" => o.report_only = true,
+            "--evaluate" => o.evaluate = Some(PathBuf::from(val()?)),
             other => bail!("unknown option {other} (see xtask/src/experiment_federated.rs)"),
         }
     }
@@ -229,6 +233,18 @@ pub fn run(args: &[String]) -> Result<()> {
     test_cfg.resolve_paths(&root);
     medseg_cli::ensure_data(&test_cfg)?;
     let slice_mm = medseg_synth::PhantomConfig::abdomen2d().spacing[0];
+    if let Some(model) = &o.evaluate {
+        let (dice, hd95) = evaluate_with(&test_cfg, model, slice_mm)?;
+        for (k, organ) in ORGANS.iter().enumerate() {
+            println!(
+                "{organ}: Dice {}, HD95 {} mm",
+                fmt_ms(&column(&dice, k), 3),
+                fmt_ms(&column(&hd95, k), 2)
+            );
+        }
+        println!("mean Dice {}", fmt_ms(&row_means(&dice), 3));
+        return Ok(());
+    }
     let started = Instant::now();
     if !o.report_only {
         for &seed in &o.seeds {
@@ -390,7 +406,8 @@ fn write_report(o: &Options, results: &[Scores]) -> Result<()> {
          no flips (they would swap the kidneys).\n\n\
          Budget: a 2D UNet (feature_chns [8, 16, 32, 64, 128]), Adam (lr 0.002, poly decay over \
          the whole run), batch 4. Federated arms: {r} rounds of {l} local steps at each of the 4 \
-         sites ({s} steps per site, a fresh optimiser per round, all sites every round). \
+         sites ({s} steps per site; every site takes part in every round and keeps its Adam state \
+         from round to round, `keep_optimizer = true`). \
          Single-site arms: {s} steps on the site's own data. Central arms: {c} steps (the \
          federation's total). Losses: CE + Dice (naive: every unlabelled organ is background) or \
          the marginal + exclusion losses (0.5 each) driven by `annotated_classes`; FedAvg, FedProx \

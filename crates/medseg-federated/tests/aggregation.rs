@@ -361,8 +361,8 @@ fn fedadam_one_and_two_steps_match_hand_computed_values() {
     );
     // Δ=0 leaves the weight alone
     assert_eq!(w1.get("w").unwrap()[2], 0.5);
-    for i in 0..3 {
-        close(w1.get("w").unwrap()[i], expect1[i], "step 1");
+    for (i, e) in expect1.iter().enumerate() {
+        close(w1.get("w").unwrap()[i], *e, "step 1");
     }
     // round 2 from the new global; only site b answers
     let g1: Vec<f32> = w1.get("w").unwrap().iter().copied().collect();

@@ -399,3 +399,43 @@ fn federation_files_reject_unknown_keys_and_bad_values() {
     let e = simulation(&cfg, &[]).err().unwrap().to_string();
     assert!(e.contains("FedAverage") && e.contains("FedAvg"), "{e}");
 }
+
+#[test]
+fn one_site_with_a_kept_optimiser_trains_as_the_site_alone() {
+    // FedAvg of one site that keeps its optimiser is plain training: the
+    // same steps, data order and Adam state as a central run of that site
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = federation(dir.path(), "FedAvg", "keep_optimizer = true", &[]);
+    cfg.sites.truncate(1);
+    let cwd = std::env::current_dir().unwrap();
+    let site_cfg = cfg.site_config(0, &[], &cwd).unwrap();
+    let mut central_cfg = site_cfg.clone();
+    central_cfg.training.output_dir = dir.path().join("central");
+    central_cfg.training.validate_every = 0;
+    let mut sim = simulation(&cfg, &[]).unwrap();
+    sim.run().unwrap();
+    let mut trainer = medseg_learners::TrainerBuilder::new(central_cfg)
+        .progress(false)
+        .build()
+        .unwrap();
+    assert_eq!(trainer.run().unwrap().iterations, 6);
+    let central = Weights::from_varmap(trainer.varmap()).unwrap();
+    let fed = Weights::load(&dir.path().join("out/global.safetensors")).unwrap();
+    assert_eq!(central.len(), fed.len());
+    for (k, a) in central.iter() {
+        let b = fed.get(k).unwrap();
+        let d = a
+            .iter()
+            .zip(b.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d < 1e-6, "{k}: differs by {d}");
+    }
+    // with a fresh optimiser each round, Adam restarts: other weights
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut cfg = federation(dir2.path(), "FedAvg", "", &[]);
+    cfg.sites.truncate(1);
+    simulation(&cfg, &[]).unwrap().run().unwrap();
+    let fresh = Weights::load(&dir2.path().join("out/global.safetensors")).unwrap();
+    assert_ne!(fresh, fed);
+}

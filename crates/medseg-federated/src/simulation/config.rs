@@ -50,6 +50,11 @@ pub struct FederationSettings {
     /// simulated drop-out, drawn with the seed); default 0.
     #[serde(default)]
     pub dropout: f64,
+    /// Each site keeps its optimiser's state (Adam's moments) from round to
+    /// round (a stateful client); default false: a fresh optimiser every
+    /// round, as a stateless Flower client.
+    #[serde(default)]
+    pub keep_optimizer: bool,
     /// Validate every site's model every this many rounds (and after the
     /// last); 0 never. Default 1.
     #[serde(default = "one_usize")]

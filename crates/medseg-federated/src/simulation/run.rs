@@ -134,9 +134,10 @@ impl Simulation {
                 .progress(false)
                 .build()
                 .map_err(|e| site_err(&name, format!("setting up its trainer: {e}")))?;
-            let session = trainer
+            let mut session = trainer
                 .open_session()
                 .map_err(|e| site_err(&name, format!("opening its data: {e}")))?;
+            session.keep_optimizer = cfg.federation.keep_optimizer;
             sites.push(Site {
                 name,
                 trainer,

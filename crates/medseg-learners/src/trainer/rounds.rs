@@ -2,8 +2,9 @@
 //! [`LocalSession`] once (its data streams and validation set), then per
 //! round receives global weights into [`Trainer::varmap`], trains a few
 //! steps with [`Trainer::train_round`] (a fresh optimiser each round, as a
-//! stateless Flower client; the learning-rate schedule runs over every
-//! round's steps) and sends the weights back.
+//! stateless Flower client, or one kept across rounds with
+//! [`LocalSession::keep_optimizer`]; the learning-rate schedule runs over
+//! every round's steps) and sends the weights back.
 
 use super::{RunData, Trainer};
 use crate::checkpoint::ResumePoint;
@@ -22,6 +23,11 @@ pub struct LocalSession {
     sched: LrSchedule,
     iteration: usize,
     examples: usize,
+    opt: Option<Optimizer>,
+    /// Keep the optimiser's state (Adam's moments) from one round to the
+    /// next, as a stateful client does; `false` (the default) starts each
+    /// round with a fresh optimiser.
+    pub keep_optimizer: bool,
 }
 
 impl LocalSession {
@@ -62,11 +68,15 @@ impl Trainer {
             sched: LrSchedule::from_config(&self.cfg.training),
             iteration: 0,
             examples,
+            opt: None,
+            keep_optimizer: false,
         })
     }
 
-    /// Trains `steps` steps from the current weights with a fresh optimiser,
-    /// adding `extra` to each step's loss when given.
+    /// Trains `steps` steps from the current weights with a fresh optimiser
+    /// (or the session's previous one, with
+    /// [`LocalSession::keep_optimizer`]), adding `extra` to each step's
+    /// loss when given.
     ///
     /// # Errors
     /// Step errors, as for [`Trainer::run`].
@@ -76,10 +86,13 @@ impl Trainer {
         steps: usize,
         extra: Option<ExtraTerm<'_>>,
     ) -> Result<RoundStats> {
-        let mut opt = Optimizer::new(
-            self.parameters()?,
-            OptimizerSettings::from_config(&self.cfg.training),
-        );
+        let mut opt = match session.opt.take() {
+            Some(o) if session.keep_optimizer => o,
+            _ => Optimizer::new(
+                self.parameters()?,
+                OptimizerSettings::from_config(&self.cfg.training),
+            ),
+        };
         let mut sum = 0.0;
         for _ in 0..steps {
             let it = session.iteration;
@@ -87,6 +100,9 @@ impl Trainer {
             let (loss, _) = self.step_with(it, lr, &mut session.data, &mut opt, extra)?;
             sum += loss;
             session.iteration += 1;
+        }
+        if session.keep_optimizer {
+            session.opt = Some(opt);
         }
         Ok(RoundStats {
             steps,
