@@ -1363,8 +1363,9 @@ fn noisy_commentary(runs: &Path, results: &[Scores]) -> String {
     let others: Vec<&Group> = gs
         .iter()
         .filter(|g| {
-            !["baseline", "full", "DAST"].contains(&g.name)
-                && !(g.method == "CLSLSR" && g.runs.len() > 1)
+            let main_arm = ["baseline", "full", "DAST"].contains(&g.name)
+                || (g.method == "CLSLSR" && g.runs.len() > 1);
+            !main_arm
         })
         .collect();
     if !others.is_empty() {
