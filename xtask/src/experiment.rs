@@ -354,7 +354,7 @@ impl Scores {
 /// JSON has no NaN or infinity: undefined values (an HD95 with an empty
 /// mask) are written as `null` and read back as NaN. The report ignores
 /// non-finite values either way.
-mod non_finite_as_null {
+pub(crate) mod non_finite_as_null {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[Vec<f64>], s: S) -> Result<S::Ok, S::Error> {

@@ -140,27 +140,8 @@ struct Scores {
     seed: u64,
     train_s: f64,
     dice: Vec<Vec<f64>>,
-    #[serde(with = "nan_as_null")]
+    #[serde(with = "crate::experiment::non_finite_as_null")]
     hd95: Vec<Vec<f64>>,
-}
-
-mod nan_as_null {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[Vec<f64>], s: S) -> Result<S::Ok, S::Error> {
-        let o: Vec<Vec<Option<f64>>> = v
-            .iter()
-            .map(|r| r.iter().map(|x| x.is_finite().then_some(*x)).collect())
-            .collect();
-        o.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f64>>, D::Error> {
-        let o: Vec<Vec<Option<f64>>> = Vec::deserialize(d)?;
-        Ok(o.into_iter()
-            .map(|r| r.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
-            .collect())
-    }
 }
 
 struct Options {
