@@ -6,6 +6,9 @@ mod error;
 mod proximal;
 mod registry;
 pub mod simulation;
+mod site;
+#[cfg(feature = "flower")]
+pub mod flower;
 pub mod strategies;
 mod weights;
 
@@ -16,6 +19,7 @@ pub use error::{FedError, Result};
 pub use proximal::{proximal_term, ProximalTerm, TensorLike};
 pub use registry::{AggregatorCtor, AggregatorRegistry};
 pub use simulation::{FederationConfig, Simulation, SimulationSummary};
+pub use site::LocalSite;
 pub use strategies::fedavg::{FedAvg, FedAvgParams, FedProx, FedProxParams};
 pub use strategies::fedbn::{FedBN, FedBNParams, DEFAULT_NORM_PATTERNS};
 pub use strategies::fedopt::{FedAdam, FedAdamParams, FedYogi, FedYogiParams};

@@ -7,27 +7,15 @@ use super::config::FederationConfig;
 use super::export::{final_model, SiteModel};
 use super::log::{RoundRecord, RoundsLog};
 use crate::error::{FedError, Result};
+use crate::site::{site_err, LocalSite};
 use crate::{Aggregator, AggregatorRegistry, ClientUpdate, ProximalTerm, Weights};
-use candle_core::{Tensor, Var};
 use medseg_config::ExperimentConfig;
-use medseg_learners::{LocalSession, Registries, Trainer, TrainerBuilder};
+use medseg_learners::Registries;
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// One site: its trainer (network, loss, learner, data) and where it
-/// stands.
-struct Site {
-    name: String,
-    trainer: Trainer,
-    session: LocalSession,
-    /// The foreground classes the site annotated (all of them without
-    /// partial labels).
-    organs: Vec<u16>,
-}
 
 /// What a finished simulation gives.
 #[derive(Debug, Clone)]
@@ -64,19 +52,12 @@ impl std::fmt::Display for SimulationSummary {
 /// A federation ready to run.
 pub struct Simulation {
     cfg: FederationConfig,
-    sites: Vec<Site>,
+    sites: Vec<LocalSite>,
     aggregator: Box<dyn Aggregator>,
     global: Weights,
     class_num: usize,
     /// Print one line per round.
     pub progress: bool,
-}
-
-fn site_err(site: &str, msg: impl std::fmt::Display) -> FedError {
-    FedError::Site {
-        site: site.to_string(),
-        msg: msg.to_string(),
-    }
 }
 
 impl Simulation {
@@ -127,23 +108,14 @@ impl Simulation {
                     ),
                 ));
             }
-            let organs = site_organs(&name, &scfg, cfg.federation.partial_labels)?;
-            let trainer = TrainerBuilder::new(scfg)
-                .registries(registries())
-                .learner(&cfg.federation.learner)
-                .progress(false)
-                .build()
-                .map_err(|e| site_err(&name, format!("setting up its trainer: {e}")))?;
-            let mut session = trainer
-                .open_session()
-                .map_err(|e| site_err(&name, format!("opening its data: {e}")))?;
-            session.keep_optimizer = cfg.federation.keep_optimizer;
-            sites.push(Site {
-                name,
-                trainer,
-                session,
-                organs,
-            });
+            sites.push(LocalSite::new(
+                &name,
+                scfg,
+                &cfg.federation.learner,
+                cfg.federation.keep_optimizer,
+                cfg.federation.partial_labels,
+                registries(),
+            )?);
         }
         let global = Weights::from_varmap(sites[0].trainer.varmap())?;
         aggregator.prepare(&global)?;
@@ -306,9 +278,7 @@ impl Simulation {
     /// Loads the global weights into site `k`'s network, keeping its local
     /// arrays.
     fn receive_global(&self, k: usize) -> Result<()> {
-        let s = &self.sites[k];
-        self.global
-            .load_into_except(s.trainer.varmap(), |key| self.aggregator.is_local(key))
+        self.sites[k].receive(&self.global, &|key| self.aggregator.is_local(key))
     }
 
     /// Site `k` receives the global weights, trains `steps` steps (with the
@@ -324,23 +294,7 @@ impl Simulation {
             )?),
             None => None,
         };
-        let term = |vars: &[(String, Var)]| -> candle_core::Result<Tensor> {
-            match prox.as_ref() {
-                Some(p) => p.compute(vars),
-                None => Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu),
-            }
-        };
-        let s = &mut self.sites[k];
-        let extra: Option<medseg_learners::ExtraTerm<'_>> = prox.as_ref().map(|_| &term as _);
-        let stats = s
-            .trainer
-            .train_round(&mut s.session, steps, extra)
-            .map_err(|e| site_err(&s.name, format!("local training: {e}")))?;
-        let w = Weights::from_varmap(s.trainer.varmap())?;
-        Ok(
-            ClientUpdate::new(s.name.clone(), w, s.session.num_examples())
-                .with_metric("loss", stats.mean_loss),
-        )
+        self.sites[k].train(steps, prox.as_ref())
     }
 
     /// Mean validation Dice of site `k`'s model (global weights, its local
@@ -348,76 +302,8 @@ impl Simulation {
     /// manifest.
     fn validate_site(&self, k: usize) -> Result<Option<f64>> {
         self.receive_global(k)?;
-        let s = &self.sites[k];
-        let v = s
-            .trainer
-            .validate_session(&s.session)
-            .map_err(|e| site_err(&s.name, format!("validation: {e}")))?;
-        Ok(v.map(|v| {
-            let d: Vec<f64> = s
-                .organs
-                .iter()
-                .filter_map(|&c| v.class_dice.get(c as usize - 1).copied())
-                .collect();
-            if d.is_empty() {
-                f64::NAN
-            } else {
-                d.iter().sum::<f64>() / d.len() as f64
-            }
-        }))
+        self.sites[k].validate()
     }
-}
-
-/// The foreground classes site `name` annotated: with partial labels, the
-/// union of its training rows' `annotated_classes` (each row must have
-/// them); otherwise every class.
-fn site_organs(name: &str, cfg: &ExperimentConfig, partial: bool) -> Result<Vec<u16>> {
-    let all: Vec<u16> = (1..cfg.dataset.class_num as u16).collect();
-    if !partial {
-        return Ok(all);
-    }
-    let m = medseg_learners::read_manifest(cfg, &cfg.dataset.train_csv)
-        .map_err(|e| site_err(name, format!("training manifest: {e}")))?;
-    let file = medseg_learners::manifest_path(cfg, &cfg.dataset.train_csv);
-    let mut organs = BTreeSet::new();
-    for (i, row) in m.rows.iter().enumerate() {
-        let Some(ac) = &row.annotated_classes else {
-            return Err(site_err(
-                name,
-                format!(
-                    "{} row {}: no `annotated_classes`; a partial-label federation needs the \
-                     annotated classes of every case (e.g. `0;2`), or set \
-                     federation.partial_labels = false",
-                    file.display(),
-                    i + 1
-                ),
-            ));
-        };
-        for &c in ac {
-            if c as usize >= cfg.dataset.class_num {
-                return Err(site_err(
-                    name,
-                    format!(
-                        "{} row {}: annotated_classes names class {c}, but dataset.class_num is {}",
-                        file.display(),
-                        i + 1,
-                        cfg.dataset.class_num
-                    ),
-                ));
-            }
-            if c > 0 {
-                organs.insert(c);
-            }
-        }
-    }
-    if m.rows.is_empty() {
-        return Err(site_err(
-            name,
-            format!("{} has no training case", file.display()),
-        ));
-    }
-    let _ = all;
-    Ok(organs.into_iter().collect())
 }
 
 /// Site `site`'s initial weights must have the first site's arrays (those
