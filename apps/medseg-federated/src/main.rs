@@ -4,8 +4,11 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use medseg_federated::simulation::{split_overrides, FederationConfig, Simulation};
-use medseg_federated::AggregatorRegistry;
-use std::path::PathBuf;
+use medseg_federated::flower::{Node, NodeConfig, NodeIdentity, NodeOptions};
+use medseg_federated::{AggregatorRegistry, LocalSite};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 /// Federated training for medseg.
 ///
@@ -46,6 +49,81 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Join a Flower federation as a node: register with the SuperLink,
+    /// answer its `train` and `evaluate` messages with medseg, keep the
+    /// site-local arrays (FedBN's norms, SegViz's heads) at the site.
+    /// Speaks the Fleet API of flwr 1.42 (protobuf over HTTP; run the
+    /// SuperLink with `--insecure`, or put TLS in front of it).
+    Node {
+        /// The SuperLink's Fleet API, HOST:PORT (flwr 1.42 serves it on
+        /// the SuperLink's HTTP port, 8000 by default).
+        #[arg(long)]
+        superlink: String,
+        /// The node config (TOML: `[node]` and `[site]`, see
+        /// federation/sites/).
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a key (repeatable): `node.*` or `site.*` keys change
+        /// the node file, any other key the site's learner config.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// PKCS#8 PEM private key (P-256) of a node registered with the
+        /// SuperLink beforehand; without it the node makes a key and
+        /// registers itself.
+        #[arg(long)]
+        auth_key: Option<PathBuf>,
+        /// Stop after answering this many messages.
+        #[arg(long)]
+        max_messages: Option<usize>,
+        /// Give up when the SuperLink stays unreachable this many seconds.
+        #[arg(long)]
+        max_wait: Option<f64>,
+        /// Device: `cpu`, `cuda` or `cuda:N`.
+        #[arg(long)]
+        device: Option<String>,
+        /// Print nothing per message.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Write the arrays a node shares, as the ServerApp's initial arrays
+    /// (safetensors): the site's network at its seed, local arrays left
+    /// out.
+    Init {
+        /// The node config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to write the arrays.
+        #[arg(long)]
+        out: PathBuf,
+        /// Override a key (repeatable), as for `node`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+/// The site of a node config, ready to train.
+fn build_node(config: &Path, set: &[String], device: Option<&str>, opts: NodeOptions) -> Result<Node> {
+    let (node_set, site_set): (Vec<String>, Vec<String>) = set.iter().cloned().partition(|o| {
+        let k = o.trim_start();
+        k.starts_with("node.") || k.starts_with("site.")
+    });
+    let cfg = NodeConfig::load(config, &node_set)
+        .with_context(|| format!("loading {}", config.display()))?;
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let mut c = cfg.site_config(&site_set, &cwd)?;
+    if let Some(d) = device {
+        c.training.device = d.to_string();
+    }
+    medseg_cli::ensure_data(&c)?;
+    let site = LocalSite::new(
+        &cfg.site.name,
+        c,
+        &cfg.node.learner,
+        cfg.node.keep_optimizer,
+        cfg.node.partial_labels,
+        medseg_cli::registries(),
+    )?;
+    Ok(Node::new(cfg, site, &AggregatorRegistry::with_builtins(), opts)?)
 }
 
 fn main() -> Result<()> {
@@ -82,5 +160,67 @@ fn main() -> Result<()> {
             println!("final model: {}", summary.export_note);
             Ok(())
         }
+        Command::Node {
+            superlink,
+            config,
+            set,
+            auth_key,
+            max_messages,
+            max_wait,
+            device,
+            quiet,
+        } => {
+            let mut opts = NodeOptions::new(superlink);
+            opts.identity = auth_key
+                .as_deref()
+                .map(NodeIdentity::from_pem_file)
+                .transpose()?;
+            opts.max_messages = max_messages;
+            opts.max_wait = max_wait.map(Duration::from_secs_f64);
+            opts.progress = !quiet;
+            let mut node = build_node(&config, &set, device.as_deref(), opts)?;
+            static STOP: AtomicBool = AtomicBool::new(false);
+            ctrlc_stop(&STOP);
+            let s = node.run(&STOP)?;
+            println!(
+                "{}: {} messages ({} train, {} evaluate, {} errors), {} rejoins",
+                node.site().name, s.messages, s.trained, s.evaluated, s.errors, s.rejoins
+            );
+            Ok(())
+        }
+        Command::Init { config, out, set } => {
+            let node = build_node(&config, &set, None, NodeOptions::new(""))?;
+            let w = node.shared_weights()?;
+            w.save(&out)?;
+            println!("{} shared arrays ({} values) -> {}", w.len(), w.num_values(), out.display());
+            Ok(())
+        }
+    }
+}
+
+/// Sets `stop` on SIGINT or SIGTERM, so that the node deactivates before
+/// it exits.
+fn ctrlc_stop(stop: &'static AtomicBool) {
+    #[cfg(unix)]
+    {
+        extern "C" fn on_signal(_: i32) {
+            STOP_FLAG.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        static STOP_FLAG: AtomicBool = AtomicBool::new(false);
+        extern "C" {
+            fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+        }
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            signal(2, on_signal);
+            signal(15, on_signal);
+        }
+        std::thread::spawn(move || loop {
+            if STOP_FLAG.load(std::sync::atomic::Ordering::SeqCst) {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        });
     }
 }

@@ -1,0 +1,1 @@
+"""Flower app for federations of medseg nodes."""
