@@ -98,6 +98,7 @@ print(json.dumps({{
         "config": {{k: enc(v) for k, v in content["config"].items()}},
         "metrics": {{k: enc(v) for k, v in content["metrics"].items()}},
         "record_order": list(content.keys()),
+        "config_order": list(content["config"].keys()),
     }},
     "error_message": {{
         "root": err.object_id,

@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use medseg_federated::simulation::{split_overrides, FederationConfig, Simulation};
 use medseg_federated::flower::{Node, NodeConfig, NodeIdentity, NodeOptions};
+use medseg_federated::simulation::{split_overrides, FederationConfig, Simulation};
 use medseg_federated::{AggregatorRegistry, LocalSite};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -102,7 +102,12 @@ enum Command {
 }
 
 /// The site of a node config, ready to train.
-fn build_node(config: &Path, set: &[String], device: Option<&str>, opts: NodeOptions) -> Result<Node> {
+fn build_node(
+    config: &Path,
+    set: &[String],
+    device: Option<&str>,
+    opts: NodeOptions,
+) -> Result<Node> {
     let (node_set, site_set): (Vec<String>, Vec<String>) = set.iter().cloned().partition(|o| {
         let k = o.trim_start();
         k.starts_with("node.") || k.starts_with("site.")
@@ -123,7 +128,12 @@ fn build_node(config: &Path, set: &[String], device: Option<&str>, opts: NodeOpt
         cfg.node.partial_labels,
         medseg_cli::registries(),
     )?;
-    Ok(Node::new(cfg, site, &AggregatorRegistry::with_builtins(), opts)?)
+    Ok(Node::new(
+        cfg,
+        site,
+        &AggregatorRegistry::with_builtins(),
+        opts,
+    )?)
 }
 
 fn main() -> Result<()> {
@@ -184,7 +194,12 @@ fn main() -> Result<()> {
             let s = node.run(&STOP)?;
             println!(
                 "{}: {} messages ({} train, {} evaluate, {} errors), {} rejoins",
-                node.site().name, s.messages, s.trained, s.evaluated, s.errors, s.rejoins
+                node.site().name,
+                s.messages,
+                s.trained,
+                s.evaluated,
+                s.errors,
+                s.rejoins
             );
             Ok(())
         }
@@ -192,7 +207,12 @@ fn main() -> Result<()> {
             let node = build_node(&config, &set, None, NodeOptions::new(""))?;
             let w = node.shared_weights()?;
             w.save(&out)?;
-            println!("{} shared arrays ({} values) -> {}", w.len(), w.num_values(), out.display());
+            println!(
+                "{} shared arrays ({} values) -> {}",
+                w.len(),
+                w.num_values(),
+                out.display()
+            );
             Ok(())
         }
     }

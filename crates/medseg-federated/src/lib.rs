@@ -3,12 +3,12 @@
 
 mod aggregator;
 mod error;
+#[cfg(feature = "flower")]
+pub mod flower;
 mod proximal;
 mod registry;
 pub mod simulation;
 mod site;
-#[cfg(feature = "flower")]
-pub mod flower;
 pub mod strategies;
 mod weights;
 

@@ -114,10 +114,12 @@ impl LocalSite {
             .trainer
             .train_round(&mut self.session, steps, extra)
             .map_err(|e| site_err(&self.name, format!("local training: {e}")))?;
-        Ok(
-            ClientUpdate::new(self.name.clone(), self.weights()?, self.session.num_examples())
-                .with_metric("loss", stats.mean_loss),
+        Ok(ClientUpdate::new(
+            self.name.clone(),
+            self.weights()?,
+            self.session.num_examples(),
         )
+        .with_metric("loss", stats.mean_loss))
     }
 
     /// Mean validation Dice of the weights loaded now over the classes the

@@ -63,9 +63,9 @@ fn config_value(v: &Value) -> ConfigValue {
                         })
                         .collect(),
                 ),
-                Some(ConfigValue::Double(_)) => ConfigValue::DoubleList(
-                    items.iter().map(|i| i.as_f64().unwrap()).collect(),
-                ),
+                Some(ConfigValue::Double(_)) => {
+                    ConfigValue::DoubleList(items.iter().map(|i| i.as_f64().unwrap()).collect())
+                }
                 Some(ConfigValue::Str(_)) => ConfigValue::StrList(
                     items
                         .iter()
@@ -83,14 +83,17 @@ fn config_value(v: &Value) -> ConfigValue {
 }
 
 fn check_message(fx: &Value) {
-    assert_eq!(fx["flwr_version"], FLOWER_VERSION, "fixture of another release");
+    assert_eq!(
+        fx["flwr_version"], FLOWER_VERSION,
+        "fixture of another release"
+    );
     let root = fx["root"].as_str().unwrap();
     let objs = objects(&fx["objects"]);
     let ex = &fx["expected"];
 
     // the SuperLink's answer to PullMessages, decoded with medseg's types
-    let resp = proto::PullMessagesResponse::decode(b64(&fx["pull_messages_response"]).as_slice())
-        .unwrap();
+    let resp =
+        proto::PullMessagesResponse::decode(b64(&fx["pull_messages_response"]).as_slice()).unwrap();
     let md = resp.messages_list[0].metadata.clone().unwrap();
     assert_eq!(md.message_id, root);
     assert_eq!(md.run_id, 99);
@@ -152,9 +155,16 @@ fn check_message(fx: &Value) {
     let config = content.config("config").unwrap();
     let want = ex["config"].as_object().unwrap();
     assert_eq!(config.len(), want.len());
-    for ((k, v), (wk, wv)) in config.iter().zip(want.iter()) {
-        assert_eq!(k, wk);
-        assert_eq!(v, &config_value(wv), "config `{k}`");
+    let keys: Vec<&str> = config.iter().map(|(k, _)| k.as_str()).collect();
+    let order: Vec<&str> = ex["config_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(keys, order, "config order is kept");
+    for (k, v) in config {
+        assert_eq!(v, &config_value(&want[k]), "config `{k}`");
     }
     assert!(matches!(
         config.iter().find(|(k, _)| k == "big").unwrap().1,

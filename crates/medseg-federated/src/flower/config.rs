@@ -175,7 +175,11 @@ impl NodeConfig {
     ///
     /// # Errors
     /// The base config's errors, naming the site.
-    pub fn site_config(&self, extra: &[String], cwd: &Path) -> Result<ExperimentConfig, FlowerError> {
+    pub fn site_config(
+        &self,
+        extra: &[String],
+        cwd: &Path,
+    ) -> Result<ExperimentConfig, FlowerError> {
         Ok(self.federation().site_config(0, extra, cwd)?)
     }
 }

@@ -91,7 +91,12 @@ impl FlowerError {
     /// Whether the SuperLink no longer knows this node (it restarted and
     /// lost its state): the node should register and activate again.
     pub fn is_unknown_node(&self) -> bool {
-        matches!(self, FlowerError::Status { status: 401 | 403, .. })
-            || matches!(self, FlowerError::Status { body, .. } if body.contains("not recognize") || body.contains("Invalid node"))
+        matches!(
+            self,
+            FlowerError::Status {
+                status: 401 | 403,
+                ..
+            }
+        ) || matches!(self, FlowerError::Status { body, .. } if body.contains("not recognize") || body.contains("Invalid node"))
     }
 }

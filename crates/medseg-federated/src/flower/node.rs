@@ -249,16 +249,19 @@ impl Node {
                     None => self.cfg.node.local_iterations,
                 };
                 let mu = match config_value(config, "proximal-mu") {
-                    Some(v) => Some(v.as_f64().filter(|m| m.is_finite() && *m >= 0.0).ok_or_else(
-                        || {
-                            FlowerError::Content(format!(
-                                "config `proximal-mu` must be a number >= 0, got {v:?}"
-                            ))
-                        },
-                    )?),
+                    Some(v) => Some(
+                        v.as_f64()
+                            .filter(|m| m.is_finite() && *m >= 0.0)
+                            .ok_or_else(|| {
+                                FlowerError::Content(format!(
+                                    "config `proximal-mu` must be a number >= 0, got {v:?}"
+                                ))
+                            })?,
+                    ),
                     None => self.aggregator.proximal_mu(),
                 };
-                self.site.receive(&global, &|k| self.aggregator.is_local(k))?;
+                self.site
+                    .receive(&global, &|k| self.aggregator.is_local(k))?;
                 let prox = match mu {
                     Some(mu) if mu > 0.0 => Some(ProximalTerm::for_aggregator(
                         &global,
@@ -270,7 +273,10 @@ impl Node {
                 };
                 let update = self.site.train(steps, prox.as_ref())?;
                 let shared = update.weights.filtered(|k| !self.aggregator.is_local(k));
-                if let Some((k, _)) = shared.iter().find(|(_, a)| a.iter().any(|v| !v.is_finite())) {
+                if let Some((k, _)) = shared
+                    .iter()
+                    .find(|(_, a)| a.iter().any(|v| !v.is_finite()))
+                {
                     return Err(FlowerError::Content(format!(
                         "local training diverged: array `{k}` holds a non-finite value; \
                          nothing is sent"
@@ -288,10 +294,9 @@ impl Node {
                         "__num_examples__",
                         ndarray::arr0(update.num_examples as f32).into_dyn(),
                     );
-                    with_n.save(&dir.join(format!(
-                        "{}_{round}_train.safetensors",
-                        msg.metadata.run_id
-                    )))?;
+                    with_n.save(
+                        &dir.join(format!("{}_{round}_train.safetensors", msg.metadata.run_id)),
+                    )?;
                 }
                 self.log_line(&format!(
                     "{:.3},{},{round},train,{steps},{},{loss},,{:.3},ok",
@@ -326,7 +331,8 @@ impl Node {
                 // evaluate the global weights with the site's local arrays,
                 // then put the site's own weights back
                 let before = self.site.weights()?;
-                self.site.receive(&global, &|k| self.aggregator.is_local(k))?;
+                self.site
+                    .receive(&global, &|k| self.aggregator.is_local(k))?;
                 let dice = self.site.validate();
                 self.site.receive(&before, &|_| false)?;
                 let dice = dice?.unwrap_or(f64::NAN);
@@ -471,7 +477,9 @@ impl Node {
                     sleep_unless(stop, self.opts.poll_interval);
                 }
                 Err(e) if e.is_unknown_node() => {
-                    self.note(&format!("the SuperLink does not know this node ({e}); rejoining"));
+                    self.note(&format!(
+                        "the SuperLink does not know this node ({e}); rejoining"
+                    ));
                     lost.store(true, Ordering::Relaxed);
                 }
                 Err(e) if e.is_transient() => {
@@ -753,9 +761,9 @@ mod tests {
         assert_eq!(seq, vec![500, 1000, 2000, 2000, 2000]);
         b.reset();
         assert_eq!(b.next().unwrap().as_millis(), 500);
-        let mut d = Backoff::new(Duration::from_secs(2), Some(Duration::ZERO));
+        let mut d = Backoff::new(Duration::from_secs(2), Some(Duration::from_millis(200)));
         assert!(d.next().is_some());
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(d.next().is_none());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(d.next().is_none(), "past the deadline");
     }
 }

@@ -117,8 +117,8 @@ fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let rest = header[start..].trim_start();
     let end = if rest.starts_with('(') {
         rest.find(')')? + 1
-    } else if rest.starts_with('\'') {
-        rest[1..].find('\'')? + 2
+    } else if let Some(quoted) = rest.strip_prefix('\'') {
+        quoted.find('\'')? + 2
     } else {
         rest.find([',', '}'])?
     };
@@ -225,8 +225,8 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_values_and_shape() {
-        let a = ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1.0, -2.5, 3.0, 0.0, 1e-7, 7.0])
-            .unwrap();
+        let a =
+            ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1.0, -2.5, 3.0, 0.0, 1e-7, 7.0]).unwrap();
         let b = write_f32(&a);
         assert_eq!((b.len() - 24) % 64, 0, "header padded to 64 bytes");
         assert_eq!(read_f32(&b, "a").unwrap(), a);
@@ -240,7 +240,10 @@ mod tests {
         let mut b = write_f32(&a);
         b.pop();
         let e = read_f32(&b, "enc.w").unwrap_err().to_string();
-        assert!(e.contains("enc.w") && e.contains("needs 16 data bytes"), "{e}");
+        assert!(
+            e.contains("enc.w") && e.contains("needs 16 data bytes"),
+            "{e}"
+        );
         let mut f = write_f32(&a);
         let at = f.windows(5).position(|w| w == b"False").unwrap();
         f[at..at + 5].copy_from_slice(b"True ");

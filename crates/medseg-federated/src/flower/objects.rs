@@ -316,7 +316,11 @@ pub fn deflate_message(msg: &FlowerMessage) -> Deflated {
 
 /// The IDs of a tree in post-order (children before parents), each once.
 pub fn post_order(tree: &proto::ObjectTree) -> Vec<String> {
-    fn walk(t: &proto::ObjectTree, out: &mut Vec<String>, seen: &mut std::collections::HashSet<String>) {
+    fn walk(
+        t: &proto::ObjectTree,
+        out: &mut Vec<String>,
+        seen: &mut std::collections::HashSet<String>,
+    ) {
         for c in &t.children {
             walk(c, out, seen);
         }
@@ -500,7 +504,10 @@ fn ordered(mut refs: Vec<(String, String)>, content: Option<&Vec<u8>>) -> Vec<(S
             .map(|(k, _)| {
                 let mut key = String::new();
                 json_str(k, &mut key);
-                (k.clone(), text.find(&format!("{key}: ")).unwrap_or(usize::MAX))
+                (
+                    k.clone(),
+                    text.find(&format!("{key}: ")).unwrap_or(usize::MAX),
+                )
             })
             .collect();
         refs.sort_by_key(|(k, _)| pos[k]);

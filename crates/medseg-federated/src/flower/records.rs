@@ -252,8 +252,12 @@ pub fn metrics_to_proto(m: &MetricRecord) -> proto::MetricRecord {
                         MetricValue::DoubleList(x) => {
                             Mv::DoubleList(proto::DoubleList { vals: x.clone() })
                         }
-                        MetricValue::IntList(x) => Mv::SintList(proto::SintList { vals: x.clone() }),
-                        MetricValue::UIntList(x) => Mv::UintList(proto::UintList { vals: x.clone() }),
+                        MetricValue::IntList(x) => {
+                            Mv::SintList(proto::SintList { vals: x.clone() })
+                        }
+                        MetricValue::UIntList(x) => {
+                            Mv::UintList(proto::UintList { vals: x.clone() })
+                        }
                     }),
                 }),
             })
@@ -306,9 +310,15 @@ pub fn config_to_proto(c: &ConfigRecord) -> proto::ConfigRecord {
                         ConfigValue::DoubleList(x) => {
                             Cv::DoubleList(proto::DoubleList { vals: x.clone() })
                         }
-                        ConfigValue::IntList(x) => Cv::SintList(proto::SintList { vals: x.clone() }),
-                        ConfigValue::UIntList(x) => Cv::UintList(proto::UintList { vals: x.clone() }),
-                        ConfigValue::BoolList(x) => Cv::BoolList(proto::BoolList { vals: x.clone() }),
+                        ConfigValue::IntList(x) => {
+                            Cv::SintList(proto::SintList { vals: x.clone() })
+                        }
+                        ConfigValue::UIntList(x) => {
+                            Cv::UintList(proto::UintList { vals: x.clone() })
+                        }
+                        ConfigValue::BoolList(x) => {
+                            Cv::BoolList(proto::BoolList { vals: x.clone() })
+                        }
                         ConfigValue::StrList(x) => {
                             Cv::StringList(proto::StringList { vals: x.clone() })
                         }

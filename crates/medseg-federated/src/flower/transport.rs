@@ -146,7 +146,10 @@ impl FleetClient {
             .set("accept", "application/protobuf")
             .set("flwr-public-key", &b64.encode(self.identity.public_key()))
             .set("flwr-timestamp", &ts)
-            .set("flwr-signature", &b64.encode(self.identity.sign(ts.as_bytes())))
+            .set(
+                "flwr-signature",
+                &b64.encode(self.identity.sign(ts.as_bytes())),
+            )
             .send_bytes(&req.encode_to_vec());
         let resp = match resp {
             Ok(r) => r,
@@ -218,10 +221,8 @@ impl FleetClient {
     /// # Errors
     /// As [`FleetClient::call`].
     pub fn deactivate_node(&self, node_id: u64) -> Result<(), FlowerError> {
-        let _: proto::DeactivateNodeResponse = self.call(
-            "deactivate-node",
-            &proto::DeactivateNodeRequest { node_id },
-        )?;
+        let _: proto::DeactivateNodeResponse =
+            self.call("deactivate-node", &proto::DeactivateNodeRequest { node_id })?;
         Ok(())
     }
 
