@@ -81,7 +81,7 @@ class Processes:
 
     def stop_all(self) -> None:
         # nodes first, so that they can deactivate while the SuperLink runs
-        for name in reversed(list(self.procs)):
+        for name in sorted(self.procs, key=lambda n: n.startswith("superlink")):
             self.kill(name, signal.SIGTERM)
 
 
@@ -109,7 +109,8 @@ def check_rounds(out: Path, nodes_dir: Path, rounds: int) -> dict:
     if ev0.exists():
         ev = json.loads(ev0.read_text())
         report["initial_dice"] = ev.get("aggregate", {}).get("dice")
-        report["initial_dice_per_node"] = [d["dice"] for d in ev.get("per_node", [])]
+        report["initial_dice_per_node"] = {str(d["node"]): d["dice"]
+                                           for d in ev.get("per_node", [])}
     for r in range(1, rounds + 1):
         folder = out / f"round_{r}"
         meta = json.loads((folder / "train.json").read_text())
@@ -148,7 +149,7 @@ def check_rounds(out: Path, nodes_dir: Path, rounds: int) -> dict:
             "equals_plain_mean": plain_close,
             "replies_identical_to_node_side": identical,
             "dice": ev.get("aggregate", {}).get("dice"),
-            "dice_per_node": [d["dice"] for d in ev.get("per_node", [])],
+            "dice_per_node": {str(d["node"]): d["dice"] for d in ev.get("per_node", [])},
         })
     return report
 
@@ -269,10 +270,15 @@ def main() -> int:
         summary["error"] = f"{type(e).__name__}: {e}"
     finally:
         procs.stop_all()
-    node_logs = {}
+    node_logs, node_ids = {}, {}
     for f in sorted(logs.glob("node_*.log")):
-        node_logs[f.stem] = f.read_text(errors="replace").splitlines()[-6:]
+        lines = f.read_text(errors="replace").splitlines()
+        node_logs[f.stem] = lines[-8:]
+        # the site's node IDs, in the order it joined (a rejoin adds one)
+        node_ids[f.stem[len("node_"):]] = [l.split(" as node ")[-1].strip()
+                                           for l in lines if " as node " in l]
     summary["node_log_tails"] = node_logs
+    summary["node_ids"] = node_ids
     print(json.dumps(summary, indent=1))
     return 0 if summary["ok"] else 1
 

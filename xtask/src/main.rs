@@ -17,6 +17,7 @@ mod cuda_build;
 mod cuda_parity;
 mod experiment;
 mod experiment_federated;
+mod experiment_flower;
 mod experiment_noisy_overlay;
 mod experiment_overlay;
 mod python;
@@ -24,7 +25,7 @@ mod python;
 use anyhow::{bail, Result};
 
 fn usage() -> &'static str {
-    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay|noisy|noisy-overlay|federated> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]"
+    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay|noisy|noisy-overlay|federated|flower> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]"
 }
 
 fn main() -> Result<()> {
@@ -45,6 +46,7 @@ fn main() -> Result<()> {
         ("experiment", Some("weak-overlay")) => experiment_overlay::run(&rest[1..]),
         ("experiment", Some("noisy-overlay")) => experiment_noisy_overlay::run(&rest[1..]),
         ("experiment", Some("federated")) => experiment_federated::run(&rest[1..]),
+        ("experiment", Some("flower")) => experiment_flower::run(&rest[1..]),
         ("cuda-build", _) => cuda_build::run(rest),
         ("cuda-parity", _) => cuda_parity::run(rest),
         _ => bail!("unknown task {:?}\n{}", args, usage()),
