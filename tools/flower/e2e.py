@@ -208,7 +208,8 @@ def main() -> int:
                 "\n".join(rows[: 1 + args.subset]) + "\n")
             extra[last] = ["--set", f"site.train_csv={last}/train_e2e_subset.csv"]
         for s in sites:
-            procs.start(f"node_{s}", [args.node_bin, "node", "--superlink", f"127.0.0.1:{port}",
+            procs.start(f"node_{s}", [args.node_bin, "node", "--insecure",
+                                      "--superlink", f"127.0.0.1:{port}",
                                       "--config", f"federation/sites/{s}.toml", "--max-wait", "180",
                                       *node_set(s), *extra[s]], env, REPO)
         out = work / "server"

@@ -149,15 +149,19 @@ pub fn run(args: &[String]) -> Result<()> {
     let names = sites_by_node(demo);
     let mut csv = String::from("round,site,valid_dice\n");
     let mut series: Vec<Series> = Vec::new();
-    let per_round = std::iter::once((0usize, &demo["initial_dice_per_node"], &demo["initial_dice"]))
-        .chain(demo["rounds"].as_array().into_iter().flatten().map(|r| {
-            (
-                r["round"].as_u64().unwrap_or(0) as usize,
-                &r["dice_per_node"],
-                &r["dice"],
-            )
-        }))
-        .collect::<Vec<_>>();
+    let per_round = std::iter::once((
+        0usize,
+        &demo["initial_dice_per_node"],
+        &demo["initial_dice"],
+    ))
+    .chain(demo["rounds"].as_array().into_iter().flatten().map(|r| {
+        (
+            r["round"].as_u64().unwrap_or(0) as usize,
+            &r["dice_per_node"],
+            &r["dice"],
+        )
+    }))
+    .collect::<Vec<_>>();
     for (node, site) in &names {
         let pts: Vec<(f64, f64)> = per_round
             .iter()

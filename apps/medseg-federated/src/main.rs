@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use medseg_federated::flower::{Node, NodeConfig, NodeIdentity, NodeOptions};
+use medseg_federated::flower::{Node, NodeConfig, NodeIdentity, NodeOptions, Tls};
 use medseg_federated::simulation::{split_overrides, FederationConfig, Simulation};
 use medseg_federated::{AggregatorRegistry, LocalSite};
 use std::path::{Path, PathBuf};
@@ -52,13 +52,20 @@ enum Command {
     /// Join a Flower federation as a node: register with the SuperLink,
     /// answer its `train` and `evaluate` messages with medseg, keep the
     /// site-local arrays (FedBN's norms, SegViz's heads) at the site.
-    /// Speaks the Fleet API of flwr 1.42 (protobuf over HTTP; run the
-    /// SuperLink with `--insecure`, or put TLS in front of it).
+    /// Speaks the Fleet API of flwr 1.42 (protobuf over HTTPS, or HTTP
+    /// with `--insecure`).
     Node {
         /// The SuperLink's Fleet API, HOST:PORT (flwr 1.42 serves it on
         /// the SuperLink's HTTP port, 8000 by default).
         #[arg(long)]
         superlink: String,
+        /// Plain HTTP, for a SuperLink started with `--insecure`.
+        #[arg(long, conflicts_with = "root_certificates")]
+        insecure: bool,
+        /// PEM file of the CA certificates that signed the SuperLink's
+        /// certificate (default: the public roots).
+        #[arg(long)]
+        root_certificates: Option<PathBuf>,
         /// The node config (TOML: `[node]` and `[site]`, see
         /// federation/sites/).
         #[arg(long)]
@@ -68,8 +75,9 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
         /// PKCS#8 PEM private key (P-256) of a node registered with the
-        /// SuperLink beforehand; without it the node makes a key and
-        /// registers itself.
+        /// SuperLink beforehand (`flwr supernode register`, for a
+        /// SuperLink with `--enable-supernode-auth`); without it the node
+        /// makes a key and registers itself.
         #[arg(long)]
         auth_key: Option<PathBuf>,
         /// Stop after answering this many messages.
@@ -172,6 +180,8 @@ fn main() -> Result<()> {
         }
         Command::Node {
             superlink,
+            insecure,
+            root_certificates,
             config,
             set,
             auth_key,
@@ -181,6 +191,11 @@ fn main() -> Result<()> {
             quiet,
         } => {
             let mut opts = NodeOptions::new(superlink);
+            opts.tls = match (insecure, root_certificates) {
+                (true, _) => Tls::Insecure,
+                (false, Some(p)) => Tls::RootCertificates(p),
+                (false, None) => Tls::PublicRoots,
+            };
             opts.identity = auth_key
                 .as_deref()
                 .map(NodeIdentity::from_pem_file)

@@ -35,7 +35,7 @@ pub use records::{
     ArrayRecord, ConfigRecord, ConfigValue, FlowerArray, MetricRecord, MetricValue, Record,
     RecordDict,
 };
-pub use transport::{FleetClient, NodeIdentity};
+pub use transport::{FleetClient, NodeIdentity, Tls};
 
 use std::path::PathBuf;
 

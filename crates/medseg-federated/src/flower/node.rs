@@ -20,7 +20,7 @@ use super::records::{
     arrays_to_weights, config_value, weights_to_arrays, ArrayRecord, ConfigRecord, MetricValue,
     Record, RecordDict,
 };
-use super::transport::{FleetClient, NodeIdentity};
+use super::transport::{FleetClient, NodeIdentity, Tls};
 use super::{proto, FlowerError, FlowerMessage, NodeConfig};
 use crate::{Aggregator, AggregatorRegistry, LocalSite, ProximalTerm, Weights};
 
@@ -34,6 +34,8 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 30;
 pub struct NodeOptions {
     /// The SuperLink's Fleet API, `HOST:PORT`.
     pub superlink: String,
+    /// Plain HTTP, or HTTPS checked against public or given roots.
+    pub tls: Tls,
     /// The node's key pair; `None` generates one and self-registers.
     pub identity: Option<NodeIdentity>,
     /// Stop after answering this many messages (`None`: run until
@@ -53,11 +55,13 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
-    /// Defaults for `superlink`: run until stopped, keep retrying, poll
-    /// every second, back-off up to 30 s, calls time out after 120 s.
+    /// Defaults for `superlink`: HTTPS against the public roots, run until
+    /// stopped, keep retrying, poll every second, back-off up to 30 s,
+    /// calls time out after 120 s.
     pub fn new(superlink: impl Into<String>) -> Self {
         NodeOptions {
             superlink: superlink.into(),
+            tls: Tls::PublicRoots,
             identity: None,
             max_messages: None,
             max_wait: None,
@@ -431,7 +435,12 @@ impl Node {
             .identity
             .clone()
             .unwrap_or_else(NodeIdentity::generate);
-        let client = FleetClient::new(&self.opts.superlink, identity, self.opts.call_timeout);
+        let client = FleetClient::new(
+            &self.opts.superlink,
+            identity,
+            self.opts.call_timeout,
+            &self.opts.tls,
+        )?;
         let mut summary = NodeSummary::default();
         let mut node_id = self.join(&client, self_registered, stop)?;
         let hb_stop = Arc::new(AtomicBool::new(false));

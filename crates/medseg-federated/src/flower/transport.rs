@@ -95,6 +95,44 @@ pub fn iso_utc(t: SystemTime) -> String {
     )
 }
 
+/// How the node reaches the SuperLink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tls {
+    /// Plain HTTP (`flower-superlink --insecure`).
+    Insecure,
+    /// HTTPS, the server's certificate checked against the usual public
+    /// roots.
+    PublicRoots,
+    /// HTTPS, the server's certificate checked against the CA
+    /// certificates of a PEM file (Flower's `--root-certificates`).
+    RootCertificates(std::path::PathBuf),
+}
+
+fn tls_config(path: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>, FlowerError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let err = |msg: String| FlowerError::Config {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(format!("cannot read PEM certificates: {e}")))?;
+    for c in certs {
+        let c = c.map_err(|e| err(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(c)
+            .map_err(|e| err(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no certificate in the file".into()));
+    }
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(cfg))
+}
+
 /// A Fleet API client for one SuperLink.
 #[derive(Clone)]
 pub struct FleetClient {
@@ -104,18 +142,33 @@ pub struct FleetClient {
 }
 
 impl FleetClient {
-    /// A client for the SuperLink at `address` (`HOST:PORT`), over plain
-    /// HTTP (`flower-superlink --insecure`).
-    pub fn new(address: &str, identity: NodeIdentity, timeout: Duration) -> Self {
-        let agent = ureq::AgentBuilder::new()
+    /// A client for the SuperLink at `address` (`HOST:PORT`).
+    ///
+    /// # Errors
+    /// A root-certificates file that cannot be read or holds no CA
+    /// certificate.
+    pub fn new(
+        address: &str,
+        identity: NodeIdentity,
+        timeout: Duration,
+        tls: &Tls,
+    ) -> Result<Self, FlowerError> {
+        let mut b = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(10))
-            .timeout(timeout)
-            .build();
-        FleetClient {
-            base: format!("http://{}", address.trim_end_matches('/')),
-            agent,
-            identity,
+            .timeout(timeout);
+        if let Tls::RootCertificates(p) = tls {
+            b = b.tls_config(tls_config(p)?);
         }
+        let scheme = if *tls == Tls::Insecure {
+            "http"
+        } else {
+            "https"
+        };
+        Ok(FleetClient {
+            base: format!("{scheme}://{}", address.trim_end_matches('/')),
+            agent: b.build(),
+            identity,
+        })
     }
 
     /// The node's identity.
