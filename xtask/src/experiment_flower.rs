@@ -111,7 +111,16 @@ pub fn run(args: &[String]) -> Result<()> {
             "3000".into(),
         ],
     )?;
-    let mut runs = serde_json::json!({ "demo": demo });
+    // without --faults, the drills of an earlier run are kept
+    let results = root.join("docs/results");
+    let mut runs = std::fs::read_to_string(results.join("flower_runs.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    runs["demo"] = demo;
+    runs["demo_command"] =
+        format!("cargo xtask experiment flower --rounds {rounds} --local {local}").into();
     if faults {
         for fault in ["kill-node", "restart-superlink"] {
             let r = e2e(
@@ -138,7 +147,6 @@ pub fn run(args: &[String]) -> Result<()> {
             runs[fault] = r;
         }
     }
-    let results = root.join("docs/results");
     std::fs::create_dir_all(&results)?;
     std::fs::write(
         results.join("flower_runs.json"),

@@ -1,5 +1,6 @@
 //! `medseg-federated`: federated training across sites that each labelled
-//! different classes, simulated in one process from a config file.
+//! different classes, simulated in one process from a config file, or with
+//! each site a node of a real Flower federation.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -16,7 +17,8 @@ use std::time::Duration;
 /// the sites (each with its own manifests and overrides), the aggregation
 /// strategy (FedAvg, FedProx, FedBN, FedAdam, FedYogi, SegViz) and the
 /// rounds. Sites with partial labels say which classes each case annotates
-/// (`annotated_classes`); the marginal and exclusion losses use them.
+/// (`annotated_classes`); the marginal and exclusion losses use them. With
+/// `node`, a site joins a Flower federation (flwr 1.42; docs/federation.md).
 #[derive(Parser)]
 #[command(name = "medseg-federated", version)]
 struct Cli {
