@@ -565,7 +565,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if results.is_empty() {
         bail!("no finished run under {}", o.runs.display());
     }
-    write_report(&o, &results)
+    write_report(&o, &results, crop, test_cfg.dataset.train_batch_size)
 }
 
 /// Passes over the external slices for the AdaBN estimate (80 slices:
@@ -640,7 +640,9 @@ fn train(
     }
 }
 
-fn write_report(o: &Options, results: &[Scores]) -> Result<()> {
+/// Writes `federated.md` and its pictures; `crop` and `batch`: the AdaBN
+/// crop and batch sizes, for the text.
+fn write_report(o: &Options, results: &[Scores], crop: usize, batch: usize) -> Result<()> {
     std::fs::create_dir_all(&o.out)?;
     let names: Vec<&str> = ARMS
         .iter()
@@ -702,14 +704,28 @@ fn write_report(o: &Options, results: &[Scores]) -> Result<()> {
          federation's total). Losses: CE + Dice (naive: every unlabelled organ is background) or \
          the marginal + exclusion losses (0.5 each) driven by `annotated_classes`; FedAvg, FedProx \
          (mu 0.01) and FedBN train with the latter, SegViz with CE + Dice and a local head per site \
-         (`decoder.out_conv`), assembled into one multi-organ layer at the end. Test: the model at \
+         (`decoder.out_conv`), assembled into one multi-organ layer at the end. FedBN-experts \
+         trains nothing of its own: it is FedBN's run deployed differently, its four site models \
+         (shared weights, each site's own norms) run at the external site, each trusted for the \
+         organ its site outlined (a voxel goes to a site's organ where that site's model's argmax \
+         is the organ; where several claim a voxel the highest probability wins; nothing to tune; \
+         four networks at inference). Test: the model at \
          the end of training, sliding-window inference on the external site, slices stacked per \
          subject, Dice and HD95 (MedPy's pooled definition, mm) per organ; seeds {seed_list} (the \
-         seed draws the initial weights and the data order; the data are fixed).\n\n",
+         seed draws the initial weights and the data order; the data are fixed). Every model is \
+         tested twice: as trained (the running statistics of training; FedBN's exported model \
+         averages the sites' norms) and with test-time AdaBN at the external site (every \
+         batch-norm running mean and variance re-estimated, as the average of batch statistics, \
+         over {passes} passes of one random {crop} x {crop} crop per external slice in batches of \
+         {batch}, the training crop and batch sizes; dropout off; the labels unused; the same \
+         for every arm, central ones included).\n\n",
         r = o.rounds,
         l = o.local,
         s = o.rounds * o.local,
-        c = 4 * o.rounds * o.local
+        c = 4 * o.rounds * o.local,
+        passes = ADABN_PASSES,
+        crop = crop,
+        batch = batch,
     ));
     for (ada, variant) in [
         (false, "as trained"),
