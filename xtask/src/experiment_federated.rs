@@ -710,7 +710,8 @@ fn write_report(o: &Options, results: &[Scores], crop: usize, batch: usize) -> R
          federation's total). Losses: CE + Dice (naive: every unlabelled organ is background) or \
          the marginal + exclusion losses (0.5 each) driven by `annotated_classes`; FedAvg, FedProx \
          (mu 0.01) and FedBN train with the latter, SegViz with CE + Dice and a local head per site \
-         (`decoder.out_conv`), assembled into one multi-organ layer at the end. FedBN-experts \
+         (`decoder.out_conv`), assembled into one multi-organ layer at the end; SegViz-marginal \
+         is SegViz with the marginal + exclusion losses at every site. FedBN-experts \
          trains nothing of its own: it is FedBN's run deployed differently, its four site models \
          (shared weights, each site's own norms) run at the external site, each trusted for the \
          organ its site outlined (a voxel goes to a site's organ where that site's model's argmax \
