@@ -487,7 +487,39 @@ pub(crate) fn evaluate_with(
     let dev = medseg_learners::parse_device(&cfg.training.device)?;
     let (_vm, net) = medseg_nets::load_network(ckpt, &dev)
         .with_context(|| format!("loading {}", ckpt.display()))?;
-    let predictor = Predictor::new(vec![net.as_ref()], dev, sliding_window(cfg), false)?;
+    evaluate_net(cfg, net.as_ref(), &dev, slice_mm)
+}
+
+/// [`evaluate_with`] for a network already built (e.g. one whose batch
+/// norms were adapted to the test images).
+pub(crate) fn evaluate_net(
+    cfg: &ExperimentConfig,
+    net: &dyn medseg_nets::SegNetwork,
+    dev: &candle_core::Device,
+    slice_mm: f64,
+) -> Result<CaseTable> {
+    evaluate_experts(cfg, &[(0, net)], dev, slice_mm)
+}
+
+/// [`evaluate_net`] for per-class experts `(class, network)`, composed by
+/// [`medseg_infer::compose_experts`]; one entry of class 0 is a plain
+/// network (its argmax).
+pub(crate) fn evaluate_experts(
+    cfg: &ExperimentConfig,
+    experts: &[(u16, &dyn medseg_nets::SegNetwork)],
+    dev: &candle_core::Device,
+    slice_mm: f64,
+) -> Result<CaseTable> {
+    let predictors = experts
+        .iter()
+        .map(|(c, net)| {
+            Ok((
+                *c,
+                Predictor::new(vec![*net], dev.clone(), sliding_window(cfg), false)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let plain = matches!(experts, [(0, _)]);
     let test_csv = cfg
         .dataset
         .test_csv
@@ -526,9 +558,17 @@ pub(crate) fn evaluate_with(
             .to_owned();
         let sp = s.image.geometry.spacing;
         let t = pipeline.apply_in(s, &mut rng, Mode::Inference)?;
-        let probs = predictor.predict(t.image.data.view())?;
-        let probs = invert_prediction(&t.history, probs)?;
-        let pred = argmax(probs.view());
+        let mut probs = Vec::with_capacity(predictors.len());
+        for (c, predictor) in &predictors {
+            let p = predictor.predict(t.image.data.view())?;
+            probs.push((*c, invert_prediction(&t.history, p)?));
+        }
+        let pred = if plain {
+            argmax(probs[0].1.view())
+        } else {
+            let views: Vec<_> = probs.iter().map(|(c, p)| (*c, p.view())).collect();
+            medseg_infer::compose_experts(&views)?
+        };
         let e = by_subject
             .entry(subject.clone())
             .or_insert_with(|| (Vec::new(), Vec::new(), [sp[1], sp[2]]));

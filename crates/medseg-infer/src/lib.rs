@@ -19,7 +19,9 @@ pub use plan::{
     parse_device, parse_largest_component, run_config_of, test_cases, InferenceCase,
     InferenceOverrides, InferencePlan, LoadedNetwork, PREDICTIONS_CSV,
 };
-pub use postprocess::{argmax, keep_largest_component, label_components, LargestComponentMode};
+pub use postprocess::{
+    argmax, compose_experts, keep_largest_component, label_components, LargestComponentMode,
+};
 pub use predictor::{array_to_tensor, network_probabilities, tensor_to_array, Predictor};
 pub use sliding::{gaussian_importance_map, window_starts, SlidingWindow};
 pub use tta::{flip_axes_subsets, predict_with_flips};

@@ -137,10 +137,96 @@ pub fn keep_largest_component(labels: &ArrayD<u16>, mode: LargestComponentMode) 
     out
 }
 
+/// One label map from per-class experts: each entry `(class, scores)` is a
+/// model trusted for `class` alone (e.g. in a federation with partial
+/// labels, the personalised model of the site that outlined that organ),
+/// with its class scores `[K, ...spatial]`. A voxel goes to an expert's
+/// class where that expert's own [`argmax`] is its class; where several
+/// experts claim a voxel, the one with the highest score for its class wins
+/// (ties to the earlier expert); voxels no expert claims are background
+/// (0). There is no threshold to choose. Errors: no expert, score arrays of
+/// different shapes, or a class outside `1..K`.
+pub fn compose_experts(experts: &[(u16, ArrayViewD<f32>)]) -> crate::Result<ArrayD<u16>> {
+    let Some((_, first)) = experts.first() else {
+        return Err(crate::InferError::Shape(
+            "compose_experts: no expert".into(),
+        ));
+    };
+    let shape = first.shape().to_vec();
+    let k = shape[0];
+    for (i, (c, s)) in experts.iter().enumerate() {
+        if s.shape() != shape.as_slice() {
+            return Err(crate::InferError::Shape(format!(
+                "compose_experts: expert {i} has scores {:?}, expert 0 {:?}",
+                s.shape(),
+                shape
+            )));
+        }
+        if *c == 0 || *c as usize >= k {
+            return Err(crate::InferError::Invalid {
+                key: format!("expert {i} class"),
+                message: format!("{c} is not a foreground class of {k} classes"),
+            });
+        }
+    }
+    let spatial = &shape[1..];
+    let mut out = ArrayD::<u16>::zeros(IxDyn(spatial));
+    let mut best = ArrayD::<f32>::from_elem(IxDyn(spatial), f32::NEG_INFINITY);
+    for (c, s) in experts {
+        let own = argmax(s.view());
+        let score = s.index_axis(Axis(0), *c as usize);
+        ndarray::Zip::from(&mut out)
+            .and(&mut best)
+            .and(&own)
+            .and(&score)
+            .for_each(|o, b, &a, &v| {
+                if a == *c && v > *b {
+                    *b = v;
+                    *o = *c;
+                }
+            });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn experts_claim_their_class_and_the_surest_wins() {
+        // three classes; expert A for class 1, expert B for class 2
+        // voxel 0: A argmax 1 (0.6), B argmax 0 -> 1
+        // voxel 1: A argmax 1 (0.5), B argmax 2 (0.7) -> 2 (surer)
+        // voxel 2: A argmax 2 (not its class), B argmax 0 -> 0
+        // voxel 3: A argmax 1 (0.4), B argmax 2 (0.4) -> 1 (tie: earlier)
+        let a = array![
+            [0.3f32, 0.2, 0.3, 0.3],
+            [0.6, 0.5, 0.1, 0.4],
+            [0.1, 0.3, 0.6, 0.3]
+        ];
+        let b = array![
+            [0.8f32, 0.2, 0.7, 0.3],
+            [0.1, 0.1, 0.2, 0.3],
+            [0.1, 0.7, 0.1, 0.4]
+        ];
+        let (a, b) = (a.into_dyn(), b.into_dyn());
+        let out = compose_experts(&[(1, a.view()), (2, b.view())]).unwrap();
+        assert_eq!(out, array![1u16, 2, 0, 1].into_dyn());
+        // B's class 1 score is never used: the same map with B saying class 1
+        // everywhere gives the same result
+        let mut b2 = b.clone();
+        b2.index_axis_mut(Axis(0), 1).fill(0.05);
+        let out2 = compose_experts(&[(1, a.view()), (2, b2.view())]).unwrap();
+        assert_eq!(out2, out);
+        // errors: no expert, background or out-of-range class, shapes differ
+        assert!(compose_experts(&[]).is_err());
+        assert!(compose_experts(&[(0, a.view())]).is_err());
+        assert!(compose_experts(&[(3, a.view())]).is_err());
+        let c = ArrayD::<f32>::zeros(IxDyn(&[3, 5]));
+        assert!(compose_experts(&[(1, a.view()), (2, c.view())]).is_err());
+    }
 
     #[test]
     fn argmax_picks_highest_and_lower_on_ties() {

@@ -691,7 +691,8 @@ pub(crate) enum Norm {
 }
 
 const BN_EPS: f64 = 1e-5;
-const BN_MOMENTUM: f64 = 0.1;
+/// Momentum of the running-statistics update (PyTorch's default).
+pub(crate) const BN_MOMENTUM: f64 = 0.1;
 
 impl Norm {
     pub fn new(ctx: &Ctx, kind: NormType, c: usize, groups: usize) -> Result<Self> {

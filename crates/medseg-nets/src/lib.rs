@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod adabn;
 mod cenet;
 mod checkpoint;
 pub mod config;
@@ -19,6 +20,7 @@ mod unetpp;
 
 use candle_core::{Result as CandleResult, Tensor};
 
+pub use adabn::{adapt_batch_norm, without_dropout};
 pub use cenet::{CENet, CENetConfig};
 pub use checkpoint::{
     count_parameters, import_pytorch, load_checkpoint, load_network, read_checkpoint_config,
