@@ -2,7 +2,8 @@
 //!
 //! Fast CPU candle custom ops for convolutional networks: conv2d/conv3d,
 //! transposed convolution, pooling, up-sampling, fused norms with activation,
-//! and softmax over channels. Every op has forward and backward; tensors are
+//! softmax over channels, and affine grids with bilinear/trilinear grid
+//! sampling (a spatial transformer's resampler). Every op has forward and backward; tensors are
 //! channel-first (`[N, C, H, W]` or `[N, C, D, H, W]`).
 //!
 //! The kernels run on f32 CPU tensors; on any other device (CUDA) or dtype
@@ -18,6 +19,7 @@ mod conv_fallback;
 mod conv_kernels;
 pub mod conv_transpose;
 pub mod device;
+pub mod grid_sample;
 pub mod norm;
 pub mod pool;
 pub mod softmax;
@@ -27,6 +29,7 @@ pub use activation::*;
 pub use conv::*;
 pub use conv_transpose::*;
 pub use device::{fast_path, with_candle_ops};
+pub use grid_sample::{affine_grid, grid_sample};
 pub use norm::*;
 pub use pool::*;
 pub use softmax::*;
