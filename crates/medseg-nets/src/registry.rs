@@ -10,6 +10,7 @@ use crate::coplenet::COPLENet;
 use crate::error::{NetError, Result};
 use crate::layers::Ctx;
 use crate::r2unet::{R2UNet, ResUNet};
+use crate::stn::{Stn, StnConfig};
 use crate::unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
 use crate::unet2d5::UNet2D5;
 use crate::unet3plus::UNet3Plus;
@@ -201,7 +202,21 @@ impl NetRegistry {
     }
 
     /// Builds the network named by `config["name"]` (or `config["net_type"]`).
+    ///
+    /// An `stn` table in the configuration (e.g. `"stn": {}`, see
+    /// [`StnConfig`]) puts a spatial transformer in front of the network:
+    /// the network is built from the rest of the configuration and wrapped
+    /// in an [`Stn`] whose parameters live under `stn.`.
     pub fn build(&self, config: &serde_json::Value, vb: VarBuilder) -> Result<Box<dyn SegNetwork>> {
+        if let Some(stn) = config.get("stn") {
+            let cfg = StnConfig::from_json(stn)?;
+            let mut rest = config.clone();
+            if let Some(o) = rest.as_object_mut() {
+                o.remove("stn");
+            }
+            let inner = self.build(&rest, vb.clone())?;
+            return Ok(Box::new(Stn::new(&cfg, inner, vb)?));
+        }
         let name = config
             .get("name")
             .or_else(|| config.get("net_type"))
