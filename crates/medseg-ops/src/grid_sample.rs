@@ -11,16 +11,19 @@
 //! outer edges otherwise). Samples that fall outside the input read zeros.
 //!
 //! [`affine_grid`] is linear in `theta` and is composed from candle ops.
-//! [`grid_sample`] runs a CPU f32 kernel (one pass computing the corner
-//! indices and weights per output point, then one parallel task per
-//! `(n, c)` plane; the backward gives the input and the grid gradient in one
-//! more pass). On other devices and dtypes it composes the same computation
+//! [`grid_sample`] runs a CPU f32 kernel: the corner indices and weights of
+//! an output point are computed where they are used (once per point for
+//! all channels in the forward and the grid gradient, once per plane in the
+//! scattered input gradient), so no per-point table is stored. On other devices and dtypes it composes the same computation
 //! from candle ops (`floor`, `gather`), also differentiable in both
 //! arguments.
 
-use crate::activation::{from_vec, is_fast, with_slice};
+use crate::activation::{from_vec, is_fast, with_slice, SyncPtr};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+/// Output points per parallel task (at least).
+const POINTS_PER_TASK: usize = 1024;
 
 /// Normalised coordinate `c` in `[-1, 1]` to a source index along an axis
 /// of `size` pixels: `u = c * m + (size - 1) / 2`, with `m` from [`scale`].
@@ -111,23 +114,10 @@ impl Geom {
         d
     }
 
-    /// The taps of every output point of every batch item (`N * P` of them)
-    /// from the grid's values.
-    fn taps(&self, grid: &[f32]) -> Vec<Tap> {
-        let s = self.s;
-        let mut taps = vec![Tap::default(); self.n * self.out_plane()];
-        taps.par_chunks_mut(1024)
-            .zip(grid.par_chunks(1024 * s))
-            .for_each(|(t, g)| {
-                for (t, g) in t.iter_mut().zip(g.chunks_exact(s)) {
-                    *t = self.tap(g);
-                }
-            });
-        taps
-    }
-
-    fn tap(&self, g: &[f32]) -> Tap {
-        let s = self.s;
+    /// The corners of the point `g` (`S` normalised coordinates, x first).
+    #[inline(always)]
+    fn tap<const S: usize>(&self, g: &[f32]) -> Tap {
+        let s = S;
         let mut base = [0i64; 3];
         let mut frac = [0f32; 3];
         let mut t = Tap::default();
@@ -161,41 +151,73 @@ impl Geom {
         t
     }
 
+    /// `y[n, c, p] = sum_k w_k x[n, c, idx_k]`; one parallel task per run of
+    /// output points, the corners computed once per point for all channels.
     fn forward(&self, x: &[f32], grid: &[f32]) -> Vec<f32> {
-        let taps = self.taps(grid);
-        let (ip, op, c) = (self.in_plane(), self.out_plane(), self.c);
-        let corners = 1usize << self.s;
+        match self.s {
+            2 => self.forward_s::<2>(x, grid),
+            _ => self.forward_s::<3>(x, grid),
+        }
+    }
+
+    fn forward_s<const S: usize>(&self, x: &[f32], grid: &[f32]) -> Vec<f32> {
+        let (ip, op, c, s) = (self.in_plane(), self.out_plane(), self.c, S);
+        let corners = 1usize << s;
         let mut y = vec![0f32; self.n * c * op];
-        y.par_chunks_mut(op)
-            .zip(x.par_chunks(ip))
-            .enumerate()
-            .for_each(|(nc, (y, x))| {
-                let taps = &taps[nc / c * op..(nc / c + 1) * op];
-                for (y, t) in y.iter_mut().zip(taps) {
+        let yp = SyncPtr(y.as_mut_ptr());
+        (0..self.n * op)
+            .into_par_iter()
+            .with_min_len(POINTS_PER_TASK)
+            .for_each(|np| {
+                let t = self.tap::<S>(&grid[np * s..(np + 1) * s]);
+                if t.valid == 0 {
+                    return;
+                }
+                let (b, p) = (np / op, np % op);
+                for ch in 0..c {
+                    let x = &x[(b * c + ch) * ip..(b * c + ch + 1) * ip];
                     let mut v = 0f32;
                     for k in 0..corners {
                         if t.valid >> k & 1 == 1 {
                             v += t.w[k] * x[t.idx[k] as usize];
                         }
                     }
-                    *y = v;
+                    // SAFETY: each (n, c, p) is written by the task of (n, p) only,
+                    // and the index is inside y (n * c * op elements).
+                    unsafe { *yp.get().add((b * c + ch) * op + p) = v };
                 }
             });
         y
     }
 
-    /// Gradients of `sum(y * dy)` with respect to the input and the grid.
+    /// Gradients of `sum(y * dy)` with respect to the input (one task per
+    /// `(n, c)` plane, scattering) and the grid (one task per run of points).
     fn backward(&self, x: &[f32], grid: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let taps = self.taps(grid);
-        let (ip, op, c, s) = (self.in_plane(), self.out_plane(), self.c, self.s);
+        match self.s {
+            2 => self.backward_s::<2>(x, grid, dy),
+            _ => self.backward_s::<3>(x, grid, dy),
+        }
+    }
+
+    fn backward_s<const S: usize>(
+        &self,
+        x: &[f32],
+        grid: &[f32],
+        dy: &[f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (ip, op, c, s) = (self.in_plane(), self.out_plane(), self.c, S);
         let corners = 1usize << s;
         let mut dx = vec![0f32; self.n * c * ip];
         dx.par_chunks_mut(ip)
             .zip(dy.par_chunks(op))
             .enumerate()
             .for_each(|(nc, (dx, dy))| {
-                let taps = &taps[nc / c * op..(nc / c + 1) * op];
-                for (&g, t) in dy.iter().zip(taps) {
+                let g0 = nc / c * op * s;
+                for (p, &g) in dy.iter().enumerate() {
+                    if g == 0.0 {
+                        continue;
+                    }
+                    let t = self.tap::<S>(&grid[g0 + p * s..g0 + (p + 1) * s]);
                     for k in 0..corners {
                         if t.valid >> k & 1 == 1 {
                             dx[t.idx[k] as usize] += t.w[k] * g;
@@ -210,9 +232,11 @@ impl Geom {
         let mut dgrid = vec![0f32; self.n * op * s];
         dgrid
             .par_chunks_mut(s)
-            .zip(taps.par_iter())
+            .zip(grid.par_chunks(s))
             .enumerate()
-            .for_each(|(np, (dg, t))| {
+            .with_min_len(POINTS_PER_TASK)
+            .for_each(|(np, (dg, gp))| {
+                let t = self.tap::<S>(gp);
                 if t.valid == 0 {
                     return;
                 }
