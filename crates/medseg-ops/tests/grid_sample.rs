@@ -133,10 +133,10 @@ fn gradients_match_finite_differences() {
         let g = kink_free_grid(12, 2, &[4, 3], &[5, 6], ac);
         assert!(min_kink_distance(&g, &[5, 6], ac) > 0.09);
         let f = |t: &[Tensor]| grid_sample(&t[0], &t[1], ac);
-        check_grads(f, &[x.clone(), g.clone()], 13, 1e-3, 1e-2, 48);
-        with_candle_ops(|| check_grads(f, &[x.clone(), g.clone()], 14, 1e-3, 1e-2, 48));
+        check_grads(f, &[x.clone(), g.clone()], 13, 1e-3, 2e-3, 48);
+        with_candle_ops(|| check_grads(f, &[x.clone(), g.clone()], 14, 1e-3, 2e-3, 48));
         let g3 = kink_free_grid(16, 1, &[2, 3, 2], &[3, 4, 5], ac);
-        check_grads(f, &[x3.clone(), g3.clone()], 17, 1e-3, 1e-2, 40);
+        check_grads(f, &[x3.clone(), g3.clone()], 17, 1e-3, 2e-3, 40);
     }
     // through affine_grid: gradient with respect to theta, for a theta whose
     // grid stays 0.02 pixel away from the kinks
@@ -156,7 +156,7 @@ fn gradients_match_finite_differences() {
             &[x.clone(), theta],
             19,
             1e-4,
-            1e-2,
+            2e-3,
             12,
         );
     }
