@@ -3,8 +3,9 @@
 //! Fast CPU candle custom ops for convolutional networks: conv2d/conv3d,
 //! transposed convolution, pooling, up-sampling, fused norms with activation,
 //! softmax over channels, and affine grids with bilinear/trilinear grid
-//! sampling (a spatial transformer's resampler). Every op has forward and backward; tensors are
-//! channel-first (`[N, C, H, W]` or `[N, C, D, H, W]`).
+//! sampling (a spatial transformer's resampler). Every op has forward and
+//! backward; tensors are channel-first (`[N, C, H, W]` or
+//! `[N, C, D, H, W]`).
 //!
 //! The kernels run on f32 CPU tensors; on any other device (CUDA) or dtype
 //! every op composes the same computation from candle's own ops, on the
