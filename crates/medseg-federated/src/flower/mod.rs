@@ -83,7 +83,8 @@ impl FlowerError {
     /// restarting, or answered with a server error).
     pub fn is_transient(&self) -> bool {
         match self {
-            FlowerError::Transport { .. } => true,
+            // a certificate the node does not trust stays untrusted
+            FlowerError::Transport { msg, .. } => !msg.contains("invalid peer certificate"),
             FlowerError::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
@@ -98,5 +99,30 @@ impl FlowerError {
                 ..
             }
         ) || matches!(self, FlowerError::Status { body, .. } if body.contains("not recognize") || body.contains("Invalid node"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlowerError;
+
+    #[test]
+    fn refused_connections_are_retried_untrusted_certificates_are_not() {
+        let t = |msg: &str| FlowerError::Transport {
+            call: "activate-node".into(),
+            msg: msg.into(),
+        };
+        assert!(t("Connection Failed: Connect error: Connection refused").is_transient());
+        assert!(
+            !t("tls connection init failed: invalid peer certificate: UnknownIssuer")
+                .is_transient()
+        );
+        let s = |status: u16| FlowerError::Status {
+            call: "pull-messages".into(),
+            status,
+            body: String::new(),
+        };
+        assert!(s(503).is_transient() && !s(412).is_transient());
+        assert!(s(401).is_unknown_node() && !s(500).is_unknown_node());
     }
 }
