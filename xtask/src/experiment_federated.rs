@@ -353,6 +353,15 @@ fn score_experts(
     })
 }
 
+impl Options {
+    /// Whether `--only` (if given) names the arm.
+    fn selected(&self, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|n| n == name))
+    }
+}
+
 struct Options {
     seeds: Vec<u64>,
     only: Option<Vec<String>>,
@@ -465,10 +474,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if o.rescore {
         for &seed in &o.seeds {
             for (name, arm) in &ARMS {
-                if o.only
-                    .as_ref()
-                    .is_some_and(|v| !v.iter().any(|n| n == name))
-                {
+                if !o.selected(name) {
                     continue;
                 }
                 let dir = o.runs.join(format!("{name}_seed{seed}"));
@@ -510,10 +516,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if !o.report_only && !o.rescore {
         for &seed in &o.seeds {
             for (name, arm) in &ARMS {
-                if o.only
-                    .as_ref()
-                    .is_some_and(|v| !v.iter().any(|n| n == name))
-                {
+                if !o.selected(name) {
                     continue;
                 }
                 let dir = o.runs.join(format!("{name}_seed{seed}"));

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{tiny_federation, BASE, PARTIAL_LOSS};
+use common::write_base;
 use medseg_federated::flower::records::weights_to_arrays;
 use medseg_federated::flower::{
     proto, ArrayRecord, ConfigValue, FlowerArray, FlowerMessage, MetricValue, Node, NodeConfig,
@@ -17,14 +17,7 @@ use medseg_federated::{AggregatorRegistry, LocalSite, Weights};
 use std::path::Path;
 
 fn node(dir: &Path, strategy: &str) -> Node {
-    let data = dir.join("data");
-    if !data.join("pooled_train.csv").exists() {
-        tiny_federation(&data);
-    }
-    let base = BASE
-        .replace("ROOT", &data.display().to_string())
-        .replace("LOSS", PARTIAL_LOSS);
-    std::fs::write(dir.join("base.toml"), base).unwrap();
+    write_base(dir);
     let toml = format!(
         r#"
 [node]

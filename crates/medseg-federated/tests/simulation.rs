@@ -6,21 +6,14 @@ use medseg_federated::simulation::{final_model, FederationConfig, SiteModel};
 use medseg_federated::{AggregatorRegistry, FedError, Simulation, Weights};
 
 mod common;
-use common::{tiny_federation, BASE, PARTIAL_LOSS};
+use common::write_base;
 use ndarray::{arr1, ArrayD};
 use std::path::Path;
 
 /// Writes a base config and a federation config under `dir` and loads the
 /// latter with `set`.
 fn federation(dir: &Path, strategy: &str, extra: &str, set: &[&str]) -> FederationConfig {
-    let data = dir.join("data");
-    if !data.join("pooled_train.csv").exists() {
-        tiny_federation(&data);
-    }
-    let base = BASE
-        .replace("ROOT", &data.display().to_string())
-        .replace("LOSS", PARTIAL_LOSS);
-    std::fs::write(dir.join("base.toml"), base).unwrap();
+    write_base(dir);
     let fed = format!(
         r#"
 [federation]

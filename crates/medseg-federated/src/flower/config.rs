@@ -8,7 +8,7 @@ use medseg_config::ExperimentConfig;
 use serde::{Deserialize, Serialize};
 
 use super::FlowerError;
-use crate::simulation::{FederationConfig, FederationSettings, SiteConfig};
+use crate::simulation::{override_value, FederationConfig, FederationSettings, SiteConfig};
 
 /// A node's config file: how the site trains and which arrays stay at
 /// the site. Unknown keys are errors.
@@ -117,13 +117,7 @@ impl NodeConfig {
             let toml::Value::Table(t) = t else {
                 return Err(err(format!("`{section}` must be a table")));
             };
-            let doc = format!("v = {}", v.trim());
-            let value = doc
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(v.trim().into()));
-            t.insert(key.to_string(), value);
+            t.insert(key.to_string(), override_value(v.trim()));
         }
         let mut cfg: NodeConfig = toml::Value::Table(table)
             .try_into()

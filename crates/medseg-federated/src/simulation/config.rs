@@ -116,7 +116,7 @@ pub fn split_overrides(set: &[String]) -> (Vec<String>, Vec<String>) {
 
 /// A TOML value from an override's text: a number, boolean, array or
 /// table when it parses as one, a string otherwise.
-fn override_value(text: &str) -> toml::Value {
+pub(crate) fn override_value(text: &str) -> toml::Value {
     let doc = format!("v = {text}");
     match doc.parse::<toml::Table>() {
         Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(text.into())),

@@ -9,6 +9,7 @@ mod export;
 mod log;
 mod run;
 
+pub(crate) use config::override_value;
 pub use config::{split_overrides, FederationConfig, FederationSettings, SiteConfig};
 pub use export::{final_model, head_keys, SiteModel};
 pub use log::{RoundRecord, RoundsLog};

@@ -49,3 +49,16 @@ pub const PARTIAL_LOSS: &str = r#"{ name = "CombinedLoss", terms = [
     { loss = "MarginalLoss", weight = 0.5 },
     { loss = "ExclusionLoss", weight = 0.5 },
 ] }"#;
+
+/// Writes the tiny federation under `dir/data` (once) and `dir/base.toml`,
+/// the learner config with the partial-label losses.
+pub fn write_base(dir: &Path) {
+    let data = dir.join("data");
+    if !data.join("pooled_train.csv").exists() {
+        tiny_federation(&data);
+    }
+    let base = BASE
+        .replace("ROOT", &data.display().to_string())
+        .replace("LOSS", PARTIAL_LOSS);
+    std::fs::write(dir.join("base.toml"), base).unwrap();
+}
