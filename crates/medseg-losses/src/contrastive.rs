@@ -161,7 +161,11 @@ mod tests {
                     .to_scalar::<f64>()
                     .unwrap();
                 let fd = (fp - fm) / (2.0 * h);
-                assert!((fd - g[i]).abs() < 1e-6, "loss {which} elem {i}: fd {fd} vs {}", g[i]);
+                assert!(
+                    (fd - g[i]).abs() < 1e-6,
+                    "loss {which} elem {i}: fd {fd} vs {}",
+                    g[i]
+                );
             }
         }
     }

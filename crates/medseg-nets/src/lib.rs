@@ -35,9 +35,8 @@ pub use error::{NetError, Result};
 pub use layers::LayerRecord;
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
 pub use pretrained::{
-    encoder_tensors, load_pretrained, save_encoder, split_pretrained, vars_named,
-    PretrainedSpec, ENCODER_CONFIG_KEY, ENCODER_FORMAT_KEY, ENCODER_ORIGIN_KEY, FREEZE_KEY,
-    PRETRAINED_KEY,
+    encoder_tensors, load_pretrained, save_encoder, split_pretrained, vars_named, PretrainedSpec,
+    ENCODER_CONFIG_KEY, ENCODER_FORMAT_KEY, ENCODER_ORIGIN_KEY, FREEZE_KEY, PRETRAINED_KEY,
 };
 pub use r2unet::{R2UNet, ResUNet};
 pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};

@@ -113,7 +113,8 @@ pub fn save_encoder(
                 .unwrap_or("?")
         )));
     }
-    let tensors: BTreeMap<String, Tensor> = encoder_tensors(varmap, &prefixes).into_iter().collect();
+    let tensors: BTreeMap<String, Tensor> =
+        encoder_tensors(varmap, &prefixes).into_iter().collect();
     if tensors.is_empty() {
         return Err(ck_err(
             path,
@@ -187,7 +188,10 @@ pub fn load_pretrained(path: &Path, varmap: &VarMap) -> Result<Vec<String>> {
                     list(&all, 4)
                 )
             } else {
-                format!(" (the network's tensors under `{first}.`: {})", list(&near, 6))
+                format!(
+                    " (the network's tensors under `{first}.`: {})",
+                    list(&near, 6)
+                )
             };
             parts.push(format!(
                 "{} tensor(s) not in the network: {}{hint}",

@@ -54,7 +54,6 @@ macro_rules! unet_encoder {
     };
 }
 
-
 /// Two 3x3 convolutions, each followed by normalisation and LeakyReLU, with
 /// dropout between them (PyMIC `ConvBlock`, module `conv_conv`).
 pub(crate) struct ConvBlock {

@@ -40,7 +40,10 @@ fn get(vm: &VarMap, name: &str) -> Tensor {
 fn encode_gives_every_level_finest_first() {
     let (_, net) = build(unet(1));
     let x = Tensor::randn(0f32, 1.0, (2, 1, 16, 16), &Device::Cpu).unwrap();
-    let f = net.encode(&x, false).unwrap().expect("UNet exposes its encoder");
+    let f = net
+        .encode(&x, false)
+        .unwrap()
+        .expect("UNet exposes its encoder");
     let shapes: Vec<Vec<usize>> = f.iter().map(|t| t.dims().to_vec()).collect();
     assert_eq!(
         shapes,
@@ -158,12 +161,19 @@ fn the_trainer_keys_are_split_off_and_checked() {
 
 #[test]
 fn networks_without_an_exposed_encoder_say_so() {
-    let (vm, net) = build(json!({"name": "UNetpp", "in_chns": 1, "class_num": 2, "feature_chns": [4, 8, 16, 32, 64], "dropout": [0.0, 0.0, 0.0, 0.0, 0.0]}));
+    let (vm, net) = build(
+        json!({"name": "UNetpp", "in_chns": 1, "class_num": 2, "feature_chns": [4, 8, 16, 32, 64], "dropout": [0.0, 0.0, 0.0, 0.0, 0.0]}),
+    );
     let x = Tensor::zeros((1, 1, 16, 16), DType::F32, &Device::Cpu).unwrap();
     assert!(net.encode(&x, false).unwrap().is_none());
     let dir = tempfile::tempdir().unwrap();
-    let e = save_encoder(&dir.path().join("e.safetensors"), &vm, net.as_ref(), &json!({}))
-        .unwrap_err()
-        .to_string();
+    let e = save_encoder(
+        &dir.path().join("e.safetensors"),
+        &vm,
+        net.as_ref(),
+        &json!({}),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("does not expose its encoder"), "{e}");
 }
