@@ -133,6 +133,80 @@ pub fn train(args: &TrainArgs, regime: Regime) -> Result<()> {
     Ok(())
 }
 
+/// Runs self-supervised pre-training (`medseg-pretrain train`): generates
+/// the phantom data when needed, pre-trains the encoder of `[network]` as
+/// `[pretrain]` says and prints where the encoder went.
+pub fn pretrain(args: &TrainArgs) -> Result<medseg_learners::selfsup::PretrainSummary> {
+    let cfg = load_config(&args.config, &args.set, args.device.as_deref())?;
+    pretrain_config(&args.config, cfg, args.quiet)
+}
+
+fn pretrain_config(
+    file: &std::path::Path,
+    cfg: ExperimentConfig,
+    quiet: bool,
+) -> Result<medseg_learners::selfsup::PretrainSummary> {
+    let method = cfg
+        .pretrain
+        .as_ref()
+        .map(|p| p.method.clone())
+        .with_context(|| {
+            format!(
+                "{}: a [pretrain] section with `method` ({}) is required",
+                file.display(),
+                medseg_learners::selfsup::PretrainRegistry::with_builtins()
+                    .names()
+                    .join(", ")
+            )
+        })?;
+    ensure_data(&cfg)?;
+    let r = registries();
+    let summary = medseg_learners::selfsup::Pretrainer::new(cfg)
+        .networks(r.networks)
+        .transforms(r.transforms)
+        .progress(!quiet)
+        .run()
+        .with_context(|| format!("pre-training {method} from {}", file.display()))?;
+    println!(
+        "{method}: {} iterations, loss {:.4} -> {:.4} (first and last tenth); encoder ({} tensors) written to {}",
+        summary.iterations,
+        summary.first_loss,
+        summary.final_loss,
+        summary.encoder_tensors,
+        summary.encoder_path.display()
+    );
+    Ok(summary)
+}
+
+/// Runs the SAS chain (`medseg-pretrain sas`): pre-training as
+/// [`pretrain`], then training of the same config with `network.pretrained`
+/// set to the encoder just written (the `[semi]` method when the config
+/// has one, else supervised).
+pub fn sas(args: &TrainArgs) -> Result<()> {
+    let cfg = load_config(&args.config, &args.set, args.device.as_deref())?;
+    let summary = pretrain_config(&args.config, cfg.clone(), args.quiet)?;
+    let mut cfg = cfg;
+    if let Some(o) = cfg.network.as_object_mut() {
+        o.insert(
+            medseg_learners::selfsup::PRETRAINED_KEY.to_string(),
+            serde_json::Value::String(summary.encoder_path.display().to_string()),
+        );
+    }
+    let method = cfg
+        .semi
+        .as_ref()
+        .map_or("supervised".to_string(), |s| s.method.clone());
+    let mut trainer = TrainerBuilder::new(cfg)
+        .registries(registries())
+        .learner(&method)
+        .progress(!args.quiet)
+        .build()
+        .with_context(|| format!("setting up {method} from {}", args.config.display()))?;
+    let s = trainer.run()?;
+    println!("{method} from the pre-trained encoder: {s}");
+    Ok(())
+}
+
 /// A trainer binary with one subcommand, `train`.
 #[derive(Parser)]
 struct TrainCli {

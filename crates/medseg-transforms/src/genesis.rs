@@ -242,7 +242,7 @@ impl Transform for NonLinearTransform {
             .collect();
         for (mut v, &(p1, p2, flip)) in channel_views(&mut sample).into_iter().zip(&draws) {
             let (lo, hi) = min_max(&v);
-            if !(hi > lo) {
+            if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
                 continue;
             }
             let (xs, ys) = bezier_lut(p1, p2, 1000, flip);

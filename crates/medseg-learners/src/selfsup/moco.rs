@@ -72,7 +72,7 @@ pub(crate) fn bottleneck_channels(init: &PretrainInit, net: &dyn SegNetwork) -> 
     shape.extend(std::iter::repeat_n(32, nd));
     let x = Tensor::zeros(shape, candle_core::DType::F32, init.device).ctx("probe input")?;
     let r = encoder_representation(net, &x, false).ctx("probing the encoder")?;
-    Ok(r.dim(1).ctx("probing the encoder")?)
+    r.dim(1).ctx("probing the encoder")
 }
 
 /// MoCo v2 state: query and key encoders with their heads, and the queue.

@@ -19,6 +19,7 @@ pub mod simclr;
 
 pub use engine::{PretrainSummary, Pretrainer};
 pub use head::{encoder_representation, global_avg_pool, ProjectionHead};
+pub use medseg_nets::{FREEZE_KEY, PRETRAINED_KEY};
 pub use queue::KeyQueue;
 
 use crate::error::{LearnError, Result, TensorContext};
