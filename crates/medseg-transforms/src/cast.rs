@@ -43,8 +43,9 @@ pub struct CastParams {
 }
 
 /// Applies a colour cast to a picture `[C, H, W]` whose values are already
-/// mapped to `[0, 1]`: `u' = clamp((gain_c * clamp(u, 0, 1)^gamma + offset_c)
-/// * v(y, x), 0, 1)` with the vignetting `v = 1 - vignetting * (r / r_max)^2`,
+/// mapped to `[0, 1]`:
+/// `u' = clamp((gain_c * clamp(u, 0, 1)^gamma + offset_c) * v(y, x), 0, 1)`
+/// with the vignetting `v = 1 - vignetting * (r / r_max)^2`,
 /// `r` the distance (in pixels) from the centre `((H - 1) / 2 + shift_y H,
 /// (W - 1) / 2 + shift_x W)` and `r_max` the distance from the picture centre
 /// to a corner.

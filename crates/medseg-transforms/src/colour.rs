@@ -346,6 +346,15 @@ impl Transform for ColorJitter {
             .iter()
             .map(|&(a, r)| (a, crate::photo::draw(rng, r)))
             .collect();
+        if factors.is_empty() {
+            // nothing applies (e.g. saturation and hue on a grey image)
+            record(
+                &mut sample,
+                "ColorJitter",
+                serde_json::json!({ "steps": [] }),
+            );
+            return Ok(sample);
+        }
         let window = window_of(&sample.image.data, self.window, "window")?;
         for_each_slice(&mut sample.image.data, |mut v| {
             to_unit(v.view_mut(), window, 1.0);

@@ -71,8 +71,9 @@ pub fn perspective_coeffs(startpoints: &Corners, endpoints: &Corners) -> Result<
             if r != col {
                 let f = a[r][col] / a[col][col];
                 if f != 0.0 {
-                    for k in col..9 {
-                        a[r][k] -= f * a[col][k];
+                    let pivot_row = a[col];
+                    for (x, p) in a[r].iter_mut().zip(pivot_row).skip(col) {
+                        *x -= f * p;
                     }
                 }
             }
@@ -297,14 +298,16 @@ impl Transform for RandomPerspective {
                 self.label_fill,
             )?
         };
-        record(
-            &mut sample,
-            "RandomPerspective",
+        // an identity draw leaves the grid as it is (and invertible)
+        let params = if start == end {
+            serde_json::json!({ "identity": true, "startpoints": start, "endpoints": end })
+        } else {
             serde_json::json!({
                 "invertible": false, "startpoints": start, "endpoints": end,
                 "image_fill": fill, "label_fill": self.label_fill,
-            }),
-        );
+            })
+        };
+        record(&mut sample, "RandomPerspective", params);
         Ok(sample)
     }
 }
