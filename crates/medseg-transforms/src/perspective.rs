@@ -150,11 +150,40 @@ pub fn perspective_warp(
     fill: f32,
 ) -> Result<ArrayD<f32>> {
     let coeffs = perspective_coeffs(startpoints, endpoints)?;
-    let sampling = match interp {
-        Interp::Linear => Sampling::Linear(fill),
-        Interp::Nearest => Sampling::Nearest(fill),
-    };
-    warp_with(image, &coeffs, sampling)
+    warp_image(image, &coeffs, interp, fill)
+}
+
+/// Warps an image as torchvision does: nearest neighbour takes `fill` where
+/// the source pixel is outside; linear interpolation samples with zeros
+/// outside (`v0`), samples a mask of ones likewise (`m`) and returns
+/// `v0 m + (1 - m) fill` (torchvision's fill blending, which also scales the
+/// border pixels by `m`).
+fn warp_image(
+    image: ArrayD<f32>,
+    coeffs: &[f64; 8],
+    interp: Interp,
+    fill: f32,
+) -> Result<ArrayD<f32>> {
+    match interp {
+        Interp::Nearest => warp_with(image, coeffs, Sampling::Nearest(fill)),
+        Interp::Linear if fill == 0.0 => warp_with(image, coeffs, Sampling::Linear(0.0)),
+        Interp::Linear => {
+            let mut shape = image.shape().to_vec();
+            shape[0] = 1;
+            let mask = warp_with(
+                ArrayD::from_elem(shape, 1.0f32),
+                coeffs,
+                Sampling::Linear(0.0),
+            )?;
+            let mut out = warp_with(image, coeffs, Sampling::Linear(0.0))?;
+            for mut chan in out.outer_iter_mut() {
+                chan.zip_mut_with(&mask.index_axis(ndarray::Axis(0), 0), |v, &m| {
+                    *v = *v * m + (1.0 - m) * fill
+                });
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// Draws torchvision's `RandomPerspective.get_params`: the image corners
@@ -244,12 +273,8 @@ pub(crate) fn warp_sample(
     label_fill: u16,
 ) -> Result<Sample> {
     let coeffs = perspective_coeffs(start, end)?;
-    let s = match interp {
-        Interp::Linear => Sampling::Linear(image_fill),
-        Interp::Nearest => Sampling::Nearest(image_fill),
-    };
     let img = std::mem::take(&mut sample.image.data);
-    sample.image.data = warp_with(img, &coeffs, s)?;
+    sample.image.data = warp_image(img, &coeffs, interp, image_fill)?;
     if let Some(label) = sample.label.take() {
         let out = warp_with(label.data, &coeffs, Sampling::Nearest(label_fill))?;
         sample.label = Some(LabelMap::new(out, label.geometry)?);
