@@ -3,7 +3,7 @@
 //!
 //! Every image of the manifest goes through the `ScreenPhoto` transform at
 //! `--severity` (perspective, colour cast, moiré, blur, JPEG, noise; see
-//! medseg-transforms), or through the `[[transforms]]` of a TOML file given
+//! medseg-transforms), seen through the display `--window`, or through the `[[transforms]]` of a TOML file given
 //! with `--transforms`:
 //!
 //! ```toml
@@ -53,6 +53,11 @@ pub struct Args {
     /// unchanged); default 0.5.
     #[arg(long, conflicts_with = "transforms")]
     pub severity: Option<f64>,
+    /// Display window "lo,hi" of the screen (e.g. "-160,240" for an
+    /// abdominal CT window): values outside it are clipped in the photo.
+    /// Default: each image's own min and max.
+    #[arg(long, value_parser = util::parse_range, conflicts_with = "transforms")]
+    pub window: Option<(f64, f64)>,
     /// TOML file with `[[transforms]]` tables to use instead of ScreenPhoto.
     #[arg(long)]
     pub transforms: Option<PathBuf>,
@@ -96,7 +101,14 @@ fn pipeline(args: &Args) -> Result<(Pipeline, serde_json::Value)> {
         }
         None => {
             let severity = args.severity.unwrap_or(0.5);
-            vec![serde_json::json!({ "name": "ScreenPhoto", "severity": severity })]
+            let mut spec = serde_json::json!({ "name": "ScreenPhoto", "severity": severity });
+            if let Some((lo, hi)) = args.window {
+                if lo >= hi {
+                    bail!("--window: expected \"lo,hi\" with lo < hi, got {lo},{hi}");
+                }
+                spec["window"] = serde_json::json!([lo, hi]);
+            }
+            vec![spec]
         }
     };
     let what = match &args.transforms {
@@ -406,6 +418,7 @@ mod tests {
             manifest,
             out,
             severity,
+            window: None,
             transforms: None,
             seed,
             force: false,
@@ -498,7 +511,21 @@ mod tests {
         forced.force = true;
         run(forced).unwrap();
         assert_ne!(read_all(&d.join("a/all.csv"))[0].0.data, a[0].0.data);
-        assert!(run(args(src, d.join("e"), Some(1.5), 3)).is_err());
+        assert!(run(args(src.clone(), d.join("e"), Some(1.5), 3)).is_err());
+        // a display window reaches the preset
+        let mut w = args(src.clone(), d.join("w"), Some(0.5), 3);
+        w.window = Some((-160.0, 240.0));
+        run(w).unwrap();
+        let rec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("w/photograph.json")).unwrap())
+                .unwrap();
+        let hist = rec["cases"][0]["history"].as_array().unwrap();
+        let last = hist.last().unwrap();
+        assert_eq!(last["name"], "ScreenPhoto");
+        assert_eq!(last["params"]["window"], serde_json::json!([-160.0, 240.0]));
+        let mut bad = args(src, d.join("e"), Some(0.5), 3);
+        bad.window = Some((3.0, 3.0));
+        assert!(run(bad).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
