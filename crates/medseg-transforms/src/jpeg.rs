@@ -285,6 +285,9 @@ fn jpeg_rgb(
 /// 8 bits. Three channels are taken as RGB (YCbCr, 4:2:0 chroma); any other
 /// number of channels is coded channel by channel as grey pictures.
 pub fn jpeg_like(mut img: ArrayViewMut3<'_, f32>, quality: u32) {
+    if img.is_empty() {
+        return;
+    }
     let to8 = |v: &f32| (*v as f64).round().clamp(0.0, 255.0);
     if img.len_of(Axis(0)) == 3 {
         let planes: Vec<Array2<f64>> = img.axis_iter(Axis(0)).map(|c| c.map(to8)).collect();
