@@ -1,5 +1,6 @@
 //! `medseg-data`: inspect and convert medical images, generate phantom data,
-//! simulate imperfect annotations, split datasets and preview augmentation.
+//! simulate imperfect annotations, split datasets, preview augmentation and
+//! make "photographed" copies of test sets.
 //!
 //! Each subcommand lives in its own module with a clap `Args` struct and a
 //! `run` function; this file only dispatches.
@@ -11,6 +12,7 @@ mod convert;
 mod info;
 mod noisy;
 mod partial;
+mod photograph;
 mod scribble;
 mod split;
 mod synth;
@@ -41,6 +43,8 @@ enum Command {
     Split(split::Args),
     /// Render a grid of augmented samples with label overlays.
     Augment(augment::Args),
+    /// Make a "photographed" copy of a data set (screen photo: perspective, colour cast, moiré, blur, JPEG, noise).
+    Photograph(photograph::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +58,6 @@ fn main() -> anyhow::Result<()> {
         Command::Partial(a) => partial::run(a),
         Command::Split(a) => split::run(a),
         Command::Augment(a) => augment::run(a),
+        Command::Photograph(a) => photograph::run(a),
     }
 }
