@@ -99,7 +99,9 @@ pub fn evaluate_arrays(
     classes: &Classes,
     opts: &MetricOptions,
 ) -> PyResult<Vec<ClassMetrics>> {
-    dispatch!(gt, pred, |g, p| evaluate_typed(py, g, p, spacing, classes, opts));
+    dispatch!(gt, pred, |g, p| evaluate_typed(
+        py, g, p, spacing, classes, opts
+    ));
     Err(PyTypeError::new_err(
         "gt and pred must be numpy arrays of the same integer or bool dtype in native byte order",
     ))

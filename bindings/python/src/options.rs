@@ -1,9 +1,7 @@
 //! `MetricOptions` from the keyword arguments of the Python functions (the
 //! Python layer has already turned names such as `"inf"` into numbers).
 
-use medseg_metrics::{
-    Connectivity, EmptyPolicies, EmptyPolicy, Hd95Definition, MetricOptions,
-};
+use medseg_metrics::{Connectivity, EmptyPolicies, EmptyPolicy, Hd95Definition, MetricOptions};
 use pyo3::exceptions::PyValueError;
 use pyo3::PyResult;
 
