@@ -21,6 +21,7 @@ mod experiment_flower;
 mod experiment_noisy_overlay;
 mod experiment_overlay;
 mod python;
+mod wheel;
 
 use anyhow::{bail, Result};
 
@@ -49,6 +50,7 @@ fn main() -> Result<()> {
         ("experiment", Some("flower")) => experiment_flower::run(&rest[1..]),
         ("cuda-build", _) => cuda_build::run(rest),
         ("cuda-parity", _) => cuda_parity::run(rest),
+        ("wheel", _) => wheel::run(rest),
         _ => bail!("unknown task {:?}\n{}", args, usage()),
     }
 }

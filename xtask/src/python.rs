@@ -74,3 +74,43 @@ pub fn ensure_venv(packages: &[&str]) -> Result<Option<PathBuf>> {
     }
     Ok(Some(py))
 }
+
+/// Builds the medseg-metrics wheel with `tools/wheel/build.sh` (pinned
+/// maturin in `target/wheel-venv`) and returns its path; `Ok(None)` with a
+/// notice when the build fails (no Python, no network for the first venv).
+pub fn build_wheel() -> Result<Option<PathBuf>> {
+    let root = workspace_root();
+    let out = Command::new("bash")
+        .arg(root.join("tools/wheel/build.sh"))
+        .current_dir(&root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running tools/wheel/build.sh")?;
+    if !out.status.success() {
+        eprintln!("notice: building the medseg-metrics wheel failed; skipping it");
+        return Ok(None);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(stdout.lines().last().map(|l| PathBuf::from(l.trim())))
+}
+
+/// Installs `wheel` into the venv of `py` (replacing an installed version,
+/// without touching its dependencies). `Ok(false)` with a notice on failure.
+pub fn install_wheel(py: &Path, wheel: &Path) -> Result<bool> {
+    let st = Command::new(py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--force-reinstall",
+            "--no-deps",
+        ])
+        .arg(wheel)
+        .status()
+        .context("running pip")?;
+    if !st.success() {
+        eprintln!("notice: installing {} failed", wheel.display());
+    }
+    Ok(st.success())
+}

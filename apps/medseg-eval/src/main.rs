@@ -8,6 +8,13 @@
 //! `--spacing` overrides it. Metrics come from medseg-metrics (MedPy / MONAI
 //! conventions, chosen by options).
 //!
+//! Without `--labels` or `--num-classes`, every non-zero label present in
+//! the ground truth is evaluated: the union over all cases (after
+//! `--remap`), so that every case has the same columns and a label missing
+//! from one case's ground truth still counts that case's false positives.
+//! The app prints which labels it found. (For binary masks this is label 1,
+//! what MedPy users expect.)
+//!
 //! Writes into `--out`: `eval_<metric>.csv` per metric in PyMIC's layout (one
 //! row per case, one column per class plus `average`, then `mean` and `std`
 //! rows), `summary.json`, and `boxplot_dice.png` / `boxplot_hd95.png`.
@@ -20,8 +27,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use medseg_infer::{
-    cases_from_folders, cases_from_manifest, evaluate_pairs, needs_surface_distances,
-    write_evaluation_report, CaseFailure, EvalSettings,
+    cases_from_folders, cases_from_manifest, evaluate_pairs, labels_in_ground_truth,
+    needs_surface_distances, write_evaluation_report, CaseFailure, EvalSettings,
 };
 use medseg_metrics::{
     AssdDefinition, Connectivity, EmptyPolicies, EmptyPolicy, Hd95Definition, MetricOptions,
@@ -51,8 +58,10 @@ struct Args {
     /// Output folder (created if needed).
     #[arg(long)]
     out: PathBuf,
-    /// Labels to evaluate, e.g. `1,2,3`.
-    #[arg(long, value_delimiter = ',', required_unless_present = "num_classes")]
+    /// Labels to evaluate, e.g. `1,2,3`. Without it (and without
+    /// --num-classes): every non-zero label present in the ground truth of any
+    /// case (after --remap), printed before evaluating.
+    #[arg(long, value_delimiter = ',')]
     labels: Vec<u16>,
     /// Evaluate labels 1..N-1 (PyMIC's `class_number`).
     #[arg(long, conflicts_with = "labels")]
@@ -170,13 +179,6 @@ fn parse_remap(s: &str) -> Result<Vec<u16>> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let labels: Vec<u16> = match args.num_classes {
-        Some(n) => (1..n).collect(),
-        None => args.labels.clone(),
-    };
-    if labels.is_empty() {
-        bail!("no labels to evaluate (--labels or --num-classes > 1)");
-    }
     for m in &args.metrics {
         if !METRIC_NAMES.contains(&m.as_str()) {
             bail!(
@@ -185,17 +187,42 @@ fn main() -> Result<()> {
             );
         }
     }
-    let settings = EvalSettings {
-        options: options(&args)?,
-        remap: args.remap.as_deref().map(parse_remap).transpose()?,
-        spacing: args.spacing.clone(),
-        labels,
-    };
+    let opts = options(&args)?;
+    let remap = args.remap.as_deref().map(parse_remap).transpose()?;
     let cases = match (&args.manifest, &args.gt_dir, &args.pred_dir) {
         (Some(m), _, _) => cases_from_manifest(m, args.root.as_deref())
             .with_context(|| format!("reading the manifest {}", m.display()))?,
         (None, Some(g), Some(p)) => cases_from_folders(g, p)?,
         _ => bail!("give either --manifest or both --gt-dir and --pred-dir"),
+    };
+    let labels: Vec<u16> = match (args.num_classes, args.labels.is_empty()) {
+        (Some(n), _) => (1..n).collect(),
+        (None, false) => args.labels.clone(),
+        (None, true) => {
+            let found = labels_in_ground_truth(&cases, remap.as_deref());
+            if found.is_empty() {
+                bail!(
+                    "the ground truth of the {} cases holds no non-zero label: give --labels",
+                    cases.len()
+                );
+            }
+            let list: Vec<String> = found.iter().map(u16::to_string).collect();
+            println!(
+                "no --labels or --num-classes: evaluating the labels present in the ground truth of {} cases: {}",
+                cases.len(),
+                list.join(",")
+            );
+            found
+        }
+    };
+    if labels.is_empty() {
+        bail!("no labels to evaluate (--labels or --num-classes > 1)");
+    }
+    let settings = EvalSettings {
+        options: opts,
+        remap,
+        spacing: args.spacing.clone(),
+        labels,
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

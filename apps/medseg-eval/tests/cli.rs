@@ -246,3 +246,66 @@ fn manifest_input_and_2d_png() {
         1.0
     );
 }
+
+#[test]
+fn without_labels_every_label_of_the_ground_truth_is_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gt, pred, out) = (
+        dir.path().join("gt"),
+        dir.path().join("pred"),
+        dir.path().join("out"),
+    );
+    std::fs::create_dir_all(&gt).unwrap();
+    std::fs::create_dir_all(&pred).unwrap();
+    // case a: label 1 only; case b: labels 1 and 3; the predictions also
+    // hold label 5, which no ground truth has
+    write(&gt.join("a.nii.gz"), cube((6, 6, 6), 1, 4, 1), [1.0; 3]);
+    let mut pa = cube((6, 6, 6), 1, 4, 1);
+    pa[[5, 5, 5]] = 3;
+    pa[[0, 5, 5]] = 5;
+    write(&pred.join("a.nii.gz"), pa, [1.0; 3]);
+    let mut gb = cube((6, 6, 6), 0, 2, 1);
+    gb.slice_mut(s![3..5, 3..5, 3..5]).fill(3);
+    write(&gt.join("b.nii.gz"), gb.clone(), [1.0; 3]);
+    write(&pred.join("b.nii.gz"), gb, [1.0; 3]);
+    let args = [
+        "--gt-dir",
+        gt.to_str().unwrap(),
+        "--pred-dir",
+        pred.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--metrics",
+        "dice,fp",
+    ];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("labels present in the ground truth of 2 cases: 1,3"),
+        "{stdout}"
+    );
+    let rows = read_csv(&out.join("eval_dice.csv"));
+    assert_eq!(rows[0], vec!["image", "1", "3", "average"]);
+    // label 3 is absent from a's ground truth but a predicts one voxel of it
+    let fp = read_csv(&out.join("eval_fp.csv"));
+    assert_eq!(fp[1][0], "a.nii.gz");
+    assert_eq!(fp[1][2].parse::<f64>().unwrap(), 1.0);
+    assert_eq!(rows[1][2].parse::<f64>().unwrap(), 0.0);
+    assert_eq!(rows[2][1..3], ["1", "1"]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["labels"], serde_json::json!([1, 3]));
+
+    // --remap applies first; an empty ground truth is an error naming the fix
+    let o = run(&[args.as_slice(), &["--remap", "3:0"]].concat());
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ground truth of 2 cases: 1\n"));
+    let o = run(&[args.as_slice(), &["--remap", "3:0,1:0"]].concat());
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("holds no non-zero label: give --labels"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

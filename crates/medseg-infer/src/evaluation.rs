@@ -98,6 +98,33 @@ pub struct EvalSettings {
     pub options: MetricOptions,
 }
 
+/// The non-zero labels present in the ground truth of `cases` (the union
+/// over all cases, after `remap`), sorted: what `medseg-eval` evaluates
+/// when no labels are given. Reads every ground-truth file once (in
+/// parallel); a missing or unreadable file is skipped here and reported by
+/// [`evaluate_pair`].
+pub fn labels_in_ground_truth(cases: &[CasePair], remap: Option<&[u16]>) -> Vec<u16> {
+    let seen = cases
+        .par_iter()
+        .filter_map(|c| medseg_io::read_label(&c.gt).ok())
+        .map(|l| {
+            let mut seen = vec![false; 1 << 16];
+            for &v in l.data.iter() {
+                let v = remap.and_then(|t| t.get(v as usize).copied()).unwrap_or(v);
+                seen[v as usize] = true;
+            }
+            seen
+        })
+        .reduce(
+            || vec![false; 1 << 16],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x |= y);
+                a
+            },
+        );
+    (1..=u16::MAX).filter(|&c| seen[c as usize]).collect()
+}
+
 /// Reads and evaluates one case.
 ///
 /// # Errors
@@ -472,6 +499,34 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("row 1: no `label`"));
+        // labels of the ground truth: the union over the cases (1 in each
+        // square), after remapping, missing files skipped
+        let mut three = Array2::<u16>::zeros((12, 12));
+        three[[0, 0]] = 3;
+        three[[5, 5]] = 1;
+        let l = LabelMap::new(
+            three.insert_axis(ndarray::Axis(0)).into_dyn(),
+            Geometry::with_spacing([1.0; 3]),
+        )
+        .unwrap();
+        medseg_io::write_label(&gt.join("e.nii.gz"), &l).unwrap();
+        let mut with_e = cases.clone();
+        with_e.push(CasePair {
+            name: "e.nii.gz".into(),
+            gt: gt.join("e.nii.gz"),
+            pred: pred.join("e.nii.gz"),
+        });
+        with_e.push(CasePair {
+            name: "gone".into(),
+            gt: gt.join("gone.nii.gz"),
+            pred: pred.join("gone.nii.gz"),
+        });
+        assert_eq!(labels_in_ground_truth(&cases, None), vec![1]);
+        assert_eq!(labels_in_ground_truth(&with_e, None), vec![1, 3]);
+        let mut table: Vec<u16> = (0..=u16::MAX).collect();
+        table[3] = 0;
+        table[1] = 7;
+        assert_eq!(labels_in_ground_truth(&with_e, Some(&table)), vec![7]);
         assert!(cases_from_folders(&d.join("nope"), &pred).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }

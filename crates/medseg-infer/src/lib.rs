@@ -10,7 +10,7 @@ mod sliding;
 mod tta;
 
 pub use evaluation::{
-    cases_from_folders, cases_from_manifest, evaluate_pair, evaluate_pairs,
+    cases_from_folders, cases_from_manifest, evaluate_pair, evaluate_pairs, labels_in_ground_truth,
     needs_surface_distances, summary_json, write_evaluation_report, CaseFailure, EvalSettings,
 };
 pub use job::{read_case, CaseOutput, InferenceJob};

@@ -1,5 +1,6 @@
 //! All metrics of several classes of one case in one call.
 
+use crate::label::LabelValue;
 use crate::options::MetricOptions;
 use crate::overlap::{scan, Counts, NO_SLOT};
 use crate::surface::pair_distances;
@@ -55,20 +56,18 @@ pub struct ClassMetrics {
 /// ground truth label map of the same shape (`[H, W]` or `[D, H, W]`, spatial
 /// axes only; `[W]` works too), with `spacing` in mm in array axis order.
 ///
-/// Classes are evaluated one-vs-rest (`label == class`). One parallel pass
-/// gathers the counts and bounding boxes of all classes; surface distances
-/// are then computed per class inside the bounding box of its two masks.
-pub fn evaluate_case(
-    pred: ArrayViewD<u16>,
-    gt: ArrayViewD<u16>,
+/// The maps may hold any integer type or `bool` ([`LabelValue`]); they are
+/// read in place, in any memory layout. Classes are evaluated one-vs-rest
+/// (`label == class`). One parallel pass gathers the counts and bounding
+/// boxes of all classes; surface distances are then computed per class
+/// inside the bounding box of its two masks.
+pub fn evaluate_case<T: LabelValue>(
+    pred: ArrayViewD<T>,
+    gt: ArrayViewD<T>,
     spacing: &[f64],
     classes: &[u16],
     opts: &MetricOptions,
 ) -> Result<Vec<ClassMetrics>> {
-    check_pair(&pred, &gt)?;
-    opts.validate()?;
-    let sp = spacing3(spacing, pred.ndim())?;
-    let voxel = spacing.iter().product::<f64>();
     let mut table = vec![NO_SLOT; 1 << 16];
     for (i, &c) in classes.iter().enumerate() {
         if table[c as usize] != NO_SLOT {
@@ -78,15 +77,58 @@ pub fn evaluate_case(
         }
         table[c as usize] = i;
     }
+    evaluate_slots(pred, gt, spacing, classes, opts, |&v: &T| {
+        v.class().map_or(NO_SLOT, |c| table[c as usize])
+    })
+}
+
+/// Evaluates two binary masks: every non-zero value is foreground, as MedPy
+/// reads its inputs (`numpy.asarray(x).astype(bool)`). Same shapes, spacing
+/// and layouts as [`evaluate_case`]; the result is reported as class 1.
+pub fn evaluate_foreground<T: LabelValue>(
+    pred: ArrayViewD<T>,
+    gt: ArrayViewD<T>,
+    spacing: &[f64],
+    opts: &MetricOptions,
+) -> Result<ClassMetrics> {
+    let mut m = evaluate_slots(pred, gt, spacing, &[1], opts, |&v: &T| {
+        if v.is_nonzero() {
+            0
+        } else {
+            NO_SLOT
+        }
+    })?;
+    Ok(m.remove(0))
+}
+
+/// The shared body: `slot` maps a voxel value to the index of its class in
+/// `classes`, or `NO_SLOT`.
+fn evaluate_slots<T, F>(
+    pred: ArrayViewD<T>,
+    gt: ArrayViewD<T>,
+    spacing: &[f64],
+    classes: &[u16],
+    opts: &MetricOptions,
+    slot: F,
+) -> Result<Vec<ClassMetrics>>
+where
+    T: LabelValue,
+    F: Fn(&T) -> usize + Sync,
+{
+    check_pair(&pred, &gt)?;
+    opts.validate()?;
+    let sp = spacing3(spacing, pred.ndim())?;
+    let voxel = spacing.iter().product::<f64>();
     let total = pred.len() as u64;
     let p = to3(pred)?;
     let g = to3(gt)?.view;
-    let scans = scan(p.view, g, classes.len(), |&v| table[v as usize]);
+    let scans = scan(p.view, g, classes.len(), &slot);
     let z = opts.overlap_zero_division;
     let metrics = classes
         .par_iter()
+        .enumerate()
         .zip(scans.par_iter())
-        .map(|(&class, s)| {
+        .map(|((i, &class), s)| {
             let counts = s.counts(total);
             let mut m = ClassMetrics {
                 class,
@@ -111,8 +153,8 @@ pub fn evaluate_case(
                 let sd = pair_distances(
                     p.view,
                     g,
-                    |&v: &u16| v == class,
-                    |&v: &u16| v == class,
+                    |v: &T| slot(v) == i,
+                    |v: &T| slot(v) == i,
                     s,
                     p.active,
                     sp,

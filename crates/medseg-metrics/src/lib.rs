@@ -4,6 +4,7 @@
 mod edt;
 mod error;
 mod evaluate;
+mod label;
 mod options;
 mod overlap;
 pub mod report;
@@ -13,7 +14,8 @@ mod util;
 
 pub use edt::distance_transform;
 pub use error::{MetricsError, Result};
-pub use evaluate::{evaluate_case, ClassMetrics};
+pub use evaluate::{evaluate_case, evaluate_foreground, ClassMetrics};
+pub use label::{labels_present, LabelValue};
 pub use options::{
     AssdDefinition, Connectivity, EmptyPolicies, EmptyPolicy, Hd95Definition, MetricOptions,
 };
