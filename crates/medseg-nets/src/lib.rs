@@ -10,6 +10,7 @@ mod denseunet;
 mod error;
 mod layers;
 mod multiresunet;
+mod pytorch;
 mod r2unet;
 mod registry;
 mod stn;
@@ -24,8 +25,8 @@ use candle_core::{Result as CandleResult, Tensor};
 pub use adabn::{adapt_batch_norm, without_dropout};
 pub use cenet::{CENet, CENetConfig};
 pub use checkpoint::{
-    count_parameters, import_pytorch, load_checkpoint, load_network, read_checkpoint_config,
-    save_checkpoint, trainable_vars,
+    count_parameters, import_pytorch, load_checkpoint, load_network, load_network_with,
+    read_checkpoint_config, save_checkpoint, trainable_vars,
 };
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
@@ -33,6 +34,7 @@ pub use denseunet::{DenseUNet, DenseUNetConfig};
 pub use error::{NetError, Result};
 pub use layers::LayerRecord;
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
+pub use pytorch::{is_pytorch_checkpoint, MAX_PICKLE_BYTES, PYMIC_STATE_KEY};
 pub use r2unet::{R2UNet, ResUNet};
 pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};
 pub use stn::{Stn, StnConfig};
