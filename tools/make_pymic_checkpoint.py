@@ -47,6 +47,20 @@ def main():
     opt.zero_grad()
     loss.backward()
     opt.step()
+    # centre the class-1 margin on the test input, so that both classes are
+    # predicted (a random network tends to predict one class everywhere)
+    net.eval()
+    xin = torch.randn((1, 1, 32, 32), generator=gen)
+    with torch.no_grad():
+        out = net(xin)
+        m = (out[0, 1] - out[0, 0]).flatten().sort().values
+        # the widest gap between the 40% and 60% quantiles: no pixel near a tie
+        lo, hi = int(0.4 * len(m)), int(0.6 * len(m))
+        k = lo + int((m[lo + 1:hi] - m[lo:hi - 1]).argmax())
+        net.decoder.out_conv.bias[1] -= (m[k] + m[k + 1]) / 2
+        # spread the logits, so that few pixels are near a tie
+        net.decoder.out_conv.weight *= 50.0
+        net.decoder.out_conv.bias *= 50.0
     # PyMIC's trainer: best checkpoint dict, saved with torch.save
     save_dict = {"iteration": 100, "valid_pred": 0.5,
                  "model_state_dict": net.state_dict(),
@@ -54,10 +68,10 @@ def main():
     torch.save(save_dict, os.path.join(OUT, "pymic_unet2d_best.pt"))
     # a bare state dict, as torch.save(net.state_dict(), path) writes it
     torch.save(net.state_dict(), os.path.join(OUT, "pymic_unet2d_state_dict.pt"))
-    net.eval()
-    xin = torch.randn((1, 1, 32, 32), generator=gen)
     with torch.no_grad():
         out = net(xin)
+    print("class-1 pixels:", int((out[0, 1] > out[0, 0]).sum()),
+          "smallest margin:", float((out[0, 1] - out[0, 0]).abs().min()))
     save_safetensors(os.path.join(OUT, "pymic_unet2d_best.io.safetensors"),
                      {"input": xin.numpy(), "eval": out.numpy()})
     with open(os.path.join(OUT, "pymic_unet2d_best.json"), "w") as f:

@@ -6,9 +6,16 @@ use super::method::Method;
 use super::{required, Ctx, Effect, PymicError};
 use serde_json::{json, Map, Value};
 
-/// medseg name and dimension of a PyMIC `net_type`.
-fn map_name(net: &str) -> Option<(&'static str, u64)> {
+/// medseg name and dimension of a PyMIC `net_type`; `dim` is the
+/// `dimension` key of PyMIC 0.6's generic networks (default 2).
+fn map_name(net: &str, dim: u64) -> Option<(&'static str, u64)> {
     Some(match net {
+        // PyMIC 0.6's registry: generic networks with a `dimension` key
+        "UNet" => ("UNet", dim),
+        "UNet_ScSE" => ("UNet_ScSE", dim),
+        "AttentionUNet" => ("AttentionUNet", dim),
+        "UNetpp" => ("UNetpp", dim),
+        // the 2D/3D names of PyMIC 0.5 and of PyMIC_examples' configs
         "UNet2D" => ("UNet2D", 2),
         "UNet3D" => ("UNet3D", 3),
         "UNet2D_ScSE" => ("UNet_ScSE", 2),
@@ -65,7 +72,18 @@ pub(crate) fn network(
             "medseg's multi-network methods train copies of one network",
         );
     }
-    let (mut name, dimension) = match map_name(&first) {
+    let dim = match cx.get("network", "dimension") {
+        Some(v) => {
+            v.as_u64()
+                .filter(|d| *d == 2 || *d == 3)
+                .ok_or_else(|| PymicError::Invalid {
+                    key: "network.dimension".into(),
+                    message: format!("expected 2 or 3, got {v}"),
+                })?
+        }
+        None => 2,
+    };
+    let (mut name, dimension) = match map_name(&first, dim) {
         Some((n, d)) => (n.to_string(), Some(d)),
         None => {
             cx.note(
@@ -80,14 +98,9 @@ pub(crate) fn network(
             (first.clone(), None)
         }
     };
-    if let (Some(m), Some(d)) = (method, dimension) {
-        if let Some(needed) = m.network {
-            if name != needed {
-                // PyMIC builds the method's network from the plain UNet's keys
-                name = needed.to_string();
-                let _ = d;
-            }
-        }
+    if let (Some(needed), Some(_)) = (method.and_then(|m| m.network), dimension) {
+        // PyMIC builds the method's network from the plain UNet's keys
+        name = needed.to_string();
     }
     out.insert("name".into(), json!(name));
     if let Some(d) = dimension {
