@@ -59,9 +59,9 @@ pub(crate) fn detect(cx: &mut Ctx) -> Result<Option<Method>, PymicError> {
             ("weak", "DMPLS") => (name.clone(), Some("DualDecoderUNet")),
             ("noisy", "CoTeaching" | "TriNet" | "DAST") => (name.clone(), None),
             _ => {
-                cx.note(
-                    sec,
-                    "method_name",
+                cx.note_free(
+                    &format!("{sec}.method_name"),
+                    &name,
                     Effect::ChangesResults,
                     format!("medseg has no `{name}` learner in [{medseg}]"),
                 );

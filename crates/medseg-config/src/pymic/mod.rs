@@ -177,7 +177,9 @@ impl Ctx {
     }
 
     /// Records a note on `sec.key` (marking it read); nothing when absent
-    /// or already read.
+    /// or already read (so that sweeps over keys a mapping did not read can
+    /// follow the mapping). A key already read is noted with
+    /// [`Ctx::note_free`].
     pub(crate) fn note(&mut self, sec: &str, key: &str, effect: Effect, reason: impl Into<String>) {
         if let Some(i) = self.index(sec, key) {
             if self.used[i] {

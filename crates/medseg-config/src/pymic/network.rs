@@ -64,10 +64,11 @@ pub(crate) fn network(
         other => vec![other.as_str().unwrap_or_default().to_string()],
     };
     let first = names.first().cloned().unwrap_or_default();
+    let raw = net.to_string();
     if names.iter().any(|n| *n != first) {
-        cx.note(
-            "network",
-            "net_type",
+        cx.note_free(
+            "network.net_type",
+            &raw,
             Effect::ChangesResults,
             "medseg's multi-network methods train copies of one network",
         );
@@ -86,9 +87,9 @@ pub(crate) fn network(
     let (mut name, dimension) = match map_name(&first, dim) {
         Some((n, d)) => (n.to_string(), Some(d)),
         None => {
-            cx.note(
-                "network",
-                "net_type",
+            cx.note_free(
+                "network.net_type",
+                &raw,
                 Effect::ChangesResults,
                 format!(
                     "medseg-nets has no `{first}`; the name is kept, so a network registered \

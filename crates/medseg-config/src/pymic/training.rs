@@ -124,11 +124,11 @@ fn optimizer(cx: &mut Ctx, t: &mut Map<String, Value>) -> Result<(), PymicError>
                 "PyMIC reads nesterov for SGD only",
             );
         }
-        _ => cx.note(
-            SEC,
-            "optimizer",
+        _ => cx.note_free(
+            "training.optimizer",
+            &name,
             Effect::ChangesResults,
-            "medseg has the sgd, adam and adamw optimisers",
+            "medseg has the sgd, adam and adamw optimisers (PyMIC's SGD and Adam are mapped)",
         ),
     }
     // PyMIC requires both for every optimiser; Adam ignores the momentum
@@ -223,9 +223,9 @@ fn schedule(cx: &mut Ctx, t: &mut Map<String, Value>, iter_valid: f64) -> Result
             "poly"
         }
         other => {
-            cx.note(
-                SEC,
-                "lr_scheduler",
+            cx.note_free(
+                "training.lr_scheduler",
+                other,
                 Effect::ChangesResults,
                 format!("medseg has no `{other}` schedule"),
             );
