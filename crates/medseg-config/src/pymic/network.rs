@@ -114,6 +114,15 @@ pub(crate) fn network(
             message: format!("expected a positive integer, got {class_num}"),
         });
     }
+    if class_num.as_u64() == Some(1) {
+        cx.note_free(
+            "network.class_num",
+            "1",
+            Effect::ChangesResults,
+            "one output channel (PyMIC's reconstruction tasks); medseg segments background \
+             and at least one class, so the translated config will not validate",
+        );
+    }
     out.insert("class_num".into(), class_num);
     for k in PASS_THROUGH {
         if let Some(v) = cx.get("network", k) {
