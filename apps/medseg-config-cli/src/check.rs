@@ -16,7 +16,7 @@ pub fn transforms(cfg: &ExperimentConfig) -> Result<()> {
         ("dataset.test_transforms", &d.test_transforms),
         ("dataset.noisy_transforms", &d.noisy_transforms),
     ] {
-        reg.build(specs).with_context(|| format!("{key}"))?;
+        reg.build(specs).with_context(|| key.to_string())?;
     }
     Ok(())
 }
@@ -52,7 +52,7 @@ pub fn data(cfg: &ExperimentConfig) -> Result<usize> {
         } else {
             d.root.join(p)
         };
-        Manifest::read(&path, Some(&d.root)).with_context(|| format!("{key}"))?;
+        Manifest::read(&path, Some(&d.root)).with_context(|| key.to_string())?;
     }
     Ok(manifests.len())
 }

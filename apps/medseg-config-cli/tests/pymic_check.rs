@@ -38,7 +38,7 @@ fn make_data(cwd: &Path, cfg: &ExperimentConfig) {
     let root = cwd.join(&cfg.dataset.root);
     std::fs::create_dir_all(&root).unwrap();
     let g = Geometry::identity();
-    let image = Image::new(ArrayD::from_elem(IxDyn(&[1, 4, 16, 16]), 1.0), g.clone()).unwrap();
+    let image = Image::new(ArrayD::from_elem(IxDyn(&[1, 4, 16, 16]), 1.0), g).unwrap();
     let label = LabelMap::new(ArrayD::zeros(IxDyn(&[1, 4, 16, 16])), g).unwrap();
     medseg_io::write_image(&root.join("img.nii.gz"), &image, medseg_io::DataType::F32).unwrap();
     medseg_io::write_label(&root.join("lab.nii.gz"), &label).unwrap();

@@ -29,13 +29,22 @@ fn err(path: &Path, msg: impl Into<String>) -> NetError {
 }
 
 /// Whether `path` looks like a PyTorch checkpoint: a zip archive (what
-/// `torch.save` writes since PyTorch 1.6) or a legacy pickle.
+/// `torch.save` writes since PyTorch 1.6) or a legacy pickle (protocol 2+,
+/// first byte 0x80) that is not a safetensors file (an 8-byte header
+/// length, whose first byte may be 0x80 too, then `{`).
 pub fn is_pytorch_checkpoint(path: &Path) -> bool {
-    let mut head = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
-        && (&head == b"PK\x03\x04" || head[0] == 0x80)
+    let mut head = [0u8; 9];
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let n = f.read(&mut head).unwrap_or(0);
+    if n >= 4 && &head[..4] == b"PK\x03\x04" {
+        return true;
+    }
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let header_len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+    let safetensors = n == 9 && head[8] == b'{' && header_len.saturating_add(8) <= size;
+    n >= 1 && head[0] == 0x80 && !safetensors
 }
 
 /// Checks the zip layout: one `*/data.pkl` of bounded size.

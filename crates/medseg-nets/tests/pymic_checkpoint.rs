@@ -52,6 +52,10 @@ fn bare_state_dict_loads_too() {
 fn safetensors_checkpoints_are_not_taken_for_pytorch() {
     let path = fixtures().join("pymic_unet2d_best.io.safetensors");
     assert!(!is_pytorch_checkpoint(&path));
+    // a header length whose first byte is 0x80, a pickle's first byte
+    let path = fixtures().join("denseunet_tiny.weights.safetensors");
+    assert_eq!(std::fs::read(&path).unwrap()[0], 0x80);
+    assert!(!is_pytorch_checkpoint(&path));
 }
 
 fn message(e: NetError) -> String {

@@ -235,7 +235,7 @@ impl Ctx {
                 );
             }
         }
-        self.notes.sort_by(|a, b| a.effect.cmp(&b.effect));
+        self.notes.sort_by_key(|a| a.effect);
     }
 }
 
