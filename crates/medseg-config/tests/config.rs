@@ -143,3 +143,28 @@ fn hash_tracks_content() {
     let back = ExperimentConfig::from_toml_str(&a.to_toml_string()).unwrap();
     assert_eq!(back, a);
 }
+
+#[test]
+fn output_label_conversion_is_checked() {
+    let ok = format!(
+        "{BASE}\n[inference]\noutput_label_source = [0, 1]\noutput_label_target = [0, 255]\n"
+    );
+    let c = ExperimentConfig::from_toml_str(&ok).unwrap();
+    assert_eq!(c.inference.output_label_target, vec![0, 255]);
+    let uneven = ok.replace("[0, 255]", "[0]");
+    let e = ExperimentConfig::from_toml_str(&uneven)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inference.output_label_target"), "{e}");
+    let twice = ok.replace(
+        "output_label_source = [0, 1]",
+        "output_label_source = [1, 1]",
+    );
+    let e = ExperimentConfig::from_toml_str(&twice)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inference.output_label_source"), "{e}");
+    // absent by default, and not written, so configs keep their hashes
+    let plain = ExperimentConfig::from_toml_str(BASE).unwrap();
+    assert!(!plain.to_toml_string().contains("output_label"));
+}

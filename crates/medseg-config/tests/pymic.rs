@@ -70,11 +70,7 @@ fn expected_blocking(name: &str) -> &'static [&'static str] {
             "training.loss_type",
             "training.myfocaldiceloss_beta",
         ],
-        "unmapped_fetal_rescale.cfg" => &[
-            "dataset.train_transform",
-            "testing.label_source",
-            "testing.label_target",
-        ],
+        "unmapped_fetal_rescale.cfg" => &["dataset.train_transform"],
         "unmapped_finetune.cfg" => &[
             "network.weights_load_mode",
             "training.ckpt_init_name",
@@ -416,6 +412,28 @@ fn weak_and_noisy_sections() {
     assert_eq!(terms[1]["params"], json!({"gamma": 1.5}));
     assert_eq!(terms[2]["params"], json!({"epsilon": 0.25}));
     assert_eq!(terms[3], json!({"loss": "MAELoss", "weight": 0.5}));
+}
+
+#[test]
+fn predicted_labels_are_converted_as_pymic_saves_them() {
+    let text = std::fs::read_to_string(fixture_dir().join("unmapped_fetal_rescale.cfg")).unwrap();
+    let imp = import_pymic(&text, &opts(true)).unwrap();
+    let c = ExperimentConfig::from_toml_str(&imp.toml).unwrap();
+    assert_eq!(c.inference.output_label_source, vec![0, 1]);
+    assert_eq!(c.inference.output_label_target, vec![0, 255]);
+    assert!(imp
+        .notes
+        .iter()
+        .all(|n| !n.key.starts_with("testing.label_")));
+    // Rescale is left out of every list
+    assert!(c
+        .dataset
+        .test_transforms
+        .iter()
+        .all(|t| t["name"] != "Rescale"));
+    let uneven = text.replace("label_target = [0, 255]", "label_target = [0]");
+    let e = import_pymic(&uneven, &opts(true)).unwrap_err();
+    assert!(e.to_string().contains("testing.label_target"), "{e}");
 }
 
 #[test]

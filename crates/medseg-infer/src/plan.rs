@@ -355,6 +355,17 @@ impl InferencePlan {
             .with_mode(Mode::Inference))
     }
 
+    /// The written value of each predicted class that the settings'
+    /// `output_label_source`/`output_label_target` convert.
+    pub fn label_map(&self) -> Vec<(u16, u16)> {
+        self.settings
+            .output_label_source
+            .iter()
+            .copied()
+            .zip(self.settings.output_label_target.iter().copied())
+            .collect()
+    }
+
     /// Loads every checkpoint's network on `device`: medseg checkpoints
     /// build the network they store; PyTorch checkpoints (`.pt`, `.pth`)
     /// the one of [`InferencePlan::network`].
@@ -407,7 +418,7 @@ impl InferencePlan {
         let mut listing = Manifest::new(&self.out_dir);
         for case in &self.cases {
             let out = job
-                .run_case(&case.images, &case.name)
+                .run_case_with(&case.images, &case.name, &self.label_map())
                 .map_err(|e| InferError::Case {
                     name: case.name.clone(),
                     file: case.images.first().cloned().unwrap_or_default(),

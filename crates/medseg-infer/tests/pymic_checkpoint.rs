@@ -2,7 +2,8 @@
 //! config goes through `import_pymic`, PyMIC's checkpoint (`torch.save`
 //! of its trainer dict, from PyMIC 0.6.2's own UNet; see
 //! tools/make_pymic_checkpoint.py) through the inference plan, and the
-//! predicted labels are the argmax of PyMIC's logits on the same image.
+//! predicted labels are the argmax of PyMIC's logits on the same image,
+//! written with PyMIC's `label_source`/`label_target` conversion.
 
 use medseg_config::{import_pymic, ExperimentConfig, PymicOptions};
 use medseg_core::{Geometry, Image};
@@ -55,6 +56,8 @@ ckpt_mode = 2
 ckpt_name = {ckpt}
 output_dir = result/unet
 sliding_window_enable = False
+label_source = [0, 1]
+label_target = [0, 255]
 "
     )
 }
@@ -110,10 +113,15 @@ fn pymic_config_and_checkpoint_predict_as_pymic() {
     // PyMIC's labels: argmax over the class axis of its logits [1, 2, 32, 32]
     let logits: Vec<f32> = io["eval"].flatten_all().unwrap().to_vec1().unwrap();
     let (bg, fg) = logits.split_at(32 * 32);
-    let want: Vec<u16> = bg.iter().zip(fg).map(|(b, f)| u16::from(f > b)).collect();
+    // class 1 is written as 255 (PyMIC's label_source/label_target)
+    let want: Vec<u16> = bg
+        .iter()
+        .zip(fg)
+        .map(|(b, f)| if f > b { 255 } else { 0 })
+        .collect();
     let got: Vec<u16> = pred.data.iter().copied().collect();
     assert_eq!(got.len(), want.len());
-    let fg_count = want.iter().filter(|&&w| w == 1).count();
+    let fg_count = want.iter().filter(|&&w| w == 255).count();
     assert!(
         fg_count > 100 && fg_count < want.len() - 100,
         "degenerate fixture"

@@ -172,14 +172,35 @@ pub(crate) fn testing(
             "medseg predicts in evaluation mode, as PyMIC's default",
         ),
     }
-    for k in ["label_source", "label_target"] {
-        cx.note(
-            SEC,
-            k,
-            Effect::ChangesResults,
-            "medseg writes predicted class indices; converting them (e.g. 1 to 255) before \
-             saving is not mapped",
-        );
+    // PyMIC converts the predicted labels before saving when both are given
+    match (cx.get(SEC, "label_source"), cx.get(SEC, "label_target")) {
+        (Some(src), Some(dst)) => {
+            let list = |v: &Value, key: &str| -> Result<Vec<u64>, PymicError> {
+                v.as_array()
+                    .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<_>>>())
+                    .filter(|a| a.iter().all(|x| *x <= u64::from(u16::MAX)))
+                    .ok_or_else(|| PymicError::Invalid {
+                        key: format!("testing.{key}"),
+                        message: format!("expected a list of label values, got {v}"),
+                    })
+            };
+            let (a, b) = (list(&src, "label_source")?, list(&dst, "label_target")?);
+            if a.len() != b.len() {
+                return Err(PymicError::Invalid {
+                    key: "testing.label_target".into(),
+                    message: "one value per entry of label_source".into(),
+                });
+            }
+            inf.insert("output_label_source".into(), json!(a));
+            inf.insert("output_label_target".into(), json!(b));
+        }
+        (Some(_), None) | (None, Some(_)) => cx.note_free(
+            "testing.label_source/label_target",
+            "(one of them)",
+            Effect::NoEffect,
+            "PyMIC converts predicted labels only when both are given",
+        ),
+        (None, None) => {}
     }
     cx.note(
         SEC,
