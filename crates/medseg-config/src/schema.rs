@@ -31,6 +31,66 @@ pub struct ExperimentConfig {
     /// Noisy-label settings, for `medseg-noisy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noisy: Option<NoisyConfig>,
+    /// Self-supervised pre-training of the network's encoder, for
+    /// `medseg-pretrain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrain: Option<PretrainConfig>,
+}
+
+/// The `[pretrain]` section: self-supervised pre-training of the encoder of
+/// `[network]` on images without labels. Settings not given here come from
+/// `[training]` (optimiser, weight decay, schedule, seed, device) and
+/// `[dataset]` (batch size, base transforms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Method name in the pre-training registry (`MoCo`, `SimCLR`,
+    /// `ModelGenesis`).
+    pub method: String,
+    /// Pre-training iterations.
+    pub iterations: usize,
+    /// Learning rate (default: `training.lr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Images per batch (default: `dataset.train_batch_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Manifest of the images (labels, if listed, are not read). Default:
+    /// `dataset.train_unlabelled_csv`, else `dataset.train_csv`; relative
+    /// to `dataset.root`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<PathBuf>,
+    /// Transforms applied after `dataset.train_transforms` to make each
+    /// view (contrastive methods draw them twice, independently) or the
+    /// corrupted input (restoration), as `{ name = ..., ... }` tables.
+    #[serde(default)]
+    pub view_transforms: Vec<serde_json::Value>,
+    /// Where the encoder weights are written. Default:
+    /// `<training.output_dir>/pretrain/encoder.safetensors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<PathBuf>,
+    /// Log the loss every this many iterations (default 10).
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// Method-specific parameters (e.g. `queue_size`, `temperature`).
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_log_every() -> usize {
+    10
+}
+
+impl PretrainConfig {
+    /// Where the encoder weights go: `output`, or
+    /// `<output_dir>/pretrain/encoder.safetensors`.
+    pub fn output_path(&self, training_output_dir: &std::path::Path) -> PathBuf {
+        self.output.clone().unwrap_or_else(|| {
+            training_output_dir
+                .join("pretrain")
+                .join("encoder.safetensors")
+        })
+    }
 }
 
 /// Phantom data generated on first use when the dataset folder is absent.
@@ -514,6 +574,20 @@ impl ExperimentConfig {
                 "inference.checkpoints",
                 "at least one of `best`, `latest` or a path",
             );
+        }
+        if let Some(p) = &self.pretrain {
+            if p.iterations == 0 {
+                return bad("pretrain.iterations", "at least 1");
+            }
+            if p.batch_size == Some(0) {
+                return bad("pretrain.batch_size", "at least 1");
+            }
+            if p.lr.is_some_and(|lr| !(lr > 0.0 && lr.is_finite())) {
+                return bad("pretrain.lr", "a positive number");
+            }
+            if p.log_every == 0 {
+                return bad("pretrain.log_every", "at least 1");
+            }
         }
         for (section, m) in [
             ("semi", &self.semi),

@@ -5,7 +5,7 @@
 use crate::collate::TensorBatch;
 use crate::error::{LearnError, Result};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 use medseg_config::ExperimentConfig;
 use medseg_losses::Loss;
 use medseg_nets::{NetRegistry, SegNetwork};
@@ -120,10 +120,9 @@ impl LearnerInit<'_> {
         &self,
         config: &serde_json::Value,
     ) -> Result<(VarMap, Box<dyn SegNetwork>)> {
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, self.device);
-        let net = self.networks.build(config, vb)?;
-        Ok((varmap, net))
+        // `network.pretrained` is loaded into every network of the run (a
+        // teacher starts where the student starts)
+        crate::setup::build_net_with(self.networks, config, self.device)
     }
 
     /// The network's registry name (`network.name`).

@@ -12,6 +12,7 @@ pub mod optim;
 pub mod ramp;
 pub mod registry;
 pub mod schedule;
+pub mod selfsup;
 pub mod semi;
 pub mod setup;
 mod stream;
@@ -35,9 +36,9 @@ pub use ramp::{rampup, sigmoid_rampup, RampMode};
 pub use registry::{LearnerCtor, LearnerRegistry};
 pub use schedule::LrSchedule;
 pub use setup::{
-    build_loss, build_loss_with, build_net, build_net_with, learner_name, manifest_path,
-    network_config, parse_device, read_manifest, test_pipeline, test_pipeline_with, Registries,
-    TrainerBuilder,
+    build_loss, build_loss_with, build_net, build_net_pretrained, build_net_with, learner_name,
+    manifest_path, network_config, parse_device, read_manifest, test_pipeline, test_pipeline_with,
+    BuiltNet, Registries, TrainerBuilder,
 };
 pub use summary::{TrainSummary, ValidResult};
 pub use supervised::{supervised_loss, SupervisedLearner};

@@ -5,12 +5,14 @@
 use crate::error::{LearnError, Result};
 use crate::learner::LearnerInit;
 use crate::registry::LearnerRegistry;
+use crate::trainer::Frozen;
 use crate::trainer::Trainer;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use medseg_config::ExperimentConfig;
 use medseg_io::Manifest;
 use medseg_losses::{Loss, LossRegistry};
+use medseg_nets::PretrainedSpec;
 use medseg_nets::{NetRegistry, SegNetwork};
 use medseg_transforms::{Mode, Pipeline, Registry as TransformRegistry};
 use std::path::{Path, PathBuf};
@@ -147,7 +149,12 @@ impl TrainerBuilder {
             None => parse_device(&cfg.training.device)?,
         };
         let net_config = network_config(&cfg);
-        let (varmap, net) = build_net_with(&registries.networks, &net_config, &device)?;
+        let built = build_net_pretrained(&registries.networks, &net_config, &device)?;
+        let frozen = Frozen {
+            vars: medseg_nets::vars_named(&built.varmap, &built.loaded),
+            until: built.pretrained.freeze_iterations,
+        };
+        let (varmap, net) = (built.varmap, built.net);
         if net.class_num() != cfg.dataset.class_num {
             return Err(LearnError::Config(format!(
                 "network.class_num is {} but dataset.class_num is {}",
@@ -183,7 +190,8 @@ impl TrainerBuilder {
             learner,
             registries.transforms,
             progress,
-        ))
+        )
+        .with_frozen(frozen))
     }
 }
 
@@ -248,15 +256,52 @@ pub fn build_net(
 }
 
 /// Builds a network of `registry` from its table into a fresh VarMap.
+/// With `pretrained` in the table, the weights file is loaded into the new
+/// network (see [`build_net_pretrained`]).
 pub fn build_net_with(
     registry: &NetRegistry,
     cfg: &serde_json::Value,
     device: &Device,
 ) -> Result<(VarMap, Box<dyn SegNetwork>)> {
+    let b = build_net_pretrained(registry, cfg, device)?;
+    Ok((b.varmap, b.net))
+}
+
+/// A network built from its table, with what `network.pretrained` loaded.
+pub struct BuiltNet {
+    /// The network's weights.
+    pub varmap: VarMap,
+    /// The network.
+    pub net: Box<dyn SegNetwork>,
+    /// What `network.pretrained` and `network.freeze_encoder` asked for.
+    pub pretrained: PretrainedSpec,
+    /// Names of the tensors loaded from `network.pretrained` (empty without).
+    pub loaded: Vec<String>,
+}
+
+/// Builds a network of `registry` from its table into a fresh VarMap, then
+/// loads `network.pretrained` (if given) by name: every tensor of the file
+/// must exist in the network with the same shape, and the network's other
+/// tensors keep their initial values.
+pub fn build_net_pretrained(
+    registry: &NetRegistry,
+    cfg: &serde_json::Value,
+    device: &Device,
+) -> Result<BuiltNet> {
+    let (rest, spec) = medseg_nets::split_pretrained(cfg)?;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let net = registry.build(cfg, vb)?;
-    Ok((varmap, net))
+    let net = registry.build(&rest, vb)?;
+    let loaded = match &spec.path {
+        Some(p) => medseg_nets::load_pretrained(p, &varmap)?,
+        None => Vec::new(),
+    };
+    Ok(BuiltNet {
+        varmap,
+        net,
+        pretrained: spec,
+        loaded,
+    })
 }
 
 /// The test-time pipeline of the config (normalisation and other

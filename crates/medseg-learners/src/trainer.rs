@@ -38,8 +38,19 @@ pub struct Trainer {
     learner: Box<dyn Learner>,
     transforms: TransformRegistry,
     out_dir: PathBuf,
+    frozen: Frozen,
     /// Show a progress bar.
     pub progress: bool,
+}
+
+/// Tensors kept fixed for the first iterations (`network.freeze_encoder`:
+/// the ones loaded from `network.pretrained`).
+#[derive(Default)]
+pub(crate) struct Frozen {
+    /// The frozen tensors.
+    pub vars: Vec<candle_core::Var>,
+    /// Iterations `0..until` leave them unchanged.
+    pub until: usize,
 }
 
 /// The data of a run: the training streams and the validation set.
@@ -81,8 +92,15 @@ impl Trainer {
             learner,
             transforms,
             out_dir,
+            frozen: Frozen::default(),
             progress,
         }
+    }
+
+    /// Keeps `frozen.vars` fixed for the first `frozen.until` iterations.
+    pub(crate) fn with_frozen(mut self, frozen: Frozen) -> Self {
+        self.frozen = frozen;
+        self
     }
 
     /// The network being trained.
@@ -372,6 +390,13 @@ impl Trainer {
             )));
         }
         let mut grads = out.loss.backward().ctx("back-propagation")?;
+        if it < self.frozen.until {
+            // no gradient, no update (the optimiser skips tensors without
+            // one, so their moments do not move either)
+            for v in &self.frozen.vars {
+                grads.remove(v.as_tensor());
+            }
+        }
         if let Some(c) = self.cfg.training.grad_clip {
             clip_grad_norm(opt.params(), &mut grads, c).ctx("gradient clipping")?;
         }

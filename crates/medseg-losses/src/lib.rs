@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod consistency;
+mod contrastive;
 mod gated_crf;
 mod input;
 mod noisy;
@@ -14,6 +15,7 @@ mod wrappers;
 use candle_core::Tensor;
 
 pub use consistency::{ConsistencyKlLoss, ConsistencyMseLoss};
+pub use contrastive::{info_nce, l2_normalize, nt_xent};
 pub use gated_crf::{CrfKernel, GatedCrfLoss};
 pub use input::{resize_nearest, Labels, LossTarget, PredKind, Prediction};
 pub use noisy::{GeneralizedCeLoss, NoiseRobustDiceLoss, SlsrLoss};

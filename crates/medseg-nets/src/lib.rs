@@ -10,6 +10,7 @@ mod denseunet;
 mod error;
 mod layers;
 mod multiresunet;
+mod pretrained;
 mod pytorch;
 mod r2unet;
 mod registry;
@@ -34,6 +35,10 @@ pub use denseunet::{DenseUNet, DenseUNetConfig};
 pub use error::{NetError, Result};
 pub use layers::LayerRecord;
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
+pub use pretrained::{
+    encoder_tensors, load_pretrained, save_encoder, split_pretrained, vars_named, PretrainedSpec,
+    ENCODER_CONFIG_KEY, ENCODER_FORMAT_KEY, ENCODER_ORIGIN_KEY, FREEZE_KEY, PRETRAINED_KEY,
+};
 pub use pytorch::{is_pytorch_checkpoint, MAX_PICKLE_BYTES, PYMIC_STATE_KEY};
 pub use r2unet::{R2UNet, ResUNet};
 pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};
@@ -98,6 +103,22 @@ pub trait SegNetwork: Send + Sync {
 
     /// Every tensor the network holds, in creation order.
     fn parameters(&self) -> &[ParamInfo];
+
+    /// The encoder's feature maps, finest first (the last is the
+    /// bottleneck), for self-supervised pre-training of the encoder alone.
+    /// `None` when the network does not expose its encoder. A 2D network
+    /// given `[N, C, D, H, W]` folds depth into the batch and returns folded
+    /// (`[N * D, ...]`) features.
+    fn encode(&self, _x: &Tensor, _train: bool) -> CandleResult<Option<Vec<Tensor>>> {
+        Ok(None)
+    }
+
+    /// Name prefixes of the encoder's tensors (e.g. `["encoder."]`); empty
+    /// when the network does not expose its encoder. What pre-training
+    /// exports and what `network.freeze_encoder` freezes.
+    fn encoder_prefixes(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Number of trainable scalars (running statistics excluded).
     fn num_parameters(&self) -> usize {

@@ -208,6 +208,12 @@ impl NetRegistry {
     /// the network is built from the rest of the configuration and wrapped
     /// in an [`Stn`] whose parameters live under `stn.`.
     pub fn build(&self, config: &serde_json::Value, vb: VarBuilder) -> Result<Box<dyn SegNetwork>> {
+        // `pretrained` and `freeze_encoder` are the trainer's keys
+        // (see `split_pretrained`), not the network's.
+        if config.get(crate::PRETRAINED_KEY).is_some() || config.get(crate::FREEZE_KEY).is_some() {
+            let (rest, _) = crate::split_pretrained(config)?;
+            return self.build(&rest, vb);
+        }
         if let Some(stn) = config.get("stn") {
             let cfg = StnConfig::from_json(stn)?;
             let mut rest = config.clone();

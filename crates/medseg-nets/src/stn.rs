@@ -326,6 +326,27 @@ impl SegNetwork for Stn {
         })
     }
 
+    /// The wrapped network's encoder features of the resampled input.
+    fn encode(&self, x: &Tensor, train: bool) -> CandleResult<Option<Vec<Tensor>>> {
+        let folded = x.rank() == 5 && self.nd == 2;
+        let (xs, n, d) = if folded {
+            fold_depth(x)?
+        } else {
+            (x.clone(), 0, 0)
+        };
+        let (warped, _) = self.transform(&xs)?;
+        let warped = if folded {
+            unfold_depth(&warped, n, d)?
+        } else {
+            warped
+        };
+        self.inner.encode(&warped, train)
+    }
+
+    fn encoder_prefixes(&self) -> Vec<String> {
+        self.inner.encoder_prefixes()
+    }
+
     fn config(&self) -> serde_json::Value {
         let mut c = self.inner.config();
         if let Some(o) = c.as_object_mut() {

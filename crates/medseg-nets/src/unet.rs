@@ -38,6 +38,22 @@ macro_rules! unet_meta {
 }
 pub(crate) use unet_meta;
 
+macro_rules! unet_encoder {
+    () => {
+        fn encode(&self, x: &Tensor, train: bool) -> Result<Option<Vec<Tensor>>> {
+            check_dims(&self.cfg, x)?;
+            if self.cfg.dimension == 2 && x.rank() == 5 {
+                let (x4, _, _) = fold_depth(x)?;
+                return Ok(Some(self.encoder.forward(&x4, train)?));
+            }
+            Ok(Some(self.encoder.forward(x, train)?))
+        }
+        fn encoder_prefixes(&self) -> Vec<String> {
+            vec!["encoder.".to_string()]
+        }
+    };
+}
+
 /// Two 3x3 convolutions, each followed by normalisation and LeakyReLU, with
 /// dropout between them (PyMIC `ConvBlock`, module `conv_conv`).
 pub(crate) struct ConvBlock {
@@ -590,6 +606,7 @@ impl SegNetwork for UNet {
     }
 
     unet_meta!();
+    unet_encoder!();
 }
 
 /// Encoder with two decoders (PyMIC `DBNet`, used by DMSPS and
@@ -667,6 +684,7 @@ impl SegNetwork for DualDecoderUNet {
     }
 
     unet_meta!();
+    unet_encoder!();
 }
 
 /// MCNet (mutual consistency): one encoder and three decoders that differ
@@ -722,6 +740,7 @@ impl SegNetwork for MCNet {
     }
 
     unet_meta!();
+    unet_encoder!();
 }
 
 /// Feature drop of CCT: zero the region whose channel-mean activation is
@@ -851,6 +870,7 @@ impl SegNetwork for CCTNet {
     }
 
     unet_meta!();
+    unet_encoder!();
 }
 
 /// URPC (uncertainty rectified pyramid consistency): a UNet whose decoder
@@ -920,4 +940,5 @@ impl SegNetwork for URPCNet {
     }
 
     unet_meta!();
+    unet_encoder!();
 }

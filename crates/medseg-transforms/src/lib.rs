@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod genesis;
 mod geometric;
 mod grid;
 mod intensity;
@@ -9,6 +10,7 @@ mod label;
 mod pipeline;
 mod spatial;
 
+pub use genesis::{bezier_lut, interp, InOutPainting, LocalShuffling, NonLinearTransform};
 pub use geometric::{
     ElasticDeformation, RandomAffine, RandomRescale, RandomResizedCrop, RandomRotate, Resample,
 };
@@ -42,9 +44,12 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "GaussianBlur",
     "GaussianNoise",
     "HistEqual",
+    "InOutPainting",
     "IntensityClip",
     "LabelConvert",
     "LabelToProbability",
+    "LocalShuffling",
+    "NonLinearTransform",
     "NormalizeWithMeanStd",
     "NormalizeWithMinMax",
     "NormalizeWithPercentiles",
@@ -73,6 +78,9 @@ fn register_builtins(r: &mut Registry) {
     r.register_de::<GaussianBlur>("GaussianBlur");
     r.register_de::<GaussianNoise>("GaussianNoise");
     r.register_de::<HistEqual>("HistEqual");
+    r.register_de::<InOutPainting>("InOutPainting");
+    r.register_de::<LocalShuffling>("LocalShuffling");
+    r.register_de::<NonLinearTransform>("NonLinearTransform");
     r.register_de::<IntensityClip>("IntensityClip");
     r.register_de::<LabelConvert>("LabelConvert");
     r.register_de::<LabelToProbability>("LabelToProbability");
