@@ -31,7 +31,8 @@ pub(crate) fn detect(cx: &mut Ctx) -> Result<Option<Method>, PymicError> {
         cx.note_section(
             "self_supervised_learning",
             Effect::ChangesResults,
-            "medseg has no self-supervised pre-training learner yet",
+            "PyMIC's self-supervised methods are not mapped to medseg's [pretrain] section \
+             yet (it has ModelGenesis, MoCo and SimCLR with their own parameters)",
         );
     }
     for (sec, medseg) in SECTIONS {

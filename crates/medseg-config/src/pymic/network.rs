@@ -172,7 +172,10 @@ pub(crate) fn network(
             "network",
             "weights_load_mode",
             Effect::ChangesResults,
-            format!("initialising only the {v} from a pre-trained checkpoint is not mapped"),
+            format!(
+                "initialising only the {v} from a PyMIC checkpoint is not mapped (medseg's \
+                 network.pretrained reads medseg's safetensors encoder exports)"
+            ),
         );
     }
     Ok(out)

@@ -97,7 +97,8 @@ pub(crate) fn training(
             SEC,
             k,
             Effect::ChangesResults,
-            "initialising training from a (pre-trained) checkpoint is not mapped",
+            "initialising training from a PyMIC checkpoint is not mapped (medseg's \
+             network.pretrained reads medseg's safetensors encoder exports)",
         );
     }
     Ok(t)

@@ -512,7 +512,13 @@ fn translate(cx: &mut Ctx, tc: &TfContext, name: &str, list_key: &str) -> Option
             name
         }
         other => {
-            let why = if PYMIC_TRANSFORMS.contains(&other) {
+            let why = if ["NonLinearTransform", "LocalShuffling", "InOutPainting"].contains(&other)
+            {
+                format!(
+                    "medseg's {other} (a Model Genesis corruption for [pretrain] view_transforms) \
+                     takes other parameters; PyMIC's self-supervised pipeline is not mapped yet"
+                )
+            } else if PYMIC_TRANSFORMS.contains(&other) {
                 format!("medseg-transforms has no {other}")
             } else {
                 format!("`{other}` is not one of PyMIC 0.6's transforms")
