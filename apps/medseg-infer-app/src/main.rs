@@ -27,7 +27,9 @@ struct Cli {
     /// Override a config key, e.g. `--set inference.tta_flip=true` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// A checkpoint (.safetensors); repeat to ensemble. Overrides the config's.
+    /// A checkpoint: medseg's .safetensors, or a PyTorch .pt/.pth (e.g.
+    /// PyMIC's `*_best.pt`) whose network the config's [network] describes;
+    /// repeat to ensemble. Overrides the config's.
     #[arg(long)]
     checkpoint: Vec<PathBuf>,
     /// Input image files (one case each); overrides the config's test manifest.

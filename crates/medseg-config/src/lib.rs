@@ -4,7 +4,7 @@
 mod pymic;
 mod schema;
 
-pub use pymic::{import_pymic, PymicImport};
+pub use pymic::{import_pymic, Effect, PymicError, PymicImport, PymicNote, PymicOptions};
 pub use schema::*;
 
 use serde::Serialize;

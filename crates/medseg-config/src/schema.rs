@@ -323,6 +323,14 @@ pub struct InferenceConfig {
     /// Keep-largest-component post-processing.
     #[serde(default = "default_lcc")]
     pub largest_component: LargestComponent,
+    /// Written label values: predicted class `output_label_source[i]` is
+    /// saved as `output_label_target[i]` (PyMIC's `label_source` and
+    /// `label_target`, e.g. `[0, 1]` → `[0, 255]`); empty: class indices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_label_source: Vec<u16>,
+    /// The values written for `output_label_source`, same length.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_label_target: Vec<u16>,
     /// Where predictions go (default: `<training.output_dir>/predictions`).
     #[serde(default)]
     pub output_dir: Option<PathBuf>,
@@ -345,6 +353,8 @@ impl Default for InferenceConfig {
             tta_flip: false,
             checkpoints: default_checkpoints(),
             largest_component: default_lcc(),
+            output_label_source: Vec::new(),
+            output_label_target: Vec::new(),
             output_dir: None,
             save_probabilities: false,
             overlays: true,
@@ -546,6 +556,18 @@ impl ExperimentConfig {
                     "positive sizes, one per spatial axis",
                 );
             }
+        }
+        if i.output_label_source.len() != i.output_label_target.len() {
+            return bad(
+                "inference.output_label_target",
+                "one value per entry of inference.output_label_source",
+            );
+        }
+        let mut seen = i.output_label_source.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != i.output_label_source.len() {
+            return bad("inference.output_label_source", "distinct class values");
         }
         if i.checkpoints.is_empty() {
             return bad(

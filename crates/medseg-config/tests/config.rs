@@ -1,6 +1,6 @@
 //! Loading, overriding and validating experiment configurations.
 
-use medseg_config::{import_pymic, ExperimentConfig, OptimizerKind, ScheduleKind};
+use medseg_config::{ExperimentConfig, OptimizerKind, ScheduleKind};
 use std::path::PathBuf;
 
 const BASE: &str = r#"
@@ -145,56 +145,26 @@ fn hash_tracks_content() {
 }
 
 #[test]
-fn pymic_import_maps_keys_and_reports_the_rest() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/pymic_unet2d.cfg"
-    ))
-    .unwrap();
-    let imp = import_pymic(&text).unwrap();
-    let cfg =
-        ExperimentConfig::from_toml_str(&imp.toml).unwrap_or_else(|e| panic!("{e}\n{}", imp.toml));
-    assert_eq!(cfg.dataset.root, PathBuf::from("../../PyMIC_data/JSRT"));
-    assert_eq!(cfg.dataset.class_num, 2);
-    assert_eq!(cfg.dataset.num_workers, 2);
-    assert_eq!(cfg.network["name"], "UNet2D");
-    assert_eq!(cfg.network["feature_chns"][2], 64);
-    assert_eq!(cfg.training.lr, 1e-3);
-    assert_eq!(cfg.training.lr_scheduler, ScheduleKind::Plateau);
-    assert_eq!(cfg.training.iterations, 10000);
-    assert_eq!(cfg.training.checkpoint_every, 500);
-    assert_eq!(cfg.training.loss["name"], "CombinedLoss");
-    assert_eq!(cfg.training.loss["terms"][1]["loss"], "CrossEntropyLoss");
-    assert_eq!(cfg.training.loss["terms"][0]["weight"], 0.5);
-    assert_eq!(cfg.dataset.train_transforms[1]["name"], "RandomCrop");
-    assert_eq!(cfg.dataset.train_transforms[1]["output_size"][0], 240);
-    assert_eq!(cfg.inference.patch_size, Some(vec![240, 240]));
-    assert!((cfg.inference.overlap - 0.5).abs() < 1e-12);
-    assert_eq!(
-        cfg.inference.largest_component,
-        medseg_config::LargestComponent::PerClass
+fn output_label_conversion_is_checked() {
+    let ok = format!(
+        "{BASE}\n[inference]\noutput_label_source = [0, 1]\noutput_label_target = [0, 255]\n"
     );
-    // network keys pass through to the network registry, which validates them
-    assert_eq!(cfg.network["multiscale_pred"], false);
-    for k in [
-        "training.gpus",
-        "dataset.task_type (medseg infers it)",
-        "testing.gpus",
-    ] {
-        assert!(
-            imp.unmapped.iter().any(|u| u == k),
-            "{k} missing from {:?}",
-            imp.unmapped
-        );
-    }
-    assert!(imp
-        .unmapped
-        .iter()
-        .any(|u| u.contains("reducelronplateau_patience")));
-}
-
-#[test]
-fn pymic_import_rejects_garbage() {
-    assert!(import_pymic("not an ini line").is_err());
-    assert!(import_pymic("key = 1").is_err());
+    let c = ExperimentConfig::from_toml_str(&ok).unwrap();
+    assert_eq!(c.inference.output_label_target, vec![0, 255]);
+    let uneven = ok.replace("[0, 255]", "[0]");
+    let e = ExperimentConfig::from_toml_str(&uneven)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inference.output_label_target"), "{e}");
+    let twice = ok.replace(
+        "output_label_source = [0, 1]",
+        "output_label_source = [1, 1]",
+    );
+    let e = ExperimentConfig::from_toml_str(&twice)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inference.output_label_source"), "{e}");
+    // absent by default, and not written, so configs keep their hashes
+    let plain = ExperimentConfig::from_toml_str(BASE).unwrap();
+    assert!(!plain.to_toml_string().contains("output_label"));
 }

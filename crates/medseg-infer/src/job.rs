@@ -101,11 +101,30 @@ impl InferenceJob<'_> {
 
     /// Runs one case (its modality files) and writes its outputs.
     pub fn run_case(&self, files: &[PathBuf], name: &str) -> Result<CaseOutput> {
+        self.run_case_with(files, name, &[])
+    }
+
+    /// [`InferenceJob::run_case`], writing each predicted class `c` of
+    /// `label_map`'s `(c, value)` pairs as `value` (other classes as they
+    /// are), as PyMIC's `label_source`/`label_target` do.
+    pub fn run_case_with(
+        &self,
+        files: &[PathBuf],
+        name: &str,
+        label_map: &[(u16, u16)],
+    ) -> Result<CaseOutput> {
         let (image, header) = read_case(files)?;
         let (labels, probs) = self.predict_labels(&image, name)?;
+        // the written values; overlays keep the class indices
+        let written = labels.mapv(|c| {
+            label_map
+                .iter()
+                .find(|(from, _)| *from == c)
+                .map_or(c, |(_, to)| *to)
+        });
         std::fs::create_dir_all(&self.out_dir)
             .map_err(|e| medseg_core::Error::io(&self.out_dir, e))?;
-        let label = LabelMap::new(labels.clone().insert_axis(Axis(0)), image.geometry)?;
+        let label = LabelMap::new(written.insert_axis(Axis(0)), image.geometry)?;
         let mut out = CaseOutput {
             label: self.out_dir.join(output_name(name, &files[0], "")),
             ..Default::default()

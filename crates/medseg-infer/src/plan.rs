@@ -208,6 +208,10 @@ pub struct InferenceOverrides {
 pub struct InferencePlan {
     /// Checkpoint files, all present; several are ensembled.
     pub checkpoints: Vec<PathBuf>,
+    /// The `[network]` table of the config in force: it describes the
+    /// network of PyTorch checkpoints (`.pt`, e.g. PyMIC's), which carry
+    /// none; medseg's safetensors checkpoints carry their own.
+    pub network: Option<serde_json::Value>,
     /// Test-time transform specs (`dataset.test_transforms`).
     pub test_transforms: Vec<serde_json::Value>,
     /// The `[inference]` settings in force (before the overrides).
@@ -323,6 +327,7 @@ impl InferencePlan {
         };
         Ok(InferencePlan {
             checkpoints,
+            network: run_cfg.as_ref().map(|c| c.network.clone()),
             test_transforms,
             tta: overrides.tta || settings.tta_flip,
             save_probabilities: overrides.save_probabilities || settings.save_probabilities,
@@ -350,7 +355,20 @@ impl InferencePlan {
             .with_mode(Mode::Inference))
     }
 
-    /// Loads every checkpoint's network on `device`.
+    /// The written value of each predicted class that the settings'
+    /// `output_label_source`/`output_label_target` convert.
+    pub fn label_map(&self) -> Vec<(u16, u16)> {
+        self.settings
+            .output_label_source
+            .iter()
+            .copied()
+            .zip(self.settings.output_label_target.iter().copied())
+            .collect()
+    }
+
+    /// Loads every checkpoint's network on `device`: medseg checkpoints
+    /// build the network they store; PyTorch checkpoints (`.pt`, `.pth`)
+    /// the one of [`InferencePlan::network`].
     ///
     /// # Errors
     /// [`InferError::Network`] naming the checkpoint that failed.
@@ -359,10 +377,12 @@ impl InferencePlan {
             .iter()
             .map(|c| {
                 let (varmap, network) =
-                    medseg_nets::load_network(c, device).map_err(|error| InferError::Network {
-                        path: c.clone(),
-                        error,
-                    })?;
+                    medseg_nets::load_network_with(c, device, self.network.as_ref()).map_err(
+                        |error| InferError::Network {
+                            path: c.clone(),
+                            error,
+                        },
+                    )?;
                 Ok(LoadedNetwork { varmap, network })
             })
             .collect()
@@ -398,7 +418,7 @@ impl InferencePlan {
         let mut listing = Manifest::new(&self.out_dir);
         for case in &self.cases {
             let out = job
-                .run_case(&case.images, &case.name)
+                .run_case_with(&case.images, &case.name, &self.label_map())
                 .map_err(|e| InferError::Case {
                     name: case.name.clone(),
                     file: case.images.first().cloned().unwrap_or_default(),

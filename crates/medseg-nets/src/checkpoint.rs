@@ -1,7 +1,7 @@
 //! Checkpoints: safetensors files holding the weights (PyTorch names) and
 //! the network configuration as JSON in the safetensors metadata
 //! (`medseg_config`), plus import of PyTorch state dicts saved as
-//! safetensors.
+//! safetensors or with `torch.save` (see the `pytorch` module).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::error::{NetError, Result};
+use crate::pytorch::{fill_from_pth, is_pytorch_checkpoint};
 use crate::registry::build_network;
 use crate::SegNetwork;
 
@@ -214,14 +215,51 @@ pub fn load_checkpoint(
     Ok(stored)
 }
 
-/// Imports a PyTorch state dict saved as safetensors (e.g.
-/// `safetensors.torch.save_file(model.state_dict(), path)`) into `varmap`.
-/// Names must be PyTorch's (the medseg networks use PyMIC's module paths);
+/// Imports a PyTorch state dict into `varmap`: saved as safetensors (e.g.
+/// `safetensors.torch.save_file(model.state_dict(), path)`) or with
+/// `torch.save` (`.pt`/`.pth`, zip + pickle), either the state dict itself
+/// or PyMIC's training checkpoint `{"model_state_dict": ..., ...}`.
+/// Names must be PyTorch's (the medseg networks use PyMIC's module paths;
+/// a `module.` prefix from nn.DataParallel is removed);
 /// `num_batches_tracked` entries are ignored; anything else missing,
 /// unexpected or mis-shaped is an error naming the tensors.
 pub fn import_pytorch(path: &Path, varmap: &VarMap) -> Result<()> {
+    if is_pytorch_checkpoint(path) {
+        return fill_from_pth(path, varmap, &[".num_batches_tracked"]);
+    }
     let bytes = read_bytes(path)?;
     fill_varmap(path, &bytes, varmap, &[".num_batches_tracked"])
+}
+
+/// Builds a network and loads its weights from a medseg checkpoint
+/// (safetensors, which carries its network configuration) or from a
+/// PyTorch checkpoint (`torch.save`'s `.pt`/`.pth`, e.g. PyMIC's
+/// `*_best.pt`), which carries none: `config` (a `[network]` table, e.g.
+/// from `medseg-config import-pymic`) describes the network then.
+///
+/// # Errors
+/// [`NetError::Checkpoint`] for a PyTorch checkpoint without `config`, and
+/// as [`load_network`] and [`import_pytorch`].
+pub fn load_network_with(
+    path: &Path,
+    device: &Device,
+    config: Option<&serde_json::Value>,
+) -> Result<(VarMap, Box<dyn SegNetwork>)> {
+    if !is_pytorch_checkpoint(path) {
+        return load_network(path, device);
+    }
+    let config = config.ok_or_else(|| {
+        ck_err(
+            path,
+            "a PyTorch checkpoint carries no network configuration: give an experiment \
+             config whose [network] section describes the network",
+        )
+    })?;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, device);
+    let net = build_network(config, vb)?;
+    fill_from_pth(path, &varmap, &[".num_batches_tracked"])?;
+    Ok((varmap, net))
 }
 
 /// Builds the network stored in a checkpoint and loads its weights.

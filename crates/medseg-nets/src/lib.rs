@@ -11,6 +11,7 @@ mod error;
 mod layers;
 mod multiresunet;
 mod pretrained;
+mod pytorch;
 mod r2unet;
 mod registry;
 mod stn;
@@ -25,8 +26,8 @@ use candle_core::{Result as CandleResult, Tensor};
 pub use adabn::{adapt_batch_norm, without_dropout};
 pub use cenet::{CENet, CENetConfig};
 pub use checkpoint::{
-    count_parameters, import_pytorch, load_checkpoint, load_network, read_checkpoint_config,
-    save_checkpoint, trainable_vars,
+    count_parameters, import_pytorch, load_checkpoint, load_network, load_network_with,
+    read_checkpoint_config, save_checkpoint, trainable_vars,
 };
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
@@ -38,6 +39,7 @@ pub use pretrained::{
     encoder_tensors, load_pretrained, save_encoder, split_pretrained, vars_named, PretrainedSpec,
     ENCODER_CONFIG_KEY, ENCODER_FORMAT_KEY, ENCODER_ORIGIN_KEY, FREEZE_KEY, PRETRAINED_KEY,
 };
+pub use pytorch::{is_pytorch_checkpoint, MAX_PICKLE_BYTES, PYMIC_STATE_KEY};
 pub use r2unet::{R2UNet, ResUNet};
 pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};
 pub use stn::{Stn, StnConfig};
