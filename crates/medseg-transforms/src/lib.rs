@@ -1,9 +1,9 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-mod genesis;
 mod cast;
 mod colour;
+mod genesis;
 mod geometric;
 mod grid;
 mod intensity;
@@ -17,9 +17,9 @@ mod pipeline;
 mod screen_photo;
 mod spatial;
 
-pub use genesis::{bezier_lut, interp, InOutPainting, LocalShuffling, NonLinearTransform};
 pub use cast::{apply_cast, CastParams, ScreenColorCast};
 pub use colour::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, ColorJitter};
+pub use genesis::{bezier_lut, interp, InOutPainting, LocalShuffling, NonLinearTransform};
 pub use jpeg::{
     dct8x8, idct8x8, jpeg_block, jpeg_like, quant_table, quantise, JpegQuality, CHROMA_TABLE,
     LUMA_TABLE,
