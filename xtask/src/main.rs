@@ -20,13 +20,14 @@ mod experiment_federated;
 mod experiment_flower;
 mod experiment_noisy_overlay;
 mod experiment_overlay;
+mod experiment_selfsup;
 mod python;
 mod wheel;
 
 use anyhow::{bail, Result};
 
 fn usage() -> &'static str {
-    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay|noisy|noisy-overlay|federated|flower> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]"
+    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay|noisy|noisy-overlay|federated|flower|selfsup> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]"
 }
 
 fn main() -> Result<()> {
@@ -48,6 +49,7 @@ fn main() -> Result<()> {
         ("experiment", Some("noisy-overlay")) => experiment_noisy_overlay::run(&rest[1..]),
         ("experiment", Some("federated")) => experiment_federated::run(&rest[1..]),
         ("experiment", Some("flower")) => experiment_flower::run(&rest[1..]),
+        ("experiment", Some("selfsup")) => experiment_selfsup::run(&rest[1..]),
         ("cuda-build", _) => cuda_build::run(rest),
         ("cuda-parity", _) => cuda_parity::run(rest),
         ("wheel", _) => wheel::run(rest),
