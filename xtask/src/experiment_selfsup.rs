@@ -8,7 +8,9 @@
 //! MoCo encoder). Each run's best checkpoint is tested on `test.csv` and on
 //! a "photographed" copy of it made by `medseg-data photograph`
 //! (ScreenPhoto preset, `--severity`). Writes `docs/results/selfsup.md`,
-//! `selfsup_runs.csv` and `selfsup_dice.png`.
+//! `selfsup_runs.csv`, `selfsup_dice.png` and `selfsup_overlays.png` (an
+//! existing `selfsup.md` is kept: the table then goes to
+//! `selfsup_generated.md`).
 //!
 //! Options: `--iterations N` (fine-tuning, default 600), `--pretrain-iterations N`
 //! (default 300), `--seeds 1,2,3`, `--arms a,b` (default all), `--severity S`
@@ -310,7 +312,53 @@ pub fn run(args: &[String]) -> Result<()> {
     if results.is_empty() {
         bail!("no finished run to report");
     }
-    report(&o, &results)
+    report(&o, &results)?;
+    montage_predictions(&root, &o)
+}
+
+/// `selfsup_overlays.png`: one test slice showing every structure, clean
+/// (top row) and photographed (bottom row): ground truth, then the
+/// predictions of `scratch`, `aug` and `sas` (seed 1 checkpoints).
+fn montage_predictions(root: &Path, o: &Options) -> Result<()> {
+    use crate::experiment_overlay::{image_plane, plane, predict, slice_with_all_structures, tile};
+    use medseg_io::{Dataset, LabelledDataset};
+    use rand::SeedableRng;
+    let cfg = arm_config(root, o, "scratch", 1, &o.runs.join("probe"))?;
+    let test = cfg.dataset.test_csv.clone().context("dataset.test_csv")?;
+    let clean = slice_with_all_structures(&cfg, &test)?;
+    let mut pcfg = cfg.clone();
+    pcfg.dataset.root = o.runs.join(format!("test_photo_s{}", o.severity));
+    pcfg.dataset.test_csv = Some(PathBuf::from(test.file_name().context("test csv name")?));
+    let pds = LabelledDataset::new(medseg_learners::read_manifest(
+        &pcfg,
+        pcfg.dataset.test_csv.as_ref().expect("set above"),
+    )?)?;
+    let photo = (0..pds.len())
+        .filter_map(|i| pds.get(i).ok())
+        .find(|s| s.name == clean.name)
+        .with_context(|| format!("{} not in the photographed copy", clean.name))?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let pipe = medseg_learners::test_pipeline(&cfg)?;
+    let mut tiles = Vec::new();
+    for s in [clean, photo] {
+        let img = image_plane(&s);
+        tiles.push(tile(
+            &img,
+            Some(&plane(&s.label.as_ref().context("label")?.data, false)),
+        ));
+        let t = pipe.apply_in(s.clone(), &mut rng, medseg_transforms::Mode::Inference)?;
+        for arm in ["scratch", "aug", "sas"] {
+            let ck = o.runs.join(arm).join("seed1/checkpoints/best.safetensors");
+            tiles.push(tile(&img, Some(&predict(&cfg, &ck, &t)?)));
+        }
+    }
+    let path = o.out.join("selfsup_overlays.png");
+    medseg_viz::save_png(&path, &medseg_viz::montage(&tiles, 4, 4))?;
+    eprintln!(
+        "wrote {} (rows: clean, photographed; columns: truth, scratch, aug, sas)",
+        path.display()
+    );
+    Ok(())
 }
 
 fn report(o: &Options, results: &[RunScores]) -> Result<()> {
@@ -405,7 +453,15 @@ fn report(o: &Options, results: &[RunScores]) -> Result<()> {
         seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
         o.severity
     );
-    medseg_core::write_atomic(&o.out.join("selfsup.md"), text.as_bytes())?;
+    // the committed report carries hand-written commentary: a regenerated
+    // table goes beside it instead of over it
+    let md_path = o.out.join("selfsup.md");
+    let md_path = if md_path.exists() {
+        o.out.join("selfsup_generated.md")
+    } else {
+        md_path
+    };
+    medseg_core::write_atomic(&md_path, text.as_bytes())?;
     println!("{text}");
     Ok(())
 }
