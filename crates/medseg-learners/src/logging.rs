@@ -174,3 +174,37 @@ impl RunLog {
         Ok(())
     }
 }
+
+/// The progress bar of a training loop of `len` iterations, at `start`;
+/// hidden unless `show`.
+pub(crate) fn progress_bar(show: bool, len: usize, start: usize) -> indicatif::ProgressBar {
+    let pb = if show {
+        indicatif::ProgressBar::new(len as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb.set_position(start as u64);
+    pb
+}
+
+/// The value of a step's loss, or an error at iteration `it` when it is
+/// not finite (`hint` says what to try).
+pub(crate) fn finite_loss(loss: &candle_core::Tensor, it: usize, hint: &str) -> Result<f64> {
+    use crate::error::TensorContext;
+    let v = loss
+        .to_dtype(candle_core::DType::F64)
+        .and_then(|l| l.to_scalar::<f64>())
+        .ctx("reading the loss")?;
+    if !v.is_finite() {
+        return Err(crate::error::LearnError::Other(format!(
+            "the loss became {v} at iteration {it}; {hint}"
+        )));
+    }
+    Ok(v)
+}

@@ -12,7 +12,7 @@ use crate::stream::BatchStream;
 use crate::summary::{TrainSummary, ValidResult};
 use crate::validation::ValidationSet;
 use crate::{clip_grad_norm, LrSchedule, Optimizer, OptimizerSettings};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use candle_nn::VarMap;
 use medseg_config::ExperimentConfig;
 use medseg_infer::{Predictor, SlidingWindow};
@@ -379,16 +379,8 @@ impl Trainer {
             let term = f(opt.params()).ctx("the extra loss term")?;
             out.loss = (out.loss + term).ctx("adding the extra loss term")?;
         }
-        let loss_v = out
-            .loss
-            .to_dtype(DType::F64)
-            .and_then(|l| l.to_scalar::<f64>())
-            .ctx("reading the loss")?;
-        if !loss_v.is_finite() {
-            return Err(LearnError::Other(format!(
-                "the loss became {loss_v} at iteration {it}; lower training.lr or check the labels"
-            )));
-        }
+        let loss_v =
+            crate::logging::finite_loss(&out.loss, it, "lower training.lr or check the labels")?;
         let mut grads = out.loss.backward().ctx("back-propagation")?;
         if it < self.frozen.until {
             // no gradient, no update (the optimiser skips tensors without
@@ -431,22 +423,6 @@ impl Trainer {
         })
     }
 
-    fn progress_bar(&self, start: usize) -> indicatif::ProgressBar {
-        let pb = if self.progress {
-            indicatif::ProgressBar::new(self.cfg.training.iterations as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{wide_bar}] {pos}/{len} eta {eta} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        pb.set_position(start as u64);
-        pb
-    }
-
     /// Runs the training loop to `training.iterations`, validating, logging
     /// and checkpointing as configured.
     pub fn run(&mut self) -> Result<TrainSummary> {
@@ -462,7 +438,7 @@ impl Trainer {
         let at = self.resume(&mut opt, &mut sched)?;
         let mut data = self.open_data(&at)?;
         let mut log = RunLog::open(&self.out_dir, self.cfg.dataset.class_num, at.iteration > 0)?;
-        let pb = self.progress_bar(at.iteration);
+        let pb = crate::logging::progress_bar(self.progress, t.iterations, at.iteration);
         let mut p = Progress {
             best: at.best,
             last: None,

@@ -1,35 +1,16 @@
 //! Encoder export and `network.pretrained` loading: what is written, what
 //! is loaded, what is left alone, and the errors on mismatches.
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use medseg_nets::{
-    encoder_tensors, load_pretrained, save_encoder, split_pretrained, NetRegistry, SegNetwork,
-};
-use serde_json::json;
+mod common;
 
-fn build(cfg: serde_json::Value) -> (VarMap, Box<dyn SegNetwork>) {
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let net = NetRegistry::with_builtins().build(&cfg, vb).unwrap();
-    (vm, net)
-}
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use common::{build, max_abs_diff};
+use medseg_nets::{encoder_tensors, load_pretrained, save_encoder, split_pretrained};
+use serde_json::json;
 
 fn unet(seed: u64) -> serde_json::Value {
     json!({"name": "UNet2D", "in_chns": 1, "class_num": 3, "feature_chns": [4, 8, 16], "dropout": [0.0, 0.0, 0.0], "seed": seed})
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn get(vm: &VarMap, name: &str) -> Tensor {
@@ -38,7 +19,7 @@ fn get(vm: &VarMap, name: &str) -> Tensor {
 
 #[test]
 fn encode_gives_every_level_finest_first() {
-    let (_, net) = build(unet(1));
+    let (_, net) = build(&unet(1));
     let x = Tensor::randn(0f32, 1.0, (2, 1, 16, 16), &Device::Cpu).unwrap();
     let f = net
         .encode(&x, false)
@@ -60,8 +41,8 @@ fn encode_gives_every_level_finest_first() {
 fn identity_stn_encodes_like_the_bare_network() {
     let mut cfg = unet(3);
     cfg["stn"] = json!({});
-    let (vm, wrapped) = build(cfg);
-    let (bare_vm, bare) = build(unet(3));
+    let (vm, wrapped) = build(&cfg);
+    let (bare_vm, bare) = build(&unet(3));
     // same seed: same inner weights; the STN starts at the identity
     for (k, v) in bare_vm.data().lock().unwrap().iter() {
         assert_eq!(max_abs_diff(v.as_tensor(), &get(&vm, k)), 0.0, "{k}");
@@ -77,7 +58,7 @@ fn identity_stn_encodes_like_the_bare_network() {
 fn saved_encoder_loads_into_a_fresh_network_and_leaves_the_decoder() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("enc.safetensors");
-    let (src_vm, src) = build(unet(1));
+    let (src_vm, src) = build(&unet(1));
     let n = save_encoder(&path, &src_vm, src.as_ref(), &json!({"method": "test"})).unwrap();
     let enc = encoder_tensors(&src_vm, &src.encoder_prefixes());
     assert_eq!(n, enc.len());
@@ -86,7 +67,7 @@ fn saved_encoder_loads_into_a_fresh_network_and_leaves_the_decoder() {
     // a network of another seed, behind an STN, takes the encoder
     let mut cfg = unet(7);
     cfg["stn"] = json!({});
-    let (dst_vm, _) = build(cfg);
+    let (dst_vm, _) = build(&cfg);
     let dec_before = get(&dst_vm, "decoder.out_conv.weight");
     let loaded = load_pretrained(&path, &dst_vm).unwrap();
     assert_eq!(loaded.len(), n);
@@ -102,13 +83,13 @@ fn saved_encoder_loads_into_a_fresh_network_and_leaves_the_decoder() {
 fn mismatched_encoders_are_refused_with_the_names() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("enc.safetensors");
-    let (src_vm, src) = build(unet(1));
+    let (src_vm, src) = build(&unet(1));
     save_encoder(&path, &src_vm, src.as_ref(), &json!({})).unwrap();
 
     // wider features: shapes differ
     let mut wide = unet(1);
     wide["feature_chns"] = json!([8, 16, 32]);
-    let (vm, _) = build(wide);
+    let (vm, _) = build(&wide);
     let e = load_pretrained(&path, &vm).unwrap_err().to_string();
     assert!(e.contains("another shape"), "{e}");
     assert!(e.contains("encoder.down1"), "{e}");
@@ -118,14 +99,14 @@ fn mismatched_encoders_are_refused_with_the_names() {
     let mut short = unet(1);
     short["feature_chns"] = json!([4, 8]);
     short["dropout"] = json!([0.0, 0.0]);
-    let (vm, _) = build(short);
+    let (vm, _) = build(&short);
     let e = load_pretrained(&path, &vm).unwrap_err().to_string();
     assert!(e.contains("not in the network"), "{e}");
     assert!(e.contains("encoder.down2"), "{e}");
 
     // not a weights file
     std::fs::write(&path, b"not safetensors").unwrap();
-    let (vm, _) = build(unet(1));
+    let (vm, _) = build(&unet(1));
     let e = load_pretrained(&path, &vm).unwrap_err().to_string();
     assert!(e.contains("not a safetensors file"), "{e}");
 }
@@ -143,7 +124,7 @@ fn the_trainer_keys_are_split_off_and_checked() {
     );
     assert_eq!(spec.freeze_iterations, 50);
     // the registry builds a table carrying them
-    build(cfg);
+    build(&cfg);
 
     let mut bad = unet(1);
     bad["freeze_encoder"] = json!(10);
@@ -162,7 +143,7 @@ fn the_trainer_keys_are_split_off_and_checked() {
 #[test]
 fn networks_without_an_exposed_encoder_say_so() {
     let (vm, net) = build(
-        json!({"name": "UNetpp", "in_chns": 1, "class_num": 2, "feature_chns": [4, 8, 16, 32, 64], "dropout": [0.0, 0.0, 0.0, 0.0, 0.0]}),
+        &json!({"name": "UNetpp", "in_chns": 1, "class_num": 2, "feature_chns": [4, 8, 16, 32, 64], "dropout": [0.0, 0.0, 0.0, 0.0, 0.0]}),
     );
     let x = Tensor::zeros((1, 1, 16, 16), DType::F32, &Device::Cpu).unwrap();
     assert!(net.encode(&x, false).unwrap().is_none());

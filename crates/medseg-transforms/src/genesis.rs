@@ -11,7 +11,7 @@
 //! in place (PyMIC reads every block from the input, so overlapping blocks
 //! lose values; here the multiset of values is kept exactly).
 
-use crate::pipeline::{check_p, record, Transform, Validate};
+use crate::pipeline::{check_p, record, skipped, Transform, Validate};
 use medseg_core::{Error, Result, Sample};
 use ndarray::{ArrayViewMutD, Axis};
 use rand::seq::SliceRandom;
@@ -225,12 +225,7 @@ impl Transform for NonLinearTransform {
     }
     fn apply(&self, mut sample: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
         if rng.random::<f64>() >= self.p {
-            record(
-                &mut sample,
-                self.name(),
-                serde_json::json!({ "applied": false }),
-            );
-            return Ok(sample);
+            return Ok(skipped(sample, self.name()));
         }
         let c = sample.image.channels();
         let draws: Vec<([f64; 2], [f64; 2], bool)> = (0..c)
@@ -314,12 +309,7 @@ impl Transform for LocalShuffling {
     }
     fn apply(&self, mut sample: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
         if rng.random::<f64>() >= self.p {
-            record(
-                &mut sample,
-                self.name(),
-                serde_json::json!({ "applied": false }),
-            );
-            return Ok(sample);
+            return Ok(skipped(sample, self.name()));
         }
         let shape = dhw(&sample)?;
         let nd = sample.image.spatial_ndim();
@@ -416,12 +406,7 @@ impl Transform for InOutPainting {
     }
     fn apply(&self, mut sample: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
         if rng.random::<f64>() >= self.p {
-            record(
-                &mut sample,
-                self.name(),
-                serde_json::json!({ "applied": false }),
-            );
-            return Ok(sample);
+            return Ok(skipped(sample, self.name()));
         }
         let mode = if rng.random::<f64>() < self.inpaint_p {
             Paint::In

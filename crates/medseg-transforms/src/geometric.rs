@@ -4,7 +4,7 @@
 //! no label value is ever invented and the unannotated value stays as it is.
 
 use crate::grid::{embed, from4, matmul3, to4, warp, GridOp, Interp, Mapping, Sampling};
-use crate::pipeline::{check_p, check_range, record, Transform, Validate};
+use crate::pipeline::{check_p, check_range, record, skipped, Transform, Validate};
 use crate::spatial::{apply_grid_op, shape3, Fills};
 use medseg_core::{Error, LabelMap, Result, Sample};
 use ndarray::Array4;
@@ -95,11 +95,6 @@ fn check_angles(d: Option<[f64; 2]>, h: Option<[f64; 2]>, w: Option<[f64; 2]>) -
         }
     }
     Ok(())
-}
-
-fn skipped(mut sample: Sample, name: &str) -> Sample {
-    record(&mut sample, name, serde_json::json!({ "applied": false }));
-    sample
 }
 
 /// With probability `p`, rotates about the image centre by angles drawn

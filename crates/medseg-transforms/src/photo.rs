@@ -5,12 +5,10 @@
 //! iteration (a volume `[C, D, H, W]` is photographed slice by slice, each
 //! depth slice `[C, H, W]` being one picture on the screen).
 
-use medseg_core::{Error, Result, Sample};
+use medseg_core::{Error, Result};
 use ndarray::{s, ArrayD, ArrayViewMut3, Axis, Ix4};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-use crate::pipeline::record;
 
 /// A uniform draw from `[r[0], r[1])`, or `r[0]` when the range is a point.
 pub(crate) fn draw(rng: &mut ChaCha8Rng, r: [f64; 2]) -> f64 {
@@ -21,11 +19,7 @@ pub(crate) fn draw(rng: &mut ChaCha8Rng, r: [f64; 2]) -> f64 {
     }
 }
 
-/// Records that a random transform was not applied and returns the sample.
-pub(crate) fn skipped(mut sample: Sample, name: &str) -> Sample {
-    record(&mut sample, name, serde_json::json!({ "applied": false }));
-    sample
-}
+pub(crate) use crate::pipeline::skipped;
 
 /// The intensity window `[lo, hi]` of a transform: the `given` one, or the
 /// minimum and maximum of the finite values of `data` (all channels

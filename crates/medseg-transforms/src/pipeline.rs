@@ -332,6 +332,12 @@ pub(crate) trait Validate {
 }
 
 /// Appends a record to the sample's history.
+/// Records that a random transform was not applied and returns the sample.
+pub(crate) fn skipped(mut sample: Sample, name: &str) -> Sample {
+    record(&mut sample, name, serde_json::json!({ "applied": false }));
+    sample
+}
+
 pub(crate) fn record(sample: &mut Sample, name: &str, params: serde_json::Value) {
     sample.history.push(TransformRecord {
         name: name.to_string(),

@@ -10,7 +10,7 @@ use crate::logging::RunLog;
 use crate::setup::{network_config, parse_device, read_manifest};
 use crate::stream::BatchStream;
 use crate::{clip_grad_norm, LrSchedule, Optimizer, OptimizerSettings};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use medseg_config::{ExperimentConfig, PretrainConfig};
 use medseg_core::{Error as CoreError, Sample};
 use medseg_io::{Dataset, Loader, LoaderConfig, UnlabelledDataset};
@@ -198,7 +198,7 @@ impl Pretrainer {
             self.cfg.to_toml_string().as_bytes(),
         )?;
         let mut log = RunLog::open(&out_dir, 2, false)?;
-        let pb = progress_bar(self.progress, p.iterations);
+        let pb = crate::logging::progress_bar(self.progress, p.iterations, 0);
         let mut losses = Vec::with_capacity(p.iterations);
         for it in 0..p.iterations {
             let lr = sched.lr(it);
@@ -209,16 +209,7 @@ impl Pretrainer {
             let out = method
                 .step(&views, it)
                 .ctx(&format!("pre-training step {it}"))?;
-            let loss_v = out
-                .loss
-                .to_dtype(DType::F64)
-                .and_then(|l| l.to_scalar::<f64>())
-                .ctx("reading the loss")?;
-            if !loss_v.is_finite() {
-                return Err(LearnError::Other(format!(
-                    "the pre-training loss became {loss_v} at iteration {it}; lower pretrain.lr"
-                )));
-            }
+            let loss_v = crate::logging::finite_loss(&out.loss, it, "lower pretrain.lr")?;
             let mut grads = out.loss.backward().ctx("back-propagation")?;
             if let Some(cl) = t.grad_clip {
                 clip_grad_norm(opt.params(), &mut grads, cl).ctx("gradient clipping")?;
@@ -259,21 +250,6 @@ impl Pretrainer {
             out_dir,
         })
     }
-}
-
-fn progress_bar(show: bool, len: usize) -> indicatif::ProgressBar {
-    let pb = if show {
-        indicatif::ProgressBar::new(len as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{wide_bar}] {pos}/{len} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    pb
 }
 
 /// The two views of a sample stacked on the channel axis (`[2C, ...]`);

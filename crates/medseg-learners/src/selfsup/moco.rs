@@ -15,12 +15,12 @@
 //!    leaving it.
 
 use super::{
-    encoder_representation, encoder_trainables, KeyQueue, PretrainInit, ProjectionHead,
+    encoder_and_head, encoder_representation, KeyQueue, PretrainInit, ProjectionHead,
     SelfSupMethod, ViewScheme,
 };
 use crate::ema::ema_update;
 use crate::error::{LearnError, Result, TensorContext};
-use crate::learner::{scalar, trainable_vars, StepOutput};
+use crate::learner::{scalar, StepOutput};
 use candle_core::{Tensor, Var};
 use candle_nn::{Module, VarMap};
 use medseg_losses::{info_nce, l2_normalize};
@@ -143,32 +143,22 @@ impl MoCo {
 
     /// The query encoder's and head's trainable tensors, in EMA order.
     pub fn query_vars(&self) -> Result<Vec<Var>> {
-        let mut v: Vec<Var> = encoder_trainables(&self.q_vm, self.q_net.as_ref())?
-            .into_iter()
-            .map(|x| x.1)
-            .collect();
-        v.extend(
-            trainable_vars(&self.q_head_vm, "")
-                .ctx("head tensors")?
+        Ok(
+            encoder_and_head(&self.q_vm, self.q_net.as_ref(), &self.q_head_vm)?
                 .into_iter()
-                .map(|x| x.1),
-        );
-        Ok(v)
+                .map(|x| x.1)
+                .collect(),
+        )
     }
 
     /// The key encoder's and head's tensors, matching [`MoCo::query_vars`].
     pub fn key_vars(&self) -> Result<Vec<Var>> {
-        let mut v: Vec<Var> = encoder_trainables(&self.k_vm, self.k_net.as_ref())?
-            .into_iter()
-            .map(|x| x.1)
-            .collect();
-        v.extend(
-            trainable_vars(&self.k_head_vm, "")
-                .ctx("head tensors")?
+        Ok(
+            encoder_and_head(&self.k_vm, self.k_net.as_ref(), &self.k_head_vm)?
                 .into_iter()
-                .map(|x| x.1),
-        );
-        Ok(v)
+                .map(|x| x.1)
+                .collect(),
+        )
     }
 
     /// The queue of negatives.
@@ -192,9 +182,7 @@ impl SelfSupMethod for MoCo {
     }
 
     fn params(&self) -> Result<Vec<(String, Var)>> {
-        let mut v = encoder_trainables(&self.q_vm, self.q_net.as_ref())?;
-        v.extend(trainable_vars(&self.q_head_vm, "head.").ctx("head tensors")?);
-        Ok(v)
+        encoder_and_head(&self.q_vm, self.q_net.as_ref(), &self.q_head_vm)
     }
 
     fn step(&mut self, views: &[Tensor], _it: usize) -> candle_core::Result<StepOutput> {

@@ -206,3 +206,16 @@ pub fn encoder_trainables(vm: &VarMap, net: &dyn SegNetwork) -> Result<Vec<(Stri
         .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p.as_str())))
         .collect())
 }
+
+/// The trainable tensors of the encoder of `net` in `vm`, then those of a
+/// projection head in `head_vm` (named `head.<name>`): what a contrastive
+/// method optimises, and what MoCo's momentum encoder follows.
+pub fn encoder_and_head(
+    vm: &VarMap,
+    net: &dyn SegNetwork,
+    head_vm: &VarMap,
+) -> Result<Vec<(String, Var)>> {
+    let mut v = encoder_trainables(vm, net)?;
+    v.extend(crate::learner::trainable_vars(head_vm, "head.").ctx("listing the head tensors")?);
+    Ok(v)
+}

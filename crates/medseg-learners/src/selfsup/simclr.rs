@@ -10,11 +10,11 @@
 
 use super::moco::{bottleneck_channels, default_dim, default_hidden};
 use super::{
-    encoder_representation, encoder_trainables, PretrainInit, ProjectionHead, SelfSupMethod,
+    encoder_and_head, encoder_representation, PretrainInit, ProjectionHead, SelfSupMethod,
     ViewScheme,
 };
 use crate::error::{LearnError, Result, TensorContext};
-use crate::learner::{scalar, trainable_vars, StepOutput};
+use crate::learner::{scalar, StepOutput};
 use candle_core::{Tensor, Var};
 use candle_nn::{Module, VarMap};
 use medseg_losses::nt_xent;
@@ -88,9 +88,7 @@ impl SelfSupMethod for SimClr {
     }
 
     fn params(&self) -> Result<Vec<(String, Var)>> {
-        let mut v = encoder_trainables(&self.vm, self.net.as_ref())?;
-        v.extend(trainable_vars(&self.head_vm, "head.").ctx("head tensors")?);
-        Ok(v)
+        encoder_and_head(&self.vm, self.net.as_ref(), &self.head_vm)
     }
 
     fn step(&mut self, views: &[Tensor], _it: usize) -> candle_core::Result<StepOutput> {
