@@ -65,7 +65,27 @@ pub fn read_case(files: &[PathBuf]) -> Result<(Image, Option<NiftiHeader>)> {
         image.data = ndarray::concatenate(Axis(0), &[image.data.view(), other.data.view()])
             .map_err(|e| InferError::Shape(e.to_string()))?;
     }
+    check_finite(&image, files)?;
     Ok((image, header))
+}
+
+/// NaN or infinite voxels would make the normalisation, and with it the
+/// whole prediction, meaningless without a word: they are an error that
+/// names the file and counts them.
+fn check_finite(image: &Image, files: &[PathBuf]) -> Result<()> {
+    let bad = image.data.iter().filter(|v| !v.is_finite()).count();
+    if bad == 0 {
+        return Ok(());
+    }
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    Err(InferError::BadImage {
+        file: names.join(", "),
+        message: format!(
+            "{bad} of {} voxels are not finite (NaN or infinite); replace them (with the \
+             background intensity, say) before inference",
+            image.data.len()
+        ),
+    })
 }
 
 /// The output file name for a case: its name plus the input's extension

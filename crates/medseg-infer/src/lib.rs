@@ -40,6 +40,14 @@ pub enum InferError {
         /// What was expected.
         message: String,
     },
+    /// An input image that cannot be predicted as it is.
+    #[error("{file}: {message}")]
+    BadImage {
+        /// The image file(s).
+        file: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// An error from the model or from reading/writing files.
     #[error(transparent)]
     Core(#[from] medseg_core::Error),

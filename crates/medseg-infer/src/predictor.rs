@@ -23,18 +23,67 @@ pub fn tensor_to_array(t: &Tensor) -> candle_core::Result<ArrayD<f32>> {
 
 /// Class probabilities of one network for a batch `[B, C, ...spatial]`:
 /// eval-mode logits, softmax over channels.
+///
+/// A spatial size the network does not accept ([`SegNetwork::input_size`]:
+/// too small, or not a multiple of its total downsampling) is padded with
+/// zeros, split evenly before and after as nnU-Net does, and the
+/// probabilities cropped back to the batch's size.
 pub fn network_probabilities(
     net: &dyn SegNetwork,
     batch: ArrayViewD<f32>,
     device: &Device,
 ) -> Result<ArrayD<f32>> {
+    if batch.ndim() < 3 {
+        return Err(InferError::Shape(format!(
+            "a batch must be [B, C, ...spatial], got shape {:?}",
+            batch.shape()
+        )));
+    }
+    let spatial = &batch.shape()[2..];
+    let want = net.input_size().for_rank(spatial.len()).fit(spatial);
+    let before: Vec<usize> = want.iter().zip(spatial).map(|(w, s)| (w - s) / 2).collect();
+    let padded = if want != spatial {
+        let mut shape = batch.shape()[..2].to_vec();
+        shape.extend(&want);
+        let mut p = ArrayD::<f32>::zeros(IxDyn(&shape));
+        p.slice_each_axis_mut(|ax| {
+            let i = ax.axis.index();
+            match i {
+                0 | 1 => ndarray::Slice::from(..),
+                _ => ndarray::Slice::from(before[i - 2]..before[i - 2] + spatial[i - 2]),
+            }
+        })
+        .assign(&batch);
+        Some(p)
+    } else {
+        None
+    };
+    let input = padded.as_ref().map_or(batch.view(), |p| p.view());
     let run = || -> candle_core::Result<ArrayD<f32>> {
-        let x = array_to_tensor(batch.view(), device)?;
+        let x = array_to_tensor(input.view(), device)?;
         let logits = net.forward(&x)?;
         let p = candle_nn::ops::softmax(&logits, 1)?;
         tensor_to_array(&p)
     };
-    run().map_err(|e| InferError::Predict(e.to_string()))
+    let probs = run().map_err(|e| InferError::Predict(e.to_string()))?;
+    if padded.is_none() {
+        return Ok(probs);
+    }
+    if probs.shape()[2..] != want[..] {
+        return Err(InferError::Shape(format!(
+            "the network returned spatial size {:?} for an input of {want:?}",
+            &probs.shape()[2..]
+        )));
+    }
+    Ok(probs
+        .slice_each_axis(|ax| {
+            let i = ax.axis.index();
+            match i {
+                0 | 1 => ndarray::Slice::from(..),
+                _ => ndarray::Slice::from(before[i - 2]..before[i - 2] + spatial[i - 2]),
+            }
+        })
+        .to_owned())
 }
 
 /// Predicts class probabilities of whole images with one network or the
@@ -99,7 +148,8 @@ impl<'a> Predictor<'a> {
         let want = self.nets[0].in_chns();
         if image.shape()[0] != want {
             return Err(InferError::Shape(format!(
-                "the image has {} channels, the network expects {want}",
+                "the image has {} channels, the network expects {want} (the fourth axis of a \
+                 4D NIfTI is read as channels; several files of one case are stacked as channels)",
                 image.shape()[0]
             )));
         }

@@ -566,7 +566,14 @@ impl SegNetwork for CENet {
     }
 
     // `dimension` is 2 (checked by `CENetConfig::validate`)
-    unet_meta!();
+    unet_meta!(custom_input_size);
+
+    fn input_size(&self) -> crate::InputSize {
+        crate::InputSize {
+            multiple: vec![Self::SIZE_MULTIPLE; 2],
+            minimum: vec![Self::MIN_SIZE; 2],
+        }
+    }
 }
 
 /// Builds a CENet from its JSON configuration (registry entries `CENet`

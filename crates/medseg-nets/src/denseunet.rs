@@ -525,7 +525,12 @@ impl SegNetwork for DenseUNet {
     }
 
     // `dimension` is 2 (checked by `DenseUNetConfig::validate`)
-    unet_meta!();
+    unet_meta!(custom_input_size);
+
+    /// Five halvings (stem, max pooling, three transitions).
+    fn input_size(&self) -> crate::InputSize {
+        crate::InputSize::pooled(2, 5)
+    }
 }
 
 /// Builds a DenseUNet from its JSON configuration (registry entry `DenseUNet`).

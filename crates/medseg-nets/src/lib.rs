@@ -8,6 +8,7 @@ pub mod config;
 mod coplenet;
 mod denseunet;
 mod error;
+mod input_size;
 mod layers;
 mod multiresunet;
 mod pretrained;
@@ -33,6 +34,7 @@ pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
 pub use denseunet::{DenseUNet, DenseUNetConfig};
 pub use error::{NetError, Result};
+pub use input_size::InputSize;
 pub use layers::LayerRecord;
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
 pub use pretrained::{
@@ -118,6 +120,14 @@ pub trait SegNetwork: Send + Sync {
     /// exports and what `network.freeze_encoder` freezes.
     fn encoder_prefixes(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// The spatial sizes the network accepts, in its own dimension
+    /// ([`SegNetwork::dimension`] axes). Inference pads images to the
+    /// nearest accepted size and crops the prediction back. A network that
+    /// downsamples must say so here; the default accepts any size.
+    fn input_size(&self) -> InputSize {
+        InputSize::any(self.dimension())
     }
 
     /// Number of trainable scalars (running statistics excluded).

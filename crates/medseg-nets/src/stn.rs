@@ -362,6 +362,12 @@ impl SegNetwork for Stn {
         self.nd
     }
 
+    /// The wrapped network's: the localisation network ends in global
+    /// average pooling and the warp keeps the size.
+    fn input_size(&self) -> crate::InputSize {
+        self.inner.input_size()
+    }
+
     fn in_chns(&self) -> usize {
         self.inner.in_chns()
     }

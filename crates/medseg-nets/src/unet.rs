@@ -19,6 +19,12 @@ use crate::{fold_depth, unfold_depth, NetOutput, ParamInfo, SegNetwork};
 /// The metadata methods of [`SegNetwork`] for structs with `cfg` and `params`.
 macro_rules! unet_meta {
     () => {
+        unet_meta!(custom_input_size);
+        fn input_size(&self) -> $crate::InputSize {
+            $crate::InputSize::pooled(self.cfg.dimension, self.cfg.feature_chns.len() - 1)
+        }
+    };
+    (custom_input_size) => {
         fn config(&self) -> serde_json::Value {
             serde_json::to_value(&self.cfg).unwrap_or(serde_json::Value::Null)
         }

@@ -147,5 +147,18 @@ impl SegNetwork for UNet2D5 {
         })
     }
 
-    unet_meta!();
+    unet_meta!(custom_input_size);
+
+    /// In-plane axes are halved at every level; depth only at the levels
+    /// with 3D convolutions.
+    fn input_size(&self) -> crate::InputSize {
+        let l = self.dims.len();
+        let pools = l.saturating_sub(1);
+        let depth_pools = self.dims[..pools].iter().filter(|d| **d == 3).count();
+        let (hw, d) = (1usize << pools, 1usize << depth_pools);
+        crate::InputSize {
+            multiple: vec![d, hw, hw],
+            minimum: vec![d, hw, hw],
+        }
+    }
 }
