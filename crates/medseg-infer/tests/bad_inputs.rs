@@ -301,6 +301,31 @@ fn an_empty_manifest_is_an_error_naming_it() {
     assert!(e.contains("no rows"), "{e}");
 }
 
+/// Registered names whose configuration is `UNetConfig`.
+const UNET_FAMILY: [&str; 21] = [
+    "UNet",
+    "UNet2D",
+    "UNet3D",
+    "AttentionUNet",
+    "AttentionUNet2D",
+    "AttentionUNet3D",
+    "UNetpp",
+    "UNet++",
+    "NestedUNet",
+    "DualDecoderUNet",
+    "DBNet",
+    "MCNet",
+    "CCTNet",
+    "URPC",
+    "UNet2D5",
+    "UNet_ScSE",
+    "COPLENet",
+    "R2UNet",
+    "R2AttentionUNet",
+    "ResUNet",
+    "UNet3Plus",
+];
+
 /// Every registered network states the sizes it accepts truthfully: an
 /// input of the smallest accepted size above an odd size runs, and so does
 /// inference of an odd-sized image through the padding.
@@ -308,14 +333,18 @@ fn an_empty_manifest_is_an_error_naming_it() {
 fn every_registered_network_predicts_odd_sizes() {
     let reg = medseg_nets::NetRegistry::with_builtins();
     for name in reg.names() {
+        // the UNet family shares UNetConfig: small widths; every other
+        // network (its own config type) with its defaults
+        let small = json!({"name": name, "in_chns": 1, "class_num": 2,
+            "feature_chns": [2, 4, 8, 16, 32], "dropout": [0.0, 0.0, 0.0, 0.0, 0.0]});
         let cfg = match name.as_str() {
-            "DenseUNet" | "CENet" | "CE-Net" | "MultiResUNet" => json!({"name": name,
-                "in_chns": 1, "class_num": 2}),
-            "UNet3D" | "AttentionUNet3D" | "UNet2D5" => json!({"name": name, "dimension": 3,
-                "in_chns": 1, "class_num": 2, "feature_chns": [2, 4, 8, 16, 32],
-                "dropout": [0.0, 0.0, 0.0, 0.0, 0.0]}),
-            _ => json!({"name": name, "dimension": 2, "in_chns": 1, "class_num": 2,
-                "feature_chns": [2, 4, 8, 16, 32], "dropout": [0.0, 0.0, 0.0, 0.0, 0.0]}),
+            "UNet3D" | "AttentionUNet3D" | "UNet2D5" => {
+                let mut c = small.clone();
+                c["dimension"] = json!(3);
+                c
+            }
+            n if UNET_FAMILY.contains(&n) => small,
+            _ => json!({"name": name, "in_chns": 1, "class_num": 2}),
         };
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
