@@ -389,3 +389,65 @@ fn one_site_with_a_kept_optimiser_trains_as_the_site_alone() {
     let fresh = Weights::load(&dir2.path().join("out/global.safetensors")).unwrap();
     assert_ne!(fresh, fed);
 }
+
+/// Fine-tuning after the rounds: `local` moves only the local arrays
+/// (SegViz's heads) and leaves every shared array at the global weights;
+/// `all` moves the shared arrays too, differently at each site; a strategy
+/// without local arrays refuses `local`.
+#[test]
+fn finetuning_moves_the_local_arrays_or_every_array() {
+    let load = |p: &Path| {
+        let (vm, _) = medseg_nets::load_network(p, &candle_core::Device::Cpu).unwrap();
+        Weights::from_varmap(&vm).unwrap()
+    };
+    let head = "decoder.out_conv.weight";
+    let body = "decoder.up1.conv.conv_conv.0.weight";
+    // the same federation without fine-tuning, for reference
+    let dir0 = tempfile::tempdir().unwrap();
+    let cfg0 = federation(dir0.path(), "SegViz", "", &[]);
+    let s0 = simulation(&cfg0, &[]).unwrap().run().unwrap();
+    let global0 = Weights::load(&s0.global).unwrap();
+    let a0 = load(&dir0.path().join("out/sites/liver_site/model.safetensors"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = federation(
+        dir.path(),
+        "SegViz",
+        "finetune_iterations = 3\nfinetune_scope = \"local\"",
+        &[],
+    );
+    let s = simulation(&cfg, &[]).unwrap().run().unwrap();
+    let global = Weights::load(&s.global).unwrap();
+    let a = load(&dir.path().join("out/sites/liver_site/model.safetensors"));
+    let b = load(&dir.path().join("out/sites/spleen_site/model.safetensors"));
+    assert_eq!(a.get(body), global.get(body), "a shared array moved");
+    assert_eq!(b.get(body), global.get(body), "a shared array moved");
+    // the base config's rate is constant, so the rounds are those of the
+    // run without fine-tuning and the head's change is the fine-tuning's
+    assert_eq!(global.get(body), global0.get(body));
+    assert_ne!(a.get(head), a0.get(head), "the head did not move");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = federation(
+        dir.path(),
+        "FedAvg",
+        "finetune_iterations = 2\nfinetune_scope = \"all\"",
+        &[],
+    );
+    let s = simulation(&cfg, &[]).unwrap().run().unwrap();
+    let global = Weights::load(&s.global).unwrap();
+    let a = load(&dir.path().join("out/sites/liver_site/model.safetensors"));
+    let b = load(&dir.path().join("out/sites/spleen_site/model.safetensors"));
+    assert_ne!(a.get(body), global.get(body));
+    assert_ne!(a.get(body), b.get(body));
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = federation(dir.path(), "FedAvg", "finetune_iterations = 2", &[]);
+    let e = simulation(&cfg, &[])
+        .unwrap()
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("finetune_scope"), "{e}");
+    assert!(e.contains("FedAvg"), "{e}");
+}

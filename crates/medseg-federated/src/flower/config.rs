@@ -159,6 +159,9 @@ impl NodeConfig {
                 seed: n.seed,
                 output_dir: n.output_dir.clone(),
                 partial_labels: n.partial_labels,
+                // a Flower node trains what the ServerApp asks, no more
+                finetune_iterations: 0,
+                finetune_scope: Default::default(),
             },
             sites: vec![self.site.clone()],
         }

@@ -70,6 +70,29 @@ pub struct FederationSettings {
     /// losses receive them. Default true.
     #[serde(default = "yes")]
     pub partial_labels: bool,
+    /// After the last round, every site fine-tunes its model on its own
+    /// data for this many steps (personalisation; with `finetune_scope =
+    /// "local"` SegViz's optional head fine-tuning). The learning-rate
+    /// schedule spans rounds and fine-tuning; the site models are written
+    /// to `sites/<name>/model.safetensors`. Default 0 (none).
+    #[serde(default)]
+    pub finetune_iterations: usize,
+    /// What fine-tuning trains: `local` (only the strategy's local arrays,
+    /// e.g. SegViz's heads or FedBN's norms; every shared array stays the
+    /// global one) or `all` (every array). Default `local`.
+    #[serde(default)]
+    pub finetune_scope: FinetuneScope,
+}
+
+/// What [`FederationSettings::finetune_iterations`] trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinetuneScope {
+    /// The strategy's local arrays only.
+    #[default]
+    Local,
+    /// Every array.
+    All,
 }
 
 /// One `[[sites]]` table.
@@ -232,7 +255,8 @@ impl FederationConfig {
     /// The learner config of site `k`: the base file with `extra`
     /// overrides (the command line's non-federation keys) and the site's
     /// own `set`, its manifests, `training.iterations` = rounds x local
-    /// iterations (so the learning-rate schedule spans the federation),
+    /// iterations + fine-tuning iterations (so the learning-rate schedule
+    /// spans the federation),
     /// the federation's seed, and `output_dir/sites/<name>` as its
     /// output folder; relative paths resolved against `cwd`.
     ///
@@ -249,7 +273,8 @@ impl FederationConfig {
             })?;
         cfg.dataset.train_csv = s.train_csv.clone();
         cfg.dataset.valid_csv = s.valid_csv.clone();
-        cfg.training.iterations = self.federation.rounds * self.federation.local_iterations;
+        cfg.training.iterations = self.federation.rounds * self.federation.local_iterations
+            + self.federation.finetune_iterations;
         cfg.training.seed = self.federation.seed;
         cfg.training.resume = false;
         cfg.training.output_dir = self.federation.output_dir.join("sites").join(&s.name);

@@ -10,7 +10,9 @@ mod log;
 mod run;
 
 pub(crate) use config::override_value;
-pub use config::{split_overrides, FederationConfig, FederationSettings, SiteConfig};
+pub use config::{
+    split_overrides, FederationConfig, FederationSettings, FinetuneScope, SiteConfig,
+};
 pub use export::{final_model, head_keys, SiteModel};
 pub use log::{RoundRecord, RoundsLog};
 pub use run::{Simulation, SimulationSummary};

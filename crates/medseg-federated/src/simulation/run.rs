@@ -3,7 +3,7 @@
 //! few local steps from the global weights, some of them drop out, and
 //! the strategy aggregates the answers.
 
-use super::config::FederationConfig;
+use super::config::{FederationConfig, FinetuneScope};
 use super::export::{final_model, SiteModel};
 use super::log::{RoundRecord, RoundsLog};
 use crate::error::{FedError, Result};
@@ -238,6 +238,10 @@ impl Simulation {
         for k in 0..n {
             self.receive_global(k)?;
         }
+        if f.finetune_iterations > 0 {
+            self.finetune(f.finetune_iterations, f.finetune_scope)?;
+        }
+        let finetuned = f.finetune_iterations > 0;
         let global_path = out.join("global.safetensors");
         self.global.save(&global_path)?;
         let net_config = self.sites[0].trainer.network_config().clone();
@@ -257,7 +261,7 @@ impl Simulation {
         let (model, export_note) = final_model(&self.global, &models, self.class_num, &local)?;
         let model_path = out.join("model.safetensors");
         save_network(&model_path, &model, &net_config)?;
-        if self.global.keys().any(local) {
+        if finetuned || self.global.keys().any(local) {
             for (s, m) in self.sites.iter().zip(&models) {
                 let p = out.join("sites").join(&s.name).join("model.safetensors");
                 save_network(&p, &m.weights, &net_config)?;
@@ -273,6 +277,41 @@ impl Simulation {
             last_valid,
             export_note,
         })
+    }
+
+    /// Every site trains `steps` more steps on its own data, keeping its
+    /// optimiser state: every array (`All`), or only the strategy's local
+    /// arrays (`Local`: after each step the shared arrays are reset to the
+    /// global weights, so each step's gradient is taken, and the local
+    /// arrays move, with the shared ones held at the federation's).
+    fn finetune(&mut self, steps: usize, scope: FinetuneScope) -> Result<()> {
+        let has_local = self.global.keys().any(|k| self.aggregator.is_local(k));
+        if scope == FinetuneScope::Local && !has_local {
+            return Err(FedError::Config {
+                path: self.cfg.federation.base.clone(),
+                msg: format!(
+                    "federation.finetune_scope = \"local\", but strategy {} keeps no array \
+                     local: use finetune_scope = \"all\" or a strategy with local arrays \
+                     (FedBN, SegViz)",
+                    self.aggregator.name()
+                ),
+            });
+        }
+        for k in 0..self.sites.len() {
+            self.sites[k].session.keep_optimizer = true;
+            match scope {
+                FinetuneScope::All => {
+                    self.sites[k].train(steps, None)?;
+                }
+                FinetuneScope::Local => {
+                    for _ in 0..steps {
+                        self.sites[k].train(1, None)?;
+                        self.receive_global(k)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Loads the global weights into site `k`'s network, keeping its local
