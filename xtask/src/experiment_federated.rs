@@ -48,8 +48,14 @@ enum Arm {
         valid_csv: &'static str,
         sites: usize,
     },
-    /// A federation config.
-    Federated { config: &'static str },
+    /// A federation config; with `finetune` > 0, every site fine-tunes
+    /// its whole model (`finetune_scope = "all"`) for that many steps after
+    /// the rounds, and the federation runs `finetune / local` fewer rounds,
+    /// so that each site takes the same number of steps as in every arm.
+    Federated {
+        config: &'static str,
+        finetune: usize,
+    },
     /// No training of its own: the site models of the arm `of` (a
     /// federation that keeps local layers, e.g. FedBN's norms) used as
     /// organ experts at the new site, each site's model for the organ that
@@ -57,6 +63,9 @@ enum Arm {
     /// `medseg_infer::compose_experts`.
     Experts { of: &'static str },
 }
+
+/// Local fine-tuning steps of the `-ft` arms (taken from their rounds).
+const FINETUNE_STEPS: usize = 50;
 
 /// The organ (class) each site outlined.
 const SITE_ORGANS: [(&str, u16); 4] = [
@@ -66,7 +75,7 @@ const SITE_ORGANS: [(&str, u16); 4] = [
     ("rkidney_site", 4),
 ];
 
-const ARMS: [(&str, Arm); 13] = [
+const ARMS: [(&str, Arm); 15] = [
     (
         "single-liver",
         Arm::Central {
@@ -125,31 +134,44 @@ const ARMS: [(&str, Arm); 13] = [
         "FedAvg",
         Arm::Federated {
             config: "fedavg.toml",
+            finetune: 0,
         },
     ),
     (
         "FedProx",
         Arm::Federated {
             config: "fedprox.toml",
+            finetune: 0,
         },
     ),
     (
         "FedBN",
         Arm::Federated {
             config: "fedbn.toml",
+            finetune: 0,
         },
     ),
     ("FedBN-experts", Arm::Experts { of: "FedBN" }),
     (
+        "FedBN-ft",
+        Arm::Federated {
+            config: "fedbn.toml",
+            finetune: FINETUNE_STEPS,
+        },
+    ),
+    ("FedBN-ft-experts", Arm::Experts { of: "FedBN-ft" }),
+    (
         "SegViz",
         Arm::Federated {
             config: "segviz.toml",
+            finetune: 0,
         },
     ),
     (
         "SegViz-marginal",
         Arm::Federated {
             config: "segviz_marginal.toml",
+            finetune: 0,
         },
     ),
     (
@@ -625,13 +647,24 @@ fn train(
             trainer.run()?;
             Ok(dir.join("checkpoints/latest.safetensors"))
         }
-        Arm::Federated { config } => {
-            let set = vec![
-                format!("federation.rounds={}", o.rounds),
+        Arm::Federated { config, finetune } => {
+            let rounds = o.rounds.saturating_sub(finetune / o.local.max(1));
+            if rounds == 0 {
+                bail!("{finetune} fine-tuning steps leave no round of {} steps", o.local);
+            }
+            let mut set = vec![
+                format!("federation.rounds={rounds}"),
                 format!("federation.local_iterations={}", o.local),
                 format!("federation.seed={seed}"),
                 format!("federation.output_dir=\"{}\"", dir.display()),
             ];
+            if *finetune > 0 {
+                set.push(format!(
+                    "federation.finetune_iterations={}",
+                    o.rounds * o.local - rounds * o.local
+                ));
+                set.push("federation.finetune_scope=\"all\"".to_string());
+            }
             let cfg = FederationConfig::load(&configs.join(config), &set)?;
             let site_cfgs = (0..cfg.sites.len())
                 .map(|k| cfg.site_config(k, &[], root).map_err(anyhow::Error::from))
