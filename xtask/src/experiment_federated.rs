@@ -650,7 +650,10 @@ fn train(
         Arm::Federated { config, finetune } => {
             let rounds = o.rounds.saturating_sub(finetune / o.local.max(1));
             if rounds == 0 {
-                bail!("{finetune} fine-tuning steps leave no round of {} steps", o.local);
+                bail!(
+                    "{finetune} fine-tuning steps leave no round of {} steps",
+                    o.local
+                );
             }
             let mut set = vec![
                 format!("federation.rounds={rounds}"),

@@ -34,16 +34,87 @@ fn open(path: &Path, append: bool) -> Result<File> {
     Ok(f)
 }
 
+/// Keeps, of the log file `path`, its header (a first line that does not
+/// start with a number) and the complete lines (ending in a newline) of
+/// iterations up to `upto`, rewritten atomically: a run resumed from the
+/// checkpoint of iteration `upto` then appends without duplicating the
+/// iterations the interrupted run logged after it, or a line cut by the
+/// kill. JSON lines are judged by their `iteration`.
+fn truncate_log(path: &Path, upto: usize) -> Result<Vec<String>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    let mut kept = Vec::new();
+    for (i, line) in complete.lines().enumerate() {
+        let iteration = if line.starts_with('{') {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["iteration"].as_u64())
+                .map(|v| v as usize)
+        } else {
+            line.split(',').next().and_then(|f| f.parse::<usize>().ok())
+        };
+        match iteration {
+            Some(it) if it <= upto => kept.push(line.to_string()),
+            None if i == 0 && !line.starts_with('{') => kept.push(line.to_string()),
+            _ => {}
+        }
+    }
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    medseg_core::write_atomic(path, out.as_bytes())?;
+    Ok(kept)
+}
+
 impl RunLog {
-    /// Opens the log files in `dir`; `append` keeps earlier lines (resume).
-    pub fn open(dir: &Path, class_num: usize, append: bool) -> Result<Self> {
+    /// Opens the log files in `dir`: afresh, or, resuming from the
+    /// checkpoint of iteration `n` (`resume_from = Some(n)`), keeping the
+    /// earlier lines up to iteration `n` (see [`truncate_log`]) and their
+    /// points for the curves.
+    pub fn open(dir: &Path, class_num: usize, resume_from: Option<usize>) -> Result<Self> {
         let train_path = dir.join("train_log.csv");
-        let train_header = append && train_path.exists();
-        let mut valid = open(&dir.join("valid_log.csv"), append)?;
+        let valid_path = dir.join("valid_log.csv");
+        let mut losses = Vec::new();
+        let mut dice = Vec::new();
+        let mut train_header = false;
+        if let Some(n) = resume_from {
+            let kept = truncate_log(&train_path, n)?;
+            train_header = kept
+                .first()
+                .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_alphabetic()));
+            for line in kept.iter().skip(1) {
+                let f: Vec<&str> = line.split(',').collect();
+                if let (Some(Ok(it)), Some(Ok(loss))) = (
+                    f.first().map(|v| v.parse::<f64>()),
+                    f.get(2).map(|v| v.parse::<f64>()),
+                ) {
+                    losses.push((it, loss));
+                }
+            }
+            for line in truncate_log(&valid_path, n)?.iter().skip(1) {
+                let f: Vec<f64> = line.split(',').filter_map(|v| v.parse().ok()).collect();
+                if f.len() >= 2 {
+                    dice.push(ValidResult {
+                        iteration: f[0] as usize,
+                        mean_dice: f[1],
+                        class_dice: f[2..].to_vec(),
+                    });
+                }
+            }
+            truncate_log(&dir.join("log.jsonl"), n)?;
+        }
+        let append = resume_from.is_some();
+        let mut valid = open(&valid_path, append)?;
         if !append || valid.metadata().map(|m| m.len() == 0).unwrap_or(true) {
             let cols: Vec<String> = (1..class_num).map(|c| format!("dice_class{c}")).collect();
             writeln!(valid, "iteration,mean_dice,{}", cols.join(","))
-                .map_err(|e| medseg_core::Error::io(dir.join("valid_log.csv"), e))?;
+                .map_err(|e| medseg_core::Error::io(&valid_path, e))?;
         }
         Ok(RunLog {
             dir: dir.to_path_buf(),
@@ -52,8 +123,8 @@ impl RunLog {
             valid,
             jsonl: open(&dir.join("log.jsonl"), append)?,
             train_header,
-            losses: Vec::new(),
-            dice: Vec::new(),
+            losses,
+            dice,
         })
     }
 

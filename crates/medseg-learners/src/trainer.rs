@@ -254,18 +254,25 @@ impl Trainer {
         Ok(params)
     }
 
-    /// Restores `latest` when `training.resume` is set and it exists.
+    /// Restores `latest` when `training.resume` is set; a resume with no
+    /// `latest` to resume from is an error (it would otherwise start again
+    /// from iteration 1 and overwrite the logs without a word).
     fn resume(&self, opt: &mut Optimizer, sched: &mut LrSchedule) -> Result<ResumePoint> {
         if !self.cfg.training.resume {
             return Ok(ResumePoint::start());
         }
         let ck = self.checkpoints();
         let Some(meta) = ck.meta("latest")? else {
-            return Ok(ResumePoint::start());
+            return Err(LearnError::Config(format!(
+                "training.resume = true, but {} holds no `latest` checkpoint to resume from; \
+                 set training.resume = false (or `--set training.resume=false`) to start afresh",
+                ck.path().display()
+            )));
         };
         ck.restore(
             "latest",
             (&self.varmap, &self.net_config),
+            &self.learner.extra_varmaps(),
             opt,
             &self.device,
         )?;
@@ -340,6 +347,9 @@ impl Trainer {
         opt: &mut Optimizer,
         extra: Option<ExtraTerm<'_>>,
     ) -> Result<(f64, Vec<(String, f64)>)> {
+        // dropout masks as a function of the seed and the step, so that a
+        // resumed run draws what the uninterrupted run drew
+        medseg_nets::set_dropout_step(Some(it as u64 + 1));
         let d = &self.cfg.dataset;
         // labels are checked against the classes before they become tensors
         let labelled_batch = |b: medseg_core::Batch, what: &str| -> Result<TensorBatch> {
@@ -437,7 +447,11 @@ impl Trainer {
         let mut sched = LrSchedule::from_config(&t);
         let at = self.resume(&mut opt, &mut sched)?;
         let mut data = self.open_data(&at)?;
-        let mut log = RunLog::open(&self.out_dir, self.cfg.dataset.class_num, at.iteration > 0)?;
+        let mut log = RunLog::open(
+            &self.out_dir,
+            self.cfg.dataset.class_num,
+            self.cfg.training.resume.then_some(at.iteration),
+        )?;
         let pb = crate::logging::progress_bar(self.progress, t.iterations, at.iteration);
         let mut p = Progress {
             best: at.best,
@@ -488,8 +502,12 @@ impl Trainer {
                     p.last = Some(vr);
                 }
             }
+            // `latest` at every validation interval (whether or not there
+            // is a validation set), every `checkpoint_every` steps and at
+            // the end: a killed run loses at most one interval
             let save_now = it == t.iterations
                 || p.early_stopped
+                || it % t.validate_every.max(1) == 0
                 || (t.checkpoint_every > 0 && it % t.checkpoint_every == 0);
             if save_now {
                 let metric = p.last.as_ref().map_or(f64::NAN, |v| v.mean_dice);

@@ -946,6 +946,7 @@ pub(crate) fn bernoulli_mask(
     let mut rng = rng
         .lock()
         .map_err(|_| candle_core::Error::Msg("dropout generator poisoned".into()))?;
+    crate::dropout_step::align(&mut rng);
     let v: Vec<f32> = (0..n)
         .map(|_| {
             if rng.random::<f64>() < keep {

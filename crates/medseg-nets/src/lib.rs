@@ -7,6 +7,7 @@ mod checkpoint;
 pub mod config;
 mod coplenet;
 mod denseunet;
+mod dropout_step;
 mod error;
 mod input_size;
 mod layers;
@@ -33,6 +34,7 @@ pub use checkpoint::{
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
 pub use denseunet::{DenseUNet, DenseUNetConfig};
+pub use dropout_step::{dropout_step, set_dropout_step};
 pub use error::{NetError, Result};
 pub use input_size::InputSize;
 pub use layers::LayerRecord;

@@ -197,7 +197,7 @@ impl Pretrainer {
             &out_dir.join("config.toml"),
             self.cfg.to_toml_string().as_bytes(),
         )?;
-        let mut log = RunLog::open(&out_dir, 2, false)?;
+        let mut log = RunLog::open(&out_dir, 2, None)?;
         let pb = crate::logging::progress_bar(self.progress, p.iterations, 0);
         let mut losses = Vec::with_capacity(p.iterations);
         for it in 0..p.iterations {
