@@ -209,3 +209,41 @@ fn killed_runs_resume_to_the_uninterrupted_result() {
         assert!(left.is_empty(), "abort {n}: left behind {left:?}");
     }
 }
+
+/// Two processes training into one folder: the second fails at once,
+/// naming the folder and the first's pid, and writes nothing; the first
+/// finishes undisturbed.
+#[test]
+fn a_second_run_into_the_same_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    // generate the data first, so that both runs start training at once
+    let o = train(&data, &dir.path().join("warm"), false, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // the first run is long enough (300 steps) to still hold the folder
+    // when the second starts, however slow the machine
+    let mut first_args = args(&data, &out, false);
+    first_args.extend(["--set".to_string(), "training.iterations=300".to_string()]);
+    let mut first = Command::new(BIN)
+        .args(first_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !out.join(".medseg.lock").exists() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let second = train(&data, &out, false, None);
+    let first_status = first.wait().unwrap();
+    assert!(first_status.success());
+    assert!(!second.status.success(), "the second run was not refused");
+    let e = String::from_utf8_lossy(&second.stderr);
+    assert!(e.contains(&format!("pid {}", first.id())), "{e}");
+    assert!(e.contains("is writing into this folder"), "{e}");
+    // the folder holds the first run, whole
+    assert_eq!(losses(&out).len(), 300);
+    assert_eq!(latest_iteration(&out), Some(300));
+    assert!(!out.join(".medseg.lock").exists());
+}

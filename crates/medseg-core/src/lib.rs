@@ -21,12 +21,14 @@ mod error;
 mod fs;
 mod geometry;
 mod image;
+mod lock;
 mod sample;
 
 pub use error::{Error, Result};
 pub use fs::{write_atomic, write_atomic_with};
 pub use geometry::Geometry;
 pub use image::{Image, LabelMap};
+pub use lock::{DirLock, LOCK_FILE};
 pub use sample::{Batch, Sample, TransformRecord};
 
 /// The label value that means "not annotated" in scribbles and partial labels

@@ -396,11 +396,14 @@ impl InferencePlan {
     /// # Errors
     /// Setup errors as in [`InferencePlan::pipeline`] and
     /// [`InferencePlan::load_networks`]; [`InferError::Case`] naming the
-    /// case that failed.
+    /// case that failed; an output folder another live process is writing
+    /// into (its lock, `.medseg.lock`, names the process).
     pub fn run(&self, on_case: &mut dyn FnMut(&InferenceCase, &CaseOutput)) -> Result<PathBuf> {
         let device = parse_device(&self.device)?;
         let pipeline = self.pipeline()?;
         let nets = self.load_networks(&device)?;
+        // one writer per output folder (see medseg_core::DirLock)
+        let _lock = medseg_core::DirLock::acquire(&self.out_dir, "inference")?;
         let job = InferenceJob {
             predictor: Predictor::new(
                 nets.iter().map(|n| n.network.as_ref()).collect(),

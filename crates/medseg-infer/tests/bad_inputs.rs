@@ -364,3 +364,24 @@ fn every_registered_network_predicts_odd_sizes() {
         assert_eq!(p.shape()[1], 2, "{name}");
     }
 }
+
+/// An output folder another process is writing into is refused before
+/// anything is written (the lock here is held by this test's process).
+#[test]
+fn a_locked_output_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(dir.path(), unet2d());
+    let img = dir.path().join("img.nii.gz");
+    write_image(&img, ramp(&[1, 16, 16]), [1.0, 1.0, 1.0]);
+    let out = dir.path().join("out");
+    let lock = medseg_core::DirLock::acquire(&out, "training").unwrap();
+    let e = predict(&overrides(&ckpt, vec![img.clone()], &out))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is writing into this folder"), "{e}");
+    assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+    assert!(!out.join("img.nii.gz").exists());
+    drop(lock);
+    let written = predict(&overrides(&ckpt, vec![img], &out)).unwrap();
+    assert!(written[0].exists());
+}

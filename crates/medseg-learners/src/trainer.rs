@@ -437,6 +437,9 @@ impl Trainer {
     /// and checkpointing as configured.
     pub fn run(&mut self) -> Result<TrainSummary> {
         let t = self.cfg.training.clone();
+        // one run per output folder: a second process fails here, naming
+        // the first, instead of mixing its checkpoints and logs in
+        let _lock = medseg_core::DirLock::acquire(&self.out_dir, "training")?;
         let ck = self.checkpoints();
         ck.create()?;
         medseg_core::write_atomic(
