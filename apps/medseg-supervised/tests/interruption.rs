@@ -176,7 +176,7 @@ fn killed_runs_resume_to_the_uninterrupted_result() {
     assert!(!status.success(), "the run ended before the kill");
     {
         let at = latest_iteration(&b).expect("a loadable latest after the kill");
-        assert!(at >= 10 && at < ITERATIONS, "latest at {at}");
+        assert!((10..ITERATIONS).contains(&at), "latest at {at}");
         let o = train(&data, &b, true, None);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_same_run(&a, &b, "SIGKILL");
