@@ -2,7 +2,7 @@
 //! on-disk data type, geometry, NIfTI codes and value range.
 
 use anyhow::{Context, Result};
-use medseg_io::nifti::read_nifti;
+use medseg_io::nifti::nifti_statistics;
 use medseg_io::raster::{raster_sample_type, read_raster};
 use medseg_io::FileFormat;
 use serde_json::{json, Value};
@@ -27,9 +27,11 @@ pub struct Args {
 /// to RAS+ mm matrix. `min`, `max` and `mean` are over the scaled values.
 pub fn describe(path: &Path) -> Result<Value> {
     let format = FileFormat::of(path)?;
-    let (image, mut extra) = match format {
+    // NIfTI: the header, and statistics streamed from the voxel data, so
+    // that describing a volume of any size holds one chunk of it at a time
+    let (shape, geometry, (min, max, mean, n), mut extra) = match format {
         FileFormat::Nifti => {
-            let (image, h) = read_nifti(path)?;
+            let (h, min, max, mean, n) = nifti_statistics(path)?;
             let dtype = h
                 .data_type()
                 .map(|d| d.name().to_string())
@@ -48,7 +50,7 @@ pub fn describe(path: &Path) -> Result<Value> {
                 "affine": h.affine(),
                 "description": h.descrip,
             });
-            (image, extra)
+            (h.array_shape(), h.geometry(), (min, max, mean, n), extra)
         }
         other => {
             let image = read_raster(path)?;
@@ -63,37 +65,40 @@ pub fn describe(path: &Path) -> Result<Value> {
                 "dtype": dtype.name(),
                 "affine": image.geometry.to_affine(),
             });
-            (image, extra)
+            let (mut min, mut max, mut sum, mut n) =
+                (f64::INFINITY, f64::NEG_INFINITY, 0.0f64, 0usize);
+            for &v in image.data.iter() {
+                if v.is_nan() {
+                    continue;
+                }
+                let v = v as f64;
+                min = min.min(v);
+                max = max.max(v);
+                sum += v;
+                n += 1;
+            }
+            let mean = if n > 0 { sum / n as f64 } else { f64::NAN };
+            (
+                image.data.shape().to_vec(),
+                image.geometry,
+                (min, max, mean, n),
+                extra,
+            )
         }
     };
-    let (mut min, mut max, mut sum, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64, 0usize);
-    for &v in image.data.iter() {
-        if v.is_nan() {
-            continue;
-        }
-        let v = v as f64;
-        min = min.min(v);
-        max = max.max(v);
-        sum += v;
-        n += 1;
-    }
-    let g = image.geometry;
     let obj = extra.as_object_mut().expect("json object");
     obj.insert("file".into(), json!(path.display().to_string()));
-    obj.insert("shape".into(), json!(image.data.shape()));
-    obj.insert("spacing".into(), json!(image.spacing()));
-    obj.insert("origin".into(), json!(g.origin));
-    obj.insert("direction".into(), json!(g.direction));
-    obj.insert("min".into(), if n > 0 { json!(min) } else { Value::Null });
-    obj.insert("max".into(), if n > 0 { json!(max) } else { Value::Null });
+    obj.insert("shape".into(), json!(shape));
     obj.insert(
-        "mean".into(),
-        if n > 0 {
-            json!(sum / n as f64)
-        } else {
-            Value::Null
-        },
+        "spacing".into(),
+        json!(geometry.spatial_spacing(shape.len() - 1)),
     );
+    obj.insert("origin".into(), json!(geometry.origin));
+    obj.insert("direction".into(), json!(geometry.direction));
+    let num = |v: f64| if n > 0 { json!(v) } else { Value::Null };
+    obj.insert("min".into(), num(min));
+    obj.insert("max".into(), num(max));
+    obj.insert("mean".into(), num(mean));
     Ok(extra)
 }
 

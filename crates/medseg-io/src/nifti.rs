@@ -806,31 +806,256 @@ fn is_gz(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
 
-/// Reads a file's bytes, decompressing gzip data (detected by its magic).
-fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        // ISIZE (last 4 bytes) is the uncompressed size modulo 2^32: a capacity hint.
-        let hint = if raw.len() >= 18 {
-            let n = raw.len();
-            u32::from_le_bytes([raw[n - 4], raw[n - 3], raw[n - 2], raw[n - 1]]) as usize
-        } else {
-            0
-        };
-        let cap = hint.min(raw.len().saturating_mul(1100)).max(4096);
-        let mut out = Vec::with_capacity(cap);
-        MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("corrupt or truncated gzip data: {e}")))?;
-        Ok(out)
+/// The environment variable that raises (or lowers) the reading limit
+/// ([`ReadLimits::from_env`]): a number of bytes. (Not `MEDSEG_...`: that
+/// prefix sets configuration keys.)
+pub const LIMIT_ENV: &str = "MEDSEGIO_MAX_BYTES";
+
+/// What reading a NIfTI file may allocate: the decoded array (`f32` images,
+/// `u16` label maps) must fit in `max_bytes`, checked from the header
+/// before anything is allocated or decompressed, so that a small file
+/// declaring a huge volume (or a gzip bomb) fails at once with a clear
+/// error instead of exhausting memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Largest decoded array, in bytes.
+    pub max_bytes: u64,
+}
+
+impl ReadLimits {
+    /// The default limit: 8 GiB of decoded voxels (a 1024 x 1024 x 2048
+    /// `f32` volume; a 512 x 512 x 1000 CT decodes to 1 GiB).
+    pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
+
+    /// The default, or [`LIMIT_ENV`] when it is set to a number.
+    pub fn from_env() -> Self {
+        let max_bytes = std::env::var(LIMIT_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(Self::DEFAULT_MAX_BYTES);
+        ReadLimits { max_bytes }
+    }
+
+    /// Checks that `voxels` decoded values of `bytes_per_value` bytes fit.
+    fn check(
+        &self,
+        path: &Path,
+        h: &NiftiHeader,
+        dt: DataType,
+        voxels: usize,
+        bytes_per_value: usize,
+    ) -> Result<()> {
+        let decoded = (voxels as u128) * (bytes_per_value as u128);
+        if decoded > self.max_bytes as u128 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the header declares dimensions {:?} of {} ({} voxels, {decoded} bytes once \
+                     decoded), more than the reading limit of {} bytes; if the file is genuine, \
+                     raise the limit with {LIMIT_ENV}=<bytes>",
+                    h.file_shape(),
+                    dt.name(),
+                    voxels,
+                    self.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self::from_env()
+    }
+}
+
+/// Opens `path` for reading its (decompressed) bytes as a stream: gzip
+/// data (detected by its magic) through a decoder, other files as they are.
+fn open_stream(path: &Path) -> Result<Box<dyn Read>> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let head = r.fill_buf().map_err(|e| Error::io(path, e))?;
+    if head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b {
+        Ok(Box::new(MultiGzDecoder::new(r)))
     } else if is_gz(path) {
         Err(Error::format(
             path,
             "the name ends in .gz but the file is not gzip-compressed",
         ))
     } else {
-        Ok(raw)
+        Ok(Box::new(r))
     }
+}
+
+/// Reads into `buf` until it is full or the stream ends; the count read.
+fn fill(r: &mut dyn Read, buf: &mut [u8], path: &Path) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                use std::io::ErrorKind::{InvalidData, InvalidInput, UnexpectedEof};
+                return Err(match e.kind() {
+                    // what the gzip decoder reports
+                    InvalidData | InvalidInput | UnexpectedEof => {
+                        Error::format(path, format!("corrupt or truncated gzip data: {e}"))
+                    }
+                    _ => Error::io(path, e),
+                });
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Bytes of voxel data handed to the decoder at a time.
+const STREAM_CHUNK: usize = 1 << 20;
+
+/// What [`stream_voxels`] hands its callback: the header first (with the
+/// data type and the voxel count), then the data in chunks of whole values
+/// with the index of each chunk's first value.
+enum Voxels<'a> {
+    Header(&'a NiftiHeader, DataType, usize),
+    Data(&'a [u8], usize),
+}
+
+/// Reads the header from `r` and then streams the voxel data to `on`
+/// (see [`Voxels`]); the header comes first, to check limits and allocate. Nothing
+/// but one chunk of raw bytes is held at a time, so memory stays at the
+/// decoded array whatever the file claims.
+fn stream_voxels(
+    mut r: Box<dyn Read + '_>,
+    path: &Path,
+    file_len: Option<u64>,
+    on: &mut dyn FnMut(Voxels<'_>) -> Result<()>,
+) -> Result<NiftiHeader> {
+    let mut head = vec![0u8; V2_SIZE];
+    let got = fill(&mut *r, &mut head, path)?;
+    head.truncate(got);
+    let h = NiftiHeader::parse(&head, path)?;
+    let dt = h.data_type().ok_or_else(|| {
+        Error::format(
+            path,
+            format!(
+                "unknown or unsupported NIfTI datatype code {}; supported: uint8 (2), int8 (256), uint16 (512), int16 (4), uint32 (768), int32 (8), float32 (16), float64 (64), rgb24 (128)",
+                h.datatype
+            ),
+        )
+    })?;
+    let n = h.voxel_count(path)?;
+    let need = n
+        .checked_mul(dt.size())
+        .ok_or_else(|| Error::format(path, "voxel data size overflows"))?;
+    let off = h.data_offset();
+    let truncated = |have: u64| {
+        Error::format(
+            path,
+            format!(
+                "size does not match the dimensions: {have} bytes of voxel data after offset {off}, but dimensions {:?} of {} need {need} (truncated file or wrong header)",
+                h.file_shape(),
+                dt.name()
+            ),
+        )
+    };
+    // an uncompressed file's size tells at once
+    if let Some(len) = file_len {
+        let have = len.saturating_sub(off as u64);
+        if have < need as u64 {
+            return Err(truncated(have));
+        }
+    }
+    on(Voxels::Header(&h, dt, n))?;
+    // skip the extensions (the header read may have gone past the offset)
+    let mut carry: Vec<u8> = Vec::new();
+    if off <= head.len() {
+        carry.extend_from_slice(&head[off..]);
+    } else {
+        let skip = (off - head.len()) as u64;
+        let skipped = std::io::copy(&mut (&mut *r).take(skip), &mut std::io::sink())
+            .map_err(|e| Error::format(path, format!("corrupt or truncated data: {e}")))?;
+        if skipped < skip {
+            return Err(truncated(0));
+        }
+    }
+    let size = dt.size();
+    let chunk = (STREAM_CHUNK / size).max(1) * size;
+    let mut buf = vec![0u8; chunk.min(need.max(1))];
+    let mut done = 0usize;
+    let mut reader = std::io::Cursor::new(carry).chain(r);
+    while done < need {
+        let want = (need - done).min(buf.len());
+        let got = fill(&mut reader, &mut buf[..want], path)?;
+        if got < want {
+            return Err(truncated((done + got) as u64));
+        }
+        on(Voxels::Data(&buf[..want], done / size))?;
+        done += want;
+    }
+    Ok(h)
+}
+
+/// Streams a NIfTI file's voxel data: see [`stream_voxels`].
+fn stream_file(path: &Path, on: &mut dyn FnMut(Voxels<'_>) -> Result<()>) -> Result<NiftiHeader> {
+    let r = open_stream(path)?;
+    let len = std::fs::metadata(path).map(|m| m.len()).ok();
+    let gz = is_gzip_file(path)?;
+    stream_voxels(r, path, len.filter(|_| !gz), on)
+}
+
+/// Summary statistics of a NIfTI file's scaled values (NaN skipped),
+/// computed while streaming: memory stays at one chunk whatever the
+/// volume's size. Returns the header, minimum, maximum, mean and the
+/// number of non-NaN values (RGB24: over all three channels).
+///
+/// # Errors
+/// As [`read_nifti`], without the size limit (nothing is kept).
+pub fn nifti_statistics(path: &Path) -> Result<(NiftiHeader, f64, f64, f64, usize)> {
+    let (mut min, mut max, mut sum, mut count) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64, 0usize);
+    let mut meta: Option<(DataType, bool, Option<(f64, f64)>)> = None;
+    let mut tmp: Vec<f32> = Vec::new();
+    let h = stream_file(path, &mut |ev| {
+        let raw = match ev {
+            Voxels::Header(h, dt, _) => {
+                meta = Some((dt, h.little_endian, h.scaling()));
+                return Ok(());
+            }
+            Voxels::Data(raw, _) => raw,
+        };
+        let (dt, le, scale) = meta.expect("set before the data");
+        if dt == DataType::Rgb24 {
+            for &b in raw {
+                let v = b as f64;
+                min = min.min(v);
+                max = max.max(v);
+                sum += v;
+                count += 1;
+            }
+            return Ok(());
+        }
+        tmp.resize(raw.len() / dt.size(), 0.0);
+        decode_f32(raw, dt, le, scale, &mut tmp);
+        for &v in &tmp {
+            if v.is_nan() {
+                continue;
+            }
+            let v = v as f64;
+            min = min.min(v);
+            max = max.max(v);
+            sum += v;
+            count += 1;
+        }
+        Ok(())
+    })?;
+    let mean = if count > 0 {
+        sum / count as f64
+    } else {
+        f64::NAN
+    };
+    Ok((h, min, max, mean, count))
 }
 
 /// Reads only the header of a `.nii` or `.nii.gz` file.
@@ -850,38 +1075,6 @@ pub fn read_nifti_header(path: &Path) -> Result<NiftiHeader> {
             .map_err(|e| Error::format(path, format!("corrupt or truncated gzip data: {e}")))?;
     }
     NiftiHeader::parse(&start, path)
-}
-
-/// Parses the header and returns it with the voxel bytes (checked to be
-/// long enough for the dimensions and data type).
-fn parse_with_data<'a>(bytes: &'a [u8], path: &Path) -> Result<(NiftiHeader, DataType, &'a [u8])> {
-    let h = NiftiHeader::parse(bytes, path)?;
-    let dt = h.data_type().ok_or_else(|| {
-        Error::format(
-            path,
-            format!(
-                "unknown or unsupported NIfTI datatype code {}; supported: uint8 (2), int8 (256), uint16 (512), int16 (4), uint32 (768), int32 (8), float32 (16), float64 (64), rgb24 (128)",
-                h.datatype
-            ),
-        )
-    })?;
-    let n = h.voxel_count(path)?;
-    let need = n
-        .checked_mul(dt.size())
-        .ok_or_else(|| Error::format(path, "voxel data size overflows"))?;
-    let off = h.data_offset();
-    let have = bytes.len().saturating_sub(off);
-    if have < need {
-        return Err(Error::format(
-            path,
-            format!(
-                "size does not match the dimensions: {have} bytes of voxel data after offset {off}, but dimensions {:?} of {} need {need} (truncated file or wrong header)",
-                h.file_shape(),
-                dt.name()
-            ),
-        ));
-    }
-    Ok((h, dt, &bytes[off..off + need]))
 }
 
 macro_rules! convert_chunks {
@@ -932,44 +1125,95 @@ fn decode_f32(src: &[u8], dt: DataType, le: bool, scale: Option<(f64, f64)>, dst
     }
 }
 
-/// Decodes a NIfTI file's bytes (already decompressed) into an image.
-///
-/// `path` is only used in error messages.
-pub fn decode_nifti(bytes: &[u8], path: &Path) -> Result<(Image, NiftiHeader)> {
-    let (h, dt, data) = parse_with_data(bytes, path)?;
-    let shape = h.array_shape();
-    let n: usize = shape.iter().product();
-    let mut out = vec![0f32; n];
-    if dt == DataType::Rgb24 {
-        let per_channel = n / 3;
-        let (r, rest) = out.split_at_mut(per_channel);
-        let (g, b) = rest.split_at_mut(per_channel);
-        for (v, px) in data.chunks_exact(3).enumerate() {
-            r[v] = px[0] as f32;
-            g[v] = px[1] as f32;
-            b[v] = px[2] as f32;
+/// Decodes into an image from a stream of NIfTI bytes.
+fn decode_stream(
+    r: Box<dyn Read + '_>,
+    path: &Path,
+    file_len: Option<u64>,
+    limits: &ReadLimits,
+) -> Result<(Image, NiftiHeader)> {
+    let mut out: Vec<f32> = Vec::new();
+    let mut info: Option<(DataType, bool, Option<(f64, f64)>, usize)> = None;
+    let h = stream_voxels(r, path, file_len, &mut |ev| {
+        let (raw, first) = match ev {
+            Voxels::Header(h, dt, n) => {
+                let values = if dt == DataType::Rgb24 { 3 * n } else { n };
+                limits.check(path, h, dt, values, 4)?;
+                out = vec![0f32; values];
+                info = Some((dt, h.little_endian, h.scaling(), n));
+                return Ok(());
+            }
+            Voxels::Data(raw, first) => (raw, first),
+        };
+        let (dt, le, scale, n) = info.expect("set before the data");
+        if dt == DataType::Rgb24 {
+            for (k, px) in raw.chunks_exact(3).enumerate() {
+                let v = first + k;
+                out[v] = px[0] as f32;
+                out[n + v] = px[1] as f32;
+                out[2 * n + v] = px[2] as f32;
+            }
+        } else {
+            let len = raw.len() / dt.size();
+            decode_f32(raw, dt, le, scale, &mut out[first..first + len]);
         }
-    } else {
-        decode_f32(data, dt, h.little_endian, h.scaling(), &mut out);
-    }
+        Ok(())
+    })?;
+    let shape = h.array_shape();
     let arr = ArrayD::from_shape_vec(IxDyn(&shape), out)
         .map_err(|e| Error::format(path, e.to_string()))?;
     let image = Image::new(arr, h.geometry()).map_err(|e| Error::format(path, e.to_string()))?;
     Ok((image, h))
 }
 
+/// Decodes a NIfTI file's bytes (already decompressed) into an image, with
+/// the default [`ReadLimits`].
+///
+/// `path` is only used in error messages.
+pub fn decode_nifti(bytes: &[u8], path: &Path) -> Result<(Image, NiftiHeader)> {
+    decode_stream(
+        Box::new(bytes),
+        path,
+        Some(bytes.len() as u64),
+        &ReadLimits::from_env(),
+    )
+}
+
 /// Reads a `.nii` or `.nii.gz` file (NIfTI-1 or NIfTI-2, either byte order)
 /// as an `f32` image with scaling applied, and returns its header too.
+///
+/// The voxel data are decoded once, straight from the file (or the gzip
+/// decoder) into the image, chunk by chunk, under the default
+/// [`ReadLimits`] ([`read_nifti_with`] takes others).
 ///
 /// See the module docs for the shape and geometry conventions.
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be read; [`Error::Format`] naming the
 /// file for a truncated or corrupt file, a wrong magic, an unsupported data
-/// type or dimensions that do not match the data size.
+/// type, dimensions that do not match the data size, or a declared volume
+/// over the reading limit.
 pub fn read_nifti(path: &Path) -> Result<(Image, NiftiHeader)> {
-    let bytes = read_bytes(path)?;
-    decode_nifti(&bytes, path)
+    read_nifti_with(path, &ReadLimits::from_env())
+}
+
+/// [`read_nifti`] under explicit limits.
+///
+/// # Errors
+/// As [`read_nifti`].
+pub fn read_nifti_with(path: &Path, limits: &ReadLimits) -> Result<(Image, NiftiHeader)> {
+    let r = open_stream(path)?;
+    let gz = is_gzip_file(path)?;
+    let len = std::fs::metadata(path).map(|m| m.len()).ok();
+    decode_stream(r, path, if gz { None } else { len }, limits)
+}
+
+/// Whether the file starts with the gzip magic.
+fn is_gzip_file(path: &Path) -> Result<bool> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut m = [0u8; 2];
+    let n = fill(&mut f, &mut m, path)?;
+    Ok(n == 2 && m == [0x1f, 0x8b])
 }
 
 /// Reads a NIfTI file as a label map.
@@ -982,62 +1226,82 @@ pub fn read_nifti(path: &Path) -> Result<(Image, NiftiHeader)> {
 /// too large value (naming the first one found and its voxel index) or more
 /// than one channel.
 pub fn read_nifti_label(path: &Path) -> Result<(LabelMap, NiftiHeader)> {
-    let bytes = read_bytes(path)?;
-    let (h, dt, data) = parse_with_data(&bytes, path)?;
-    let shape = h.array_shape();
-    if shape[0] != 1 {
-        return Err(Error::format(
-            path,
-            format!(
-                "a label map must have one channel, but the file has {} ({} of shape {:?})",
-                shape[0],
-                dt.name(),
-                h.file_shape()
-            ),
-        ));
-    }
-    let n: usize = shape.iter().product();
-    let mut out = vec![0u16; n];
-    let le = h.little_endian;
-    let scale = h.scaling();
-    let bad = match (dt, scale) {
-        (DataType::U8, None) => {
-            for (o, &b) in out.iter_mut().zip(data) {
-                *o = b as u16;
-            }
-            None
-        }
-        (DataType::U16, None) => {
-            for (o, b) in out.iter_mut().zip(data.chunks_exact(2)) {
-                let a = [b[0], b[1]];
-                *o = if le {
-                    u16::from_le_bytes(a)
-                } else {
-                    u16::from_be_bytes(a)
-                };
-            }
-            None
-        }
-        _ => {
-            let mut vals = vec![0f64; n];
-            decode_f64(data, dt, le, &mut vals);
-            let mut bad = None;
-            for (idx, (o, &v)) in out.iter_mut().zip(&vals).enumerate() {
-                let v = match scale {
-                    Some((s, i)) => v * s + i,
-                    None => v,
-                };
-                if v.fract() != 0.0 || !(0.0..=65535.0).contains(&v) {
-                    bad = Some((idx, v));
-                    break;
+    read_nifti_label_with(path, &ReadLimits::from_env())
+}
+
+/// [`read_nifti_label`] under explicit limits.
+///
+/// # Errors
+/// As [`read_nifti_label`].
+pub fn read_nifti_label_with(path: &Path, limits: &ReadLimits) -> Result<(LabelMap, NiftiHeader)> {
+    let mut out: Vec<u16> = Vec::new();
+    let mut info: Option<(DataType, bool, Option<(f64, f64)>, Vec<usize>)> = None;
+    let mut vals: Vec<f64> = Vec::new();
+    let mut bad: Option<(usize, f64)> = None;
+    let h = stream_file(path, &mut |ev| {
+        let (raw, first) = match ev {
+            Voxels::Header(h, dt, n) => {
+                let shape = h.array_shape();
+                if shape[0] != 1 {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                        "a label map must have one channel, but the file has {} ({} of shape {:?})",
+                        shape[0],
+                        dt.name(),
+                        h.file_shape()
+                    ),
+                    ));
                 }
-                *o = v as u16;
+                limits.check(path, h, dt, n, 2)?;
+                out = vec![0u16; n];
+                info = Some((dt, h.little_endian, h.scaling(), h.file_shape()));
+                return Ok(());
             }
-            bad
+            Voxels::Data(raw, first) => (raw, first),
+        };
+        if bad.is_some() {
+            return Ok(());
         }
-    };
+        let (dt, le, scale, _) = info.as_ref().expect("set before the data");
+        let len = raw.len() / dt.size();
+        let dst = &mut out[first..first + len];
+        match (dt, scale) {
+            (DataType::U8, None) => {
+                for (o, &b) in dst.iter_mut().zip(raw) {
+                    *o = b as u16;
+                }
+            }
+            (DataType::U16, None) => {
+                for (o, b) in dst.iter_mut().zip(raw.chunks_exact(2)) {
+                    let a = [b[0], b[1]];
+                    *o = if *le {
+                        u16::from_le_bytes(a)
+                    } else {
+                        u16::from_be_bytes(a)
+                    };
+                }
+            }
+            _ => {
+                vals.resize(len, 0.0);
+                decode_f64(raw, *dt, *le, &mut vals);
+                for (k, (o, &v)) in dst.iter_mut().zip(&vals).enumerate() {
+                    let v = match scale {
+                        Some((s, i)) => v * s + i,
+                        None => v,
+                    };
+                    if v.fract() != 0.0 || !(0.0..=65535.0).contains(&v) {
+                        bad = Some((first + k, v));
+                        break;
+                    }
+                    *o = v as u16;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let (dt, _, _, fs) = info.expect("set before the data");
     if let Some((idx, v)) = bad {
-        let fs = h.file_shape();
         let (nx, ny) = (fs[0], fs.get(1).copied().unwrap_or(1));
         let (i, j, k) = (idx % nx, (idx / nx) % ny, idx / (nx * ny));
         return Err(Error::format(
@@ -1045,6 +1309,7 @@ pub fn read_nifti_label(path: &Path) -> Result<(LabelMap, NiftiHeader)> {
             format!("label values must be integers in 0..=65535, found {v} at voxel (i, j, k) = ({i}, {j}, {k}) of a {} file", dt.name()),
         ));
     }
+    let shape = h.array_shape();
     let arr = ArrayD::from_shape_vec(IxDyn(&shape), out)
         .map_err(|e| Error::format(path, e.to_string()))?;
     let label = LabelMap::new(arr, h.geometry()).map_err(|e| Error::format(path, e.to_string()))?;
