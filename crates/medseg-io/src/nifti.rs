@@ -912,6 +912,9 @@ fn fill(r: &mut dyn Read, buf: &mut [u8], path: &Path) -> Result<usize> {
     Ok(n)
 }
 
+/// How to decode voxel values: data type, little-endian, scaling.
+type Decoding = (DataType, bool, Option<(f64, f64)>);
+
 /// Bytes of voxel data handed to the decoder at a time.
 const STREAM_CHUNK: usize = 1 << 20;
 
@@ -1015,7 +1018,7 @@ fn stream_file(path: &Path, on: &mut dyn FnMut(Voxels<'_>) -> Result<()>) -> Res
 /// As [`read_nifti`], without the size limit (nothing is kept).
 pub fn nifti_statistics(path: &Path) -> Result<(NiftiHeader, f64, f64, f64, usize)> {
     let (mut min, mut max, mut sum, mut count) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64, 0usize);
-    let mut meta: Option<(DataType, bool, Option<(f64, f64)>)> = None;
+    let mut meta: Option<Decoding> = None;
     let mut tmp: Vec<f32> = Vec::new();
     let h = stream_file(path, &mut |ev| {
         let raw = match ev {
@@ -1133,19 +1136,19 @@ fn decode_stream(
     limits: &ReadLimits,
 ) -> Result<(Image, NiftiHeader)> {
     let mut out: Vec<f32> = Vec::new();
-    let mut info: Option<(DataType, bool, Option<(f64, f64)>, usize)> = None;
+    let mut info: Option<(Decoding, usize)> = None;
     let h = stream_voxels(r, path, file_len, &mut |ev| {
         let (raw, first) = match ev {
             Voxels::Header(h, dt, n) => {
                 let values = if dt == DataType::Rgb24 { 3 * n } else { n };
                 limits.check(path, h, dt, values, 4)?;
                 out = vec![0f32; values];
-                info = Some((dt, h.little_endian, h.scaling(), n));
+                info = Some(((dt, h.little_endian, h.scaling()), n));
                 return Ok(());
             }
             Voxels::Data(raw, first) => (raw, first),
         };
-        let (dt, le, scale, n) = info.expect("set before the data");
+        let ((dt, le, scale), n) = info.expect("set before the data");
         if dt == DataType::Rgb24 {
             for (k, px) in raw.chunks_exact(3).enumerate() {
                 let v = first + k;
@@ -1235,7 +1238,7 @@ pub fn read_nifti_label(path: &Path) -> Result<(LabelMap, NiftiHeader)> {
 /// As [`read_nifti_label`].
 pub fn read_nifti_label_with(path: &Path, limits: &ReadLimits) -> Result<(LabelMap, NiftiHeader)> {
     let mut out: Vec<u16> = Vec::new();
-    let mut info: Option<(DataType, bool, Option<(f64, f64)>, Vec<usize>)> = None;
+    let mut info: Option<(Decoding, Vec<usize>)> = None;
     let mut vals: Vec<f64> = Vec::new();
     let mut bad: Option<(usize, f64)> = None;
     let h = stream_file(path, &mut |ev| {
@@ -1255,7 +1258,7 @@ pub fn read_nifti_label_with(path: &Path, limits: &ReadLimits) -> Result<(LabelM
                 }
                 limits.check(path, h, dt, n, 2)?;
                 out = vec![0u16; n];
-                info = Some((dt, h.little_endian, h.scaling(), h.file_shape()));
+                info = Some(((dt, h.little_endian, h.scaling()), h.file_shape()));
                 return Ok(());
             }
             Voxels::Data(raw, first) => (raw, first),
@@ -1263,7 +1266,7 @@ pub fn read_nifti_label_with(path: &Path, limits: &ReadLimits) -> Result<(LabelM
         if bad.is_some() {
             return Ok(());
         }
-        let (dt, le, scale, _) = info.as_ref().expect("set before the data");
+        let ((dt, le, scale), _) = info.as_ref().expect("set before the data");
         let len = raw.len() / dt.size();
         let dst = &mut out[first..first + len];
         match (dt, scale) {
@@ -1300,7 +1303,7 @@ pub fn read_nifti_label_with(path: &Path, limits: &ReadLimits) -> Result<(LabelM
         }
         Ok(())
     })?;
-    let (dt, _, _, fs) = info.expect("set before the data");
+    let ((dt, _, _), fs) = info.expect("set before the data");
     if let Some((idx, v)) = bad {
         let (nx, ny) = (fs[0], fs.get(1).copied().unwrap_or(1));
         let (i, j, k) = (idx % nx, (idx / nx) % ny, idx / (nx * ny));
