@@ -6,6 +6,7 @@
 //! cargo xtask experiment semi
 //! cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--pack DIR]
 //! cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]
+//! cargo xtask fuzz [nifti|raster|manifest|config|pymic] [--seconds N] [--seed S]
 //! ```
 
 mod bench_io;
@@ -21,13 +22,14 @@ mod experiment_flower;
 mod experiment_noisy_overlay;
 mod experiment_overlay;
 mod experiment_selfsup;
+mod fuzz;
 mod python;
 mod wheel;
 
 use anyhow::{bail, Result};
 
 fn usage() -> &'static str {
-    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay|noisy|noisy-overlay|federated|flower|selfsup> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]"
+    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay|noisy|noisy-overlay|federated|flower|selfsup> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]\n       cargo xtask fuzz [nifti|raster|manifest|config|pymic] [--seconds N] [--seed S]"
 }
 
 fn main() -> Result<()> {
@@ -53,6 +55,7 @@ fn main() -> Result<()> {
         ("cuda-build", _) => cuda_build::run(rest),
         ("cuda-parity", _) => cuda_parity::run(rest),
         ("wheel", _) => wheel::run(rest),
+        ("fuzz", _) => fuzz::run(rest),
         _ => bail!("unknown task {:?}\n{}", args, usage()),
     }
 }
