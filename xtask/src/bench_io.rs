@@ -8,10 +8,90 @@
 //! `get_fdata()` (float64, as nibabel users do). Prints both medians and the
 //! ratio (nibabel / medseg; above 1 means medseg is faster). Without Python
 //! the reference side is skipped with a notice.
+//!
+//! Then peak memory: a 300x512x512 int16 CT-like `.nii.gz` (150 MB of
+//! voxels, 300 MB as float32; `target/bench-io/ct_300x512x512_int16.nii.gz`,
+//! made on first use) read once per fresh process, by medseg-io
+//! (`bench_read FILE --peak`: VmHWM) and by nibabel (`get_fdata(float32)`,
+//! `get_fdata()` and `np.asanyarray(dataobj)`: ru_maxrss), with the wall time
+//! of each process.
 
 use crate::python::{ensure_venv, workspace_root};
 use anyhow::{bail, Context, Result};
 use std::process::Command;
+
+const PY_PEAK: &str = r#"
+import sys, resource, numpy as np, nibabel as nib
+mode = sys.argv[2]
+img = nib.load(sys.argv[1])
+if mode == 'fdata32':
+    a = img.get_fdata(dtype=np.float32)
+elif mode == 'fdata':
+    a = img.get_fdata()
+else:
+    a = np.asanyarray(img.dataobj)
+print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"#;
+
+/// Runs `cmd` once and returns (peak KiB from its `tag` line, wall seconds).
+fn peak_of(mut cmd: Command, tag: &str) -> Result<(u64, f64)> {
+    let t = std::time::Instant::now();
+    let out = cmd.output().context("running a peak-memory reader")?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kb = text
+        .lines()
+        .find_map(|l| l.strip_prefix(tag))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no peak-memory line")?;
+    Ok((kb, secs))
+}
+
+/// The peak-memory table (see the module docs).
+fn peak_table(root: &std::path::Path) -> Result<()> {
+    let file = root.join("target/bench-io/ct_300x512x512_int16.nii.gz");
+    let example = root.join("target/release/examples/bench_read");
+    let mk = || {
+        let mut c = Command::new(&example);
+        c.arg(&file).args(["--peak", "--shape", "300,512,512"]);
+        c
+    };
+    if !file.exists() {
+        let _ = mk().output();
+    }
+    let mut rows = vec![(
+        "medseg-io read_nifti (float32)".to_string(),
+        peak_of(mk(), "MEDSEG_PEAK_KB ")?,
+    )];
+    if let Some(py) = ensure_venv(&["numpy", "nibabel"])? {
+        for (mode, label) in [
+            ("fdata32", "nibabel get_fdata(dtype=float32)"),
+            ("fdata", "nibabel get_fdata() (float64)"),
+            ("dataobj", "nibabel np.asanyarray(dataobj) (int16)"),
+        ] {
+            let mut c = Command::new(&py);
+            c.args(["-c", PY_PEAK]).arg(&file).arg(mode);
+            rows.push((label.to_string(), peak_of(c, "PEAK_KB ")?));
+        }
+    }
+    println!();
+    println!(
+        "peak memory reading {} (150 MB of int16 voxels, 300 MB as float32), one fresh process each:",
+        file.display()
+    );
+    println!("| reader | peak resident memory | wall time of the process |");
+    println!("|---|---|---|");
+    for (label, (kb, secs)) in rows {
+        println!(
+            "| {label} | {:.0} MB | {secs:.2} s |",
+            kb as f64 * 1024.0 / 1e6
+        );
+    }
+    Ok(())
+}
 
 const PY: &str = r#"
 import sys, time, statistics
@@ -80,7 +160,7 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     let Some(py) = ensure_venv(&["numpy", "nibabel"])? else {
         println!("nibabel: skipped (no Python)");
-        return Ok(());
+        return peak_table(&root);
     };
     let out = Command::new(&py)
         .args(["-c", PY])
@@ -116,5 +196,6 @@ pub fn run(args: &[String]) -> Result<()> {
             "medseg-io is SLOWER"
         }
     );
+    peak_table(&root)?;
     Ok(())
 }
