@@ -115,11 +115,13 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// Parsed protocol lines of one child run (medseg or PyTorch).
 #[derive(Default, Debug)]
-struct ChildOut {
-    times: Vec<(String, f64)>,
-    params: Option<usize>,
-    loss_eval: Option<f64>,
-    vmhwm_kb: Option<u64>,
+pub(crate) struct ChildOut {
+    pub times: Vec<(String, f64)>,
+    pub params: Option<usize>,
+    pub loss_eval: Option<f64>,
+    pub vmhwm_kb: Option<u64>,
+    /// Per-class means of predicted probabilities (sliding window).
+    pub prob_means: Vec<f64>,
 }
 
 fn parse_child(stdout: &str, tag: &str) -> ChildOut {
@@ -139,13 +141,14 @@ fn parse_child(stdout: &str, tag: &str) -> ChildOut {
             Some("PARAMS") => c.params = w.next().and_then(|v| v.parse().ok()),
             Some("LOSS_EVAL") => c.loss_eval = w.next().and_then(|v| v.parse().ok()),
             Some("VMHWM_KB") => c.vmhwm_kb = w.next().and_then(|v| v.parse().ok()),
+            Some("PROB_MEANS") => c.prob_means = w.filter_map(|v| v.parse().ok()).collect(),
             _ => {}
         }
     }
     c
 }
 
-fn run_child(cmd: &mut Command, tag: &str) -> Result<Option<ChildOut>> {
+pub(crate) fn run_child(cmd: &mut Command, tag: &str) -> Result<Option<ChildOut>> {
     let out = cmd.output().with_context(|| format!("running the {tag} child"))?;
     if !out.status.success() {
         eprintln!(
@@ -160,7 +163,7 @@ fn run_child(cmd: &mut Command, tag: &str) -> Result<Option<ChildOut>> {
 
 /// Writes the initial weights (registry names = PyMIC names), the input
 /// `__x` and labels `__labels` (f32) for the PyTorch side.
-fn dump_inputs(case: &Case, path: &Path) -> Result<usize> {
+pub(crate) fn dump_inputs(case: &Case, path: &Path) -> Result<usize> {
     let dev = Device::Cpu;
     let (vm, _net) = build_net(&case.network, &dev)?;
     let mut map: HashMap<String, Tensor> = sorted_vars(&vm)?
@@ -175,7 +178,7 @@ fn dump_inputs(case: &Case, path: &Path) -> Result<usize> {
 }
 
 /// Deterministic input `[N, C, ...]` and labels `[N, 1, ...]` (u32, 4 classes).
-fn inputs(shape: &[usize], dev: &Device) -> Result<(Tensor, Tensor)> {
+pub(crate) fn inputs(shape: &[usize], dev: &Device) -> Result<(Tensor, Tensor)> {
     let x = det_tensor(shape, 1, 1.7)?.to_device(dev)?;
     let mut lshape = shape.to_vec();
     lshape[1] = 1;
@@ -307,7 +310,7 @@ pub(crate) fn run_cases(o: &Opts, cases: &[Case], mode: &str) -> Result<()> {
     Ok(())
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
