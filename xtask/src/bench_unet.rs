@@ -230,7 +230,7 @@ pub(crate) fn run_cases(o: &Opts, cases: &[Case], mode: &str) -> Result<()> {
         let mut rows: Vec<(String, [Option<f64>; 3])> = Vec::new();
         let mut losses: [Option<f64>; 3] = [None; 3];
         let mut params: [Option<usize>; 3] = [Some(nparams), None, None];
-        let mut put = |rows: &mut Vec<(String, [Option<f64>; 3])>, name: &str, k: usize, v: f64| {
+        let put = |rows: &mut Vec<(String, [Option<f64>; 3])>, name: &str, k: usize, v: f64| {
             match rows.iter_mut().find(|(n, _)| n == name) {
                 Some((_, r)) => r[k] = Some(v),
                 None => {
