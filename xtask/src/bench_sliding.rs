@@ -30,7 +30,11 @@ struct SlideSpec {
 fn dims(s: &str, n: usize, what: &str) -> Result<Vec<usize>> {
     let v: Vec<usize> = s
         .split(['x', ','])
-        .map(|d| d.trim().parse::<usize>().with_context(|| format!("{what}: not a number: {d:?}")))
+        .map(|d| {
+            d.trim()
+                .parse::<usize>()
+                .with_context(|| format!("{what}: not a number: {d:?}"))
+        })
         .collect::<Result<_>>()?;
     if v.len() != n {
         bail!("{what} takes {n} numbers, got {s:?}");
@@ -49,7 +53,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = o.rest.iter();
     while let Some(a) = it.next() {
         let mut val = |name: &str| -> Result<String> {
-            it.next().cloned().with_context(|| format!("{name} needs a value"))
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value"))
         };
         match a.as_str() {
             "--volume" => vol = dims(&val("--volume")?, 3, "--volume")?,
@@ -112,7 +118,10 @@ pub fn run(args: &[String]) -> Result<()> {
             .arg(&spec_path)
             .arg("--weights")
             .arg(&dump);
-        results.push(("MONAI sliding_window_inference", run_child(&mut cmd, "monai")?));
+        results.push((
+            "MONAI sliding_window_inference",
+            run_child(&mut cmd, "monai")?,
+        ));
     }
     println!(
         "{:<32} {:>12} {:>14}  per-class probability means",
@@ -123,8 +132,13 @@ pub fn run(args: &[String]) -> Result<()> {
             println!("{name:<32} failed");
             continue;
         };
-        let t = r.times.first().map_or("-".into(), |(_, v)| format!("{v:.1}"));
-        let m = r.vmhwm_kb.map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0));
+        let t = r
+            .times
+            .first()
+            .map_or("-".into(), |(_, v)| format!("{v:.1}"));
+        let m = r
+            .vmhwm_kb
+            .map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0));
         let p: Vec<String> = r.prob_means.iter().map(|v| format!("{v:.5}")).collect();
         println!("{name:<32} {t:>12} {m:>14}  {}", p.join(" "));
     }

@@ -21,8 +21,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use medseg_config::ExperimentConfig;
 use medseg_learners::{
-    build_loss, build_net, network_config, sorted_vars, supervised_loss, trainable_vars,
-    Optimizer, OptimizerSettings,
+    build_loss, build_net, network_config, sorted_vars, supervised_loss, trainable_vars, Optimizer,
+    OptimizerSettings,
 };
 use medseg_losses::LossTarget;
 use serde::{Deserialize, Serialize};
@@ -149,7 +149,9 @@ fn parse_child(stdout: &str, tag: &str) -> ChildOut {
 }
 
 pub(crate) fn run_child(cmd: &mut Command, tag: &str) -> Result<Option<ChildOut>> {
-    let out = cmd.output().with_context(|| format!("running the {tag} child"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running the {tag} child"))?;
     if !out.status.success() {
         eprintln!(
             "notice: the {tag} child failed:\n{}{}",
@@ -158,7 +160,10 @@ pub(crate) fn run_child(cmd: &mut Command, tag: &str) -> Result<Option<ChildOut>
         );
         return Ok(None);
     }
-    Ok(Some(parse_child(&String::from_utf8_lossy(&out.stdout), tag)))
+    Ok(Some(parse_child(
+        &String::from_utf8_lossy(&out.stdout),
+        tag,
+    )))
 }
 
 /// Writes the initial weights (registry names = PyMIC names), the input
@@ -174,7 +179,10 @@ pub(crate) fn dump_inputs(case: &Case, path: &Path) -> Result<usize> {
     map.insert("__x".into(), x);
     map.insert("__labels".into(), labels.to_dtype(DType::F32)?);
     candle_core::safetensors::save(&map, path)?;
-    Ok(trainable_vars(&vm, "")?.iter().map(|(_, v)| v.elem_count()).sum())
+    Ok(trainable_vars(&vm, "")?
+        .iter()
+        .map(|(_, v)| v.elem_count())
+        .sum())
 }
 
 /// Deterministic input `[N, C, ...]` and labels `[N, 1, ...]` (u32, 4 classes).
@@ -230,16 +238,18 @@ pub(crate) fn run_cases(o: &Opts, cases: &[Case], mode: &str) -> Result<()> {
         let mut rows: Vec<(String, [Option<f64>; 3])> = Vec::new();
         let mut losses: [Option<f64>; 3] = [None; 3];
         let mut params: [Option<usize>; 3] = [Some(nparams), None, None];
-        let put = |rows: &mut Vec<(String, [Option<f64>; 3])>, name: &str, k: usize, v: f64| {
-            match rows.iter_mut().find(|(n, _)| n == name) {
+        let put =
+            |rows: &mut Vec<(String, [Option<f64>; 3])>, name: &str, k: usize, v: f64| match rows
+                .iter_mut()
+                .find(|(n, _)| n == name)
+            {
                 Some((_, r)) => r[k] = Some(v),
                 None => {
                     let mut r = [None; 3];
                     r[k] = Some(v);
                     rows.push((name.to_string(), r));
                 }
-            }
-        };
+            };
         for m in &modes {
             let mut c = case.clone();
             c.mode = m.to_string();
@@ -272,7 +282,12 @@ pub(crate) fn run_cases(o: &Opts, cases: &[Case], mode: &str) -> Result<()> {
                     put(&mut rows, name, k, *v);
                 }
                 if let Some(kb) = r.vmhwm_kb {
-                    put(&mut rows, &format!("{m}: peak RSS (MiB)"), k, kb as f64 / 1024.0);
+                    put(
+                        &mut rows,
+                        &format!("{m}: peak RSS (MiB)"),
+                        k,
+                        kb as f64 / 1024.0,
+                    );
                 }
                 if r.loss_eval.is_some() {
                     losses[k] = r.loss_eval;

@@ -16,15 +16,25 @@ pub fn run(args: &[String]) -> Result<()> {
     let config = root.join("configs/supervised/quickstart.toml");
     let mut shape = vec![2usize, 1, 64, 128, 128];
     let mut feats = vec![8usize, 16, 32, 64, 128];
-    let (mut mode, mut device, mut up) = ("all".to_string(), "cpu".to_string(), "trilinear".to_string());
+    let (mut mode, mut device, mut up) = (
+        "all".to_string(),
+        "cpu".to_string(),
+        "trilinear".to_string(),
+    );
     let mut it = o.rest.iter();
     while let Some(a) = it.next() {
         let mut val = |name: &str| -> Result<String> {
-            it.next().cloned().with_context(|| format!("{name} needs a value"))
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value"))
         };
         let list = |s: &str, sep: char| -> Result<Vec<usize>> {
             s.split(sep)
-                .map(|d| d.trim().parse::<usize>().with_context(|| format!("not a number: {d:?}")))
+                .map(|d| {
+                    d.trim()
+                        .parse::<usize>()
+                        .with_context(|| format!("not a number: {d:?}"))
+                })
                 .collect()
         };
         match a.as_str() {
