@@ -2,7 +2,7 @@
 //! reference side by side, experiments and fixture generation.
 //!
 //! ```text
-//! cargo xtask bench io|metrics|ops|unet|transforms
+//! cargo xtask bench io|metrics|ops|unet|unet3d|sliding|transforms
 //! cargo xtask experiment semi
 //! cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--pack DIR]
 //! cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]
@@ -12,8 +12,10 @@
 mod bench_io;
 mod bench_metrics;
 mod bench_ops;
+mod bench_sliding;
 mod bench_transforms;
 mod bench_unet;
+mod bench_unet3d;
 mod cuda_build;
 mod cuda_parity;
 mod experiment;
@@ -29,7 +31,7 @@ mod wheel;
 use anyhow::{bail, Result};
 
 fn usage() -> &'static str {
-    "usage: cargo xtask bench <io|metrics|ops|unet|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay|noisy|noisy-overlay|federated|flower|selfsup> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]\n       cargo xtask fuzz [nifti|raster|manifest|config|pymic] [--seconds N] [--seed S]"
+    "usage: cargo xtask bench <io|metrics|ops|unet|unet3d|sliding|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay|noisy|noisy-overlay|federated|flower|selfsup> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]\n       cargo xtask fuzz [nifti|raster|manifest|config|pymic] [--seconds N] [--seed S]"
 }
 
 fn main() -> Result<()> {
@@ -43,6 +45,10 @@ fn main() -> Result<()> {
         ("bench", Some("metrics")) => bench_metrics::run(&rest[1..]),
         ("bench", Some("ops")) => bench_ops::run(&rest[1..]),
         ("bench", Some("unet")) => bench_unet::run(&rest[1..]),
+        ("bench", Some("unet-child")) => bench_unet::child(&rest[1..]),
+        ("bench", Some("unet3d")) => bench_unet3d::run(&rest[1..]),
+        ("bench", Some("sliding")) => bench_sliding::run(&rest[1..]),
+        ("bench", Some("sliding-child")) => bench_sliding::child(&rest[1..]),
         ("bench", Some("transforms")) => bench_transforms::run(&rest[1..]),
         ("experiment", Some("semi")) => experiment::run(&experiment::SEMI, &rest[1..]),
         ("experiment", Some("weak")) => experiment::run(&experiment::WEAK, &rest[1..]),
