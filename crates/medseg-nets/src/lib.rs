@@ -20,6 +20,9 @@ mod unet;
 mod unet2d5;
 mod unet3plus;
 mod unetpp;
+// transformer hybrids (issue 21, part B)
+pub mod transformer;
+mod unetr;
 
 use candle_core::{Result as CandleResult, Tensor};
 
@@ -48,6 +51,8 @@ pub use unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
 pub use unet2d5::UNet2D5;
 pub use unet3plus::UNet3Plus;
 pub use unetpp::UNetPlusPlus;
+// transformer hybrids (issue 21, part B)
+pub use unetr::{UNETRConfig, UNETR, UNETR_LAYERS, UNETR_PATCH};
 
 /// Everything a forward pass returns.
 #[derive(Clone, Debug)]
