@@ -129,7 +129,7 @@ impl<'a> Ctx<'a> {
     /// Gets (or creates) a parameter. A parameter that the VarBuilder does
     /// not hold yet is created and filled from the seeded generator, so the
     /// same seed gives the same initial network.
-    fn param(&self, shape: &[usize], name: &str, init: ParamInit) -> Result<Tensor> {
+    pub(crate) fn param(&self, shape: &[usize], name: &str, init: ParamInit) -> Result<Tensor> {
         let fresh = !self.vb.contains_tensor(name);
         if let Ok(mut v) = self.params.lock() {
             let prefix = self.vb.prefix();
@@ -169,7 +169,8 @@ impl<'a> Ctx<'a> {
 }
 
 #[derive(Clone, Copy)]
-enum ParamInit {
+pub(crate) enum ParamInit {
+    /// Every value `c`.
     Const(f32),
     /// Uniform in `[-b, b]`.
     Uniform(f32),

@@ -22,6 +22,9 @@ mod unet;
 mod unet2d5;
 mod unet3plus;
 mod unetpp;
+// transformer hybrids (issue 21, part B)
+pub mod transformer;
+mod unetr;
 
 use candle_core::{Result as CandleResult, Tensor};
 
@@ -52,6 +55,8 @@ pub use unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
 pub use unet2d5::UNet2D5;
 pub use unet3plus::UNet3Plus;
 pub use unetpp::UNetPlusPlus;
+// transformer hybrids (issue 21, part B)
+pub use unetr::{UNETRConfig, UNETR, UNETR_LAYERS, UNETR_PATCH};
 
 /// Everything a forward pass returns.
 #[derive(Clone, Debug)]

@@ -148,7 +148,7 @@ impl NetRegistry {
     /// `UNetpp` (alias `UNet++`, `NestedUNet`), `DualDecoderUNet` (alias
     /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`, `UNet_ScSE`, `COPLENet` (2D), `R2UNet`,
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
-    /// `CENet` (alias `CE-Net`).
+    /// `CENet` (alias `CE-Net`), `UNETR` (`UNETR2D`, `UNETR3D`).
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -182,6 +182,16 @@ impl NetRegistry {
         r.register("DenseUNet", crate::denseunet::build_from_config);
         r.register("CENet", crate::cenet::build_from_config);
         r.register("CE-Net", crate::cenet::build_from_config);
+        // transformer hybrids (issue 21, part B)
+        r.register("UNETR", |c, vb| {
+            crate::unetr::build_from_config(c, vb, None)
+        });
+        r.register("UNETR2D", |c, vb| {
+            crate::unetr::build_from_config(c, vb, Some(2))
+        });
+        r.register("UNETR3D", |c, vb| {
+            crate::unetr::build_from_config(c, vb, Some(3))
+        });
         r
     }
 
