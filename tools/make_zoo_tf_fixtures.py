@@ -1,63 +1,91 @@
-"""Reference parameter counts of the transformer hybrids (issue 21, part B).
+"""Reference fixtures of the transformer hybrids (UNETR) from MONAI itself.
 
-UNETR: closed-form count of MONAI's `monai.networks.nets.UNETR` default
-configuration (img_size 96^3, feature_size 16, hidden 768, mlp 3072,
-12 heads, 12 layers, patch 16, conv_block and res_block on, qkv_bias off,
-instance norm without affine parameters, transposed convolutions and 3x3
-convolutions without bias), module by module as MONAI builds them.
-No PyTorch was reachable when this was written (its CPU wheels' index is
-not a registry this machine may use), so the count is computed here rather
-than by instantiating MONAI (to do: replace by MONAI's own count). Writes crates/medseg-nets/tests/fixtures/zoo_tf_reference.json.
+Instantiates `monai.networks.nets.UNETR` (MONAI 1.6.1, PyTorch 2.x):
+
+* the default configuration (3D, 96^3, feature_size 16, hidden 768,
+  mlp 3072, 12 heads) with 1 input and 14 classes, and its 2D twin with 2
+  classes: parameter counts (whole network and ViT);
+* two small configurations (2D 32x32 and 3D 16^3) with randomised weights
+  rounded to float16: the state dict, an input and MONAI's output, for the
+  1e-4 parity test in crates/medseg-nets/tests/zoo_tf.rs.
+
+Run with the project's development venv, which has torch and monai:
+
+    .venv/bin/pip install torch monai einops && .venv/bin/python tools/make_zoo_tf_fixtures.py
+
+Writes under crates/medseg-nets/tests/fixtures/: zoo_tf_reference.json,
+unetr_tiny2d.{weights,io}.safetensors, unetr_tiny3d.{weights,io}.safetensors.
 """
-import json
-import pathlib
+import os
+
+from fixture_utils import OUT, half, n_params, randomise, save_json, save_safetensors
+
+import monai  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from monai.networks.nets import UNETR  # noqa: E402
 
 
-def unetr_count(in_c, out_c, img=96, nd=3, f=16, h=768, mlp=3072, layers=12, patch=16, res=True, qkv_bias=False):
-    k3 = 3 ** nd
-    tokens = (img // patch) ** nd
-    vit = in_c * h * patch ** nd + h + tokens * h
-    block = (h * mlp + mlp + mlp * h + h) + 4 * h + h * 3 * h + (3 * h if qkv_bias else 0) + h * h + h
-    vit += layers * block + 2 * h
+def pattern(shape):
+    """((i * 7919) mod 1021 - 510) / 256, exact in float16."""
+    n = int(np.prod(shape))
+    i = np.arange(n, dtype=np.int64)
+    return (((i * 7919) % 1021 - 510) / 256.0).astype(np.float32).reshape(shape)
 
-    def conv_block(cin, cout):
-        n = cin * cout * k3 + cout * cout * k3
-        if res and cin != cout:
-            n += cin * cout
-        return n
 
-    def up(cin, cout):
-        return cin * cout * 2 ** nd
-
-    n = vit + conv_block(in_c, f)
-    for cout, nl in [(2 * f, 2), (4 * f, 1), (8 * f, 0)]:
-        n += up(h, cout) + nl * (up(cout, cout) + conv_block(cout, cout))
-    for cin, cout in [(h, 8 * f), (8 * f, 4 * f), (4 * f, 2 * f), (2 * f, f)]:
-        n += up(cin, cout) + conv_block(2 * cout, cout)
-    n += f * out_c + out_c
-    return n, vit
+def tiny(case, cfg, input_shape, seed):
+    dims = cfg["dimension"]
+    net = UNETR(
+        in_channels=cfg["in_chns"],
+        out_channels=cfg["class_num"],
+        img_size=tuple(cfg["img_size"]),
+        feature_size=cfg["feature_size"],
+        hidden_size=cfg["hidden_size"],
+        mlp_dim=cfg["mlp_dim"],
+        num_heads=cfg["num_heads"],
+        spatial_dims=dims,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    randomise(net, gen)
+    net.eval()
+    x = pattern(input_shape)
+    with torch.no_grad():
+        y = net(torch.from_numpy(x)).numpy()
+    sd = {k: half(v.detach().numpy().copy()) for k, v in net.state_dict().items()}
+    save_safetensors(os.path.join(OUT, f"{case}.weights.safetensors"), sd)
+    save_safetensors(os.path.join(OUT, f"{case}.io.safetensors"), {"input": half(x), "eval": y})
+    return {"config": cfg, "input_shape": list(input_shape), "num_parameters": n_params(net),
+            "output_abs_max": float(np.abs(y).max())}
 
 
 def main():
-    total, vit = unetr_count(1, 14)
-    # the UNETR paper reports 92.58M for BTCV (1 in, 14 classes); this
-    # closed form gives 92.78M: unverified against an instantiated MONAI
-    total2d, _ = unetr_count(1, 2, img=96, nd=2)
+    torch.manual_seed(0)
+    d3 = UNETR(1, 14, img_size=(96, 96, 96))
+    d2 = UNETR(1, 2, img_size=(96, 96), spatial_dims=2)
     ref = {
-        "source": "closed form of monai.networks.nets.UNETR (MONAI 1.3 module layout)",
+        "source": f"monai.networks.nets.UNETR, MONAI {monai.__version__}, torch {torch.__version__}",
         "unetr_default": {
             "config": {"dimension": 3, "in_chns": 1, "class_num": 14},
-            "num_parameters": total,
-            "num_parameters_vit": vit,
+            "num_parameters": n_params(d3),
+            "num_parameters_vit": n_params(d3.vit),
         },
         "unetr_default_2d": {
             "config": {"dimension": 2, "in_chns": 1, "class_num": 2},
-            "num_parameters": total2d,
+            "num_parameters": n_params(d2),
         },
+        "unetr_tiny2d": tiny(
+            "unetr_tiny2d",
+            {"dimension": 2, "in_chns": 1, "class_num": 3, "img_size": [32, 32], "feature_size": 4,
+             "hidden_size": 16, "mlp_dim": 8, "num_heads": 2},
+            (2, 1, 32, 32), 1),
+        "unetr_tiny3d": tiny(
+            "unetr_tiny3d",
+            {"dimension": 3, "in_chns": 2, "class_num": 2, "img_size": [16, 32, 16], "feature_size": 2,
+             "hidden_size": 12, "mlp_dim": 6, "num_heads": 3},
+            (1, 2, 16, 32, 16), 2),
     }
-    out = pathlib.Path(__file__).resolve().parents[1] / "crates/medseg-nets/tests/fixtures/zoo_tf_reference.json"
-    out.write_text(json.dumps(ref, indent=2) + "\n")
-    print(json.dumps(ref, indent=2))
+    save_json(os.path.join(OUT, "zoo_tf_reference.json"), ref, trailing_newline=True)
+    print(ref)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,11 @@ pub fn network_probabilities(
         )));
     }
     let spatial = &batch.shape()[2..];
-    let want = net.input_size().for_rank(spatial.len()).fit(spatial);
+    let want = net
+        .input_size()
+        .for_rank(spatial.len())
+        .fit_within(spatial)
+        .map_err(InferError::Shape)?;
     let before: Vec<usize> = want.iter().zip(spatial).map(|(w, s)| (w - s) / 2).collect();
     let padded = if want != spatial {
         let mut shape = batch.shape()[..2].to_vec();

@@ -344,6 +344,10 @@ fn every_registered_network_predicts_odd_sizes() {
                 c
             }
             n if UNET_FAMILY.contains(&n) => small,
+            // a small ViT: the default (768 wide, 96 per axis) is slow here
+            "UNETR" | "UNETR2D" | "UNETR3D" => json!({"name": name, "in_chns": 1, "class_num": 2,
+                "img_size": if name == "UNETR2D" { json!([16, 16]) } else { json!([16, 16, 16]) },
+                "feature_size": 2, "hidden_size": 8, "mlp_dim": 8, "num_heads": 2}),
             _ => json!({"name": name, "in_chns": 1, "class_num": 2}),
         };
         let vm = VarMap::new();
@@ -384,4 +388,44 @@ fn a_locked_output_folder_is_refused() {
     drop(lock);
     let written = predict(&overrides(&ckpt, vec![img], &out)).unwrap();
     assert!(written[0].exists());
+}
+
+/// A network of one fixed input size (UNETR: learnt position embeddings):
+/// a smaller image is padded up to it and cropped back; a larger one is an
+/// error naming the file and the size, and works with a sliding window of
+/// that size.
+#[test]
+fn a_fixed_size_network_pads_smaller_images_and_needs_a_window_for_larger() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(
+        dir.path(),
+        json!({"name": "UNETR2D", "in_chns": 1, "class_num": 2, "img_size": [16, 16],
+               "feature_size": 2, "hidden_size": 8, "mlp_dim": 8, "num_heads": 2}),
+    );
+    let small = dir.path().join("small.nii.gz");
+    write_image(&small, ramp(&[1, 9, 13]), [1.0, 1.0, 1.0]);
+    let written = predict(&overrides(&ckpt, vec![small], &dir.path().join("a"))).unwrap();
+    let (b, _) = read_nifti(&written[0]).unwrap();
+    assert_eq!(b.spatial_shape(), &[9, 13]);
+
+    let large = dir.path().join("large.nii.gz");
+    write_image(&large, ramp(&[1, 20, 40]), [1.0, 1.0, 1.0]);
+    let err = predict(&overrides(
+        &ckpt,
+        vec![large.clone()],
+        &dir.path().join("b"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("large.nii.gz")
+            && err.contains("at most [16, 16]")
+            && err.contains("sliding window"),
+        "{err}"
+    );
+    let mut ov = overrides(&ckpt, vec![large], &dir.path().join("c"));
+    ov.patch_size = Some(vec![16, 16]);
+    let written = predict(&ov).unwrap();
+    let (b, _) = read_nifti(&written[0]).unwrap();
+    assert_eq!(b.spatial_shape(), &[20, 40]);
 }

@@ -572,6 +572,7 @@ impl SegNetwork for CENet {
         crate::InputSize {
             multiple: vec![Self::SIZE_MULTIPLE; 2],
             minimum: vec![Self::MIN_SIZE; 2],
+            maximum: None,
         }
     }
 }

@@ -159,6 +159,7 @@ impl SegNetwork for UNet2D5 {
         crate::InputSize {
             multiple: vec![d, hw, hw],
             minimum: vec![d, hw, hw],
+            maximum: None,
         }
     }
 }

@@ -433,12 +433,14 @@ impl UNETR {
         t.reshape(shape)?.permute(perm)?.contiguous()
     }
 
-    /// The ViT's feature maps: blocks 3, 6, 9 and the normed output.
+    /// The ViT's feature maps: the outputs of blocks 3, 6 and 9 counted
+    /// from 0 (MONAI's `hidden_states_out[3]`, `[6]`, `[9]`) and the normed
+    /// output.
     fn vit_maps(&self, x: &Tensor) -> CandleResult<Vec<Tensor>> {
         let (last, hidden) = self.vit.forward(x)?;
         let mut maps = Vec::with_capacity(4);
         for i in [3, 6, 9] {
-            maps.push(self.proj_feat(&hidden[i - 1])?);
+            maps.push(self.proj_feat(&hidden[i])?);
         }
         maps.push(self.proj_feat(&last)?);
         Ok(maps)
@@ -464,7 +466,7 @@ impl SegNetwork for UNETR {
         logits_only(x, self.cfg.dimension == 2, |x| self.forward_nd(x, train))
     }
 
-    /// The ViT's token maps after blocks 3, 6, 9 and the final norm, each
+    /// The ViT's token maps after blocks 3, 6, 9 (from 0, as MONAI) and the final norm, each
     /// `[N, hidden, ...img/16]` (a 2D UNETR folds a 5D input).
     fn encode(&self, x: &Tensor, _train: bool) -> CandleResult<Option<Vec<Tensor>>> {
         self.check(x)?;
@@ -479,7 +481,14 @@ impl SegNetwork for UNETR {
         vec!["vit.".to_string()]
     }
 
-    unet_meta!();
+    unet_meta!(custom_input_size);
+
+    /// Exactly `img_size`: the learnt position embeddings fix it, so a
+    /// smaller input is padded up to it and a larger one needs a sliding
+    /// window of that size.
+    fn input_size(&self) -> crate::InputSize {
+        crate::InputSize::exact(&self.cfg.image_size())
+    }
 }
 
 /// Builds a UNETR from its JSON configuration (registry `UNETR`); `forced`

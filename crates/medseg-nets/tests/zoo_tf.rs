@@ -1,6 +1,7 @@
-//! Transformer hybrids (UNETR): parameter count against the closed-form
-//! count of MONAI's default UNETR (tools/make_zoo_tf_fixtures.py), shapes
-//! in 2D and 3D, and input-size errors.
+//! Transformer hybrids (UNETR): parameter counts of MONAI's default UNETR
+//! and output parity with MONAI on small 2D and 3D configurations (MONAI's
+//! state dicts imported by name; fixtures by tools/make_zoo_tf_fixtures.py),
+//! shapes, the encoder, input-size and configuration errors.
 
 mod common;
 
@@ -33,7 +34,10 @@ fn unetr_default_parameter_count_equals_monai_layout() {
         .filter(|p| p.name.starts_with("vit."))
         .map(|p| p.shape.iter().product::<usize>())
         .sum();
-    assert_eq!(vit as u64, r["unetr_default"]["num_parameters_vit"].as_u64().unwrap());
+    assert_eq!(
+        vit as u64,
+        r["unetr_default"]["num_parameters_vit"].as_u64().unwrap()
+    );
     let mut c2 = r["unetr_default_2d"]["config"].clone();
     c2["name"] = json!("UNETR2D");
     let net2 = build(&c2);
@@ -41,6 +45,34 @@ fn unetr_default_parameter_count_equals_monai_layout() {
         net2.num_parameters() as u64,
         r["unetr_default_2d"]["num_parameters"].as_u64().unwrap()
     );
+}
+
+/// MONAI's weights load by name and the eval-mode output equals MONAI's to
+/// 1e-4 (relative to the output's largest magnitude).
+#[test]
+fn unetr_matches_monai_in_2d_and_3d() {
+    let r = reference();
+    for case in ["unetr_tiny2d", "unetr_tiny3d"] {
+        let mut c = r[case]["config"].clone();
+        c["name"] = json!("UNETR");
+        let (varmap, net) = common::build(&c);
+        assert_eq!(
+            net.num_parameters() as u64,
+            r[case]["num_parameters"].as_u64().unwrap(),
+            "{case}"
+        );
+        common::import_weights(&varmap, case);
+        let io = common::load_io(case);
+        let y = net.forward_t(&io["input"], false).unwrap().logits;
+        assert_eq!(y.dims(), io["eval"].dims(), "{case}");
+        let scale = common::max_abs(&io["eval"]);
+        let diff = common::max_abs_diff(&y, &io["eval"]);
+        eprintln!("{case}: max |diff| {diff} (output scale {scale})");
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "{case}: max |diff| {diff} (scale {scale})"
+        );
+    }
 }
 
 #[test]

@@ -79,11 +79,17 @@ impl Mlp {
 
 /// Pre-norm transformer block (MONAI `TransformerBlock`):
 /// `x + attn(norm1(x))`, then `x + mlp(norm2(x))`.
+///
+/// MONAI 1.4 and later also create a `norm_cross_attn` layer norm in every
+/// block, unused without cross-attention; it is created here too (and
+/// likewise unused), so that MONAI state dicts load by name and parameter
+/// counts agree with MONAI's.
 pub struct TransformerBlock {
     mlp: Mlp,
     norm1: LayerNorm,
     attn: SelfAttention,
     norm2: LayerNorm,
+    _norm_cross_attn: LayerNorm,
 }
 
 impl TransformerBlock {
@@ -100,6 +106,7 @@ impl TransformerBlock {
             norm1: LayerNorm::new(&ctx.pp("norm1"), hidden)?,
             attn: SelfAttention::new(&ctx.pp("attn"), hidden, heads, qkv_bias)?,
             norm2: LayerNorm::new(&ctx.pp("norm2"), hidden)?,
+            _norm_cross_attn: LayerNorm::new(&ctx.pp("norm_cross_attn"), hidden)?,
         })
     }
 
