@@ -1,6 +1,6 @@
 """Reference fixtures for medseg-ops (pooling and up-sampling), computed with PyTorch.
 
-Writes crates/medseg-ops/tests/fixtures/{pool3d,upsample}.json. Each case holds the
+Writes crates/medseg-ops/tests/fixtures/{pool3d,upsample,adaptive_pool}.json. Each case holds the
 input `x`, a weight `w` of the output's shape, the output `y` and the gradient
 `dx` of sum(y * w) with respect to x (all flattened, row-major, float32 values).
 
@@ -62,7 +62,21 @@ def main():
         up.append(case("nearest2d", torch.randn(shape), lambda t, size=size: F.interpolate(t, size=size, mode="nearest"), size=list(size)))
     with open(os.path.join(OUT, "upsample.json"), "w") as fh:
         json.dump(up, fh)
+    adaptive()
     print("wrote", OUT)
+
+
+def adaptive():
+    """Adaptive average pooling, 2D and 3D, to sizes that divide the input,
+    that do not (overlapping bins) and that exceed it (repeated inputs)."""
+    torch.manual_seed(11)
+    cases = []
+    for shape, size in [((2, 3, 7, 9), (3, 4)), ((1, 2, 6, 6), (1, 1)), ((1, 1, 5, 3), (7, 6)), ((1, 2, 12, 10), (6, 3))]:
+        cases.append(case("adaptive_avg_pool2d", torch.randn(shape), lambda t, size=size: F.adaptive_avg_pool2d(t, size), size=list(size)))
+    for shape, size in [((1, 2, 5, 6, 7), (2, 3, 4)), ((2, 1, 3, 4, 4), (3, 1, 6))]:
+        cases.append(case("adaptive_avg_pool3d", torch.randn(shape), lambda t, size=size: F.adaptive_avg_pool3d(t, size), size=list(size)))
+    with open(os.path.join(OUT, "adaptive_pool.json"), "w") as fh:
+        json.dump(cases, fh)
 
 
 if __name__ == "__main__":
