@@ -62,6 +62,7 @@ def main():
     b16 = torch.randn(16)
     rm, rv = torch.randn(16) * 0.1, torch.rand(16) + 0.5
     up_in = torch.randn(4, 16, 128, 128)
+    psp = torch.randn(4, 64, 64, 64)
     v3 = torch.randn(2, 16, 32, 64, 64)
     k3 = torch.randn(16, 16, 3, 3, 3) * 0.05
     v3s = torch.randn(2, 16, 16, 32, 32)
@@ -84,6 +85,7 @@ def main():
         emit("max_pool2d 2 4x16x256x256", lambda: F.max_pool2d(big, 2))
         emit("max_pool3d 2 2x16x32x64x64", lambda: F.max_pool3d(v3, 2))
         emit("bilinear x2 4x16x128x128", lambda: F.interpolate(up_in, scale_factor=2, mode="bilinear", align_corners=False))
+        emit("adaptive_avg_pool2d 4x64x64x64->6x6", lambda: F.adaptive_avg_pool2d(psp, 6))
         emit("trilinear x2 2x16x16x32x32", lambda: F.interpolate(v3s, scale_factor=2, mode="trilinear", align_corners=False))
         emit("log_softmax dim1 4x4x256x256", lambda: F.log_softmax(logits, 1))
         emit("softmax dim1 4x4x256x256", lambda: F.softmax(logits, 1))
@@ -91,6 +93,7 @@ def main():
     emit("fwd+bwd bn train + leaky 4x16x256x256", fwd_bwd(bn_train, big, g16, b16))
     emit("fwd+bwd max_pool2d 2 4x16x256x256", fwd_bwd(lambda t: F.max_pool2d(t, 2), big))
     emit("fwd+bwd bilinear x2 4x16x128x128", fwd_bwd(lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False), up_in))
+    emit("fwd+bwd adaptive_avg_pool2d 4x64x64x64->6x6", fwd_bwd(lambda t: F.adaptive_avg_pool2d(t, 6), psp))
     emit("fwd+bwd log_softmax dim1 4x4x256x256", fwd_bwd(lambda t: F.log_softmax(t, 1), logits))
 
 

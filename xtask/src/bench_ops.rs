@@ -274,6 +274,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let rm = det_tensor(&[16], 10, 0.1)?;
     let rv = (det_tensor(&[16], 11, 0.4)? + 1.0)?;
     let up_in = det_tensor(&[4, 16, 128, 128], 12, 1.0)?;
+    // a PSPNet-like pyramid input (bins 1, 2, 3, 6 of a 64-channel map)
+    let psp = det_tensor(&[4, 64, 64, 64], 13, 1.0)?;
     let v3 = det_tensor(&[2, 16, 32, 64, 64], 13, 1.0)?;
     let k3 = det_tensor(&[16, 16, 3, 3, 3], 14, 0.05)?;
     let v3s = det_tensor(&[2, 16, 16, 32, 32], 15, 1.0)?;
@@ -386,6 +388,13 @@ pub fn run(args: &[String]) -> Result<()> {
         ))?)
     );
     row!(
+        "adaptive_avg_pool2d 4x64x64x64->6x6",
+        || Ok(ops::adaptive_avg_pool2d(&psp, [6, 6])?),
+        Some(median_ms(w, it, || Ok(ops::with_candle_ops(|| {
+            ops::adaptive_avg_pool2d(&psp, [6, 6])
+        })?))?)
+    );
+    row!(
         "trilinear x2 2x16x16x32x32",
         || Ok(ops::upsample_trilinear3d(&v3s, [32, 64, 64], false)?),
         None
@@ -449,6 +458,20 @@ pub fn run(args: &[String]) -> Result<()> {
             false
         ))?,
         None
+    );
+    row!(
+        "fwd+bwd adaptive_avg_pool2d 4x64x64x64->6x6",
+        fwd_bwd(std::slice::from_ref(&psp), |t| ops::adaptive_avg_pool2d(
+            &t[0],
+            [6, 6]
+        ))?,
+        Some(median_ms(
+            w,
+            it,
+            fwd_bwd(std::slice::from_ref(&psp), |t| ops::with_candle_ops(|| {
+                ops::adaptive_avg_pool2d(&t[0], [6, 6])
+            }))?
+        )?)
     );
     row!(
         "fwd+bwd log_softmax dim1 4x4x256x256",
