@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod activation;
+pub mod adaptive_pool;
 pub mod conv;
 mod conv_fallback;
 mod conv_kernels;
@@ -27,6 +28,7 @@ pub mod softmax;
 pub mod upsample;
 
 pub use activation::*;
+pub use adaptive_pool::{adaptive_avg_pool2d, adaptive_avg_pool3d};
 pub use conv::*;
 pub use conv_transpose::*;
 pub use device::{fast_path, with_candle_ops};
