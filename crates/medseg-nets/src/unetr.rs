@@ -479,7 +479,16 @@ impl SegNetwork for UNETR {
         vec!["vit.".to_string()]
     }
 
-    unet_meta!();
+    unet_meta!(custom_input_size);
+
+    /// Exactly `img_size` (the position embedding fixes the token grid):
+    /// multiples of the patch size, at least `img_size`.
+    fn input_size(&self) -> crate::InputSize {
+        crate::InputSize {
+            multiple: vec![UNETR_PATCH; self.cfg.dimension],
+            minimum: self.cfg.image_size(),
+        }
+    }
 }
 
 /// Builds a UNETR from its JSON configuration (registry `UNETR`); `forced`
