@@ -356,12 +356,7 @@ impl DeepLabV3Plus {
         };
         let b2 = dec.pp("block2");
         let block2 = ConvBn {
-            conv: AnyConv::Separable(SeparableConv::new(
-                &b2.pp(0),
-                LOW_LEVEL_CHANNELS + c,
-                c,
-                1,
-            )?),
+            conv: AnyConv::Separable(SeparableConv::new(&b2.pp(0), LOW_LEVEL_CHANNELS + c, c, 1)?),
             bn: bn(&b2.pp(1), c)?,
         };
         let head = Conv::pointwise(&ctx.pp("segmentation_head").pp(0), 2, c, cfg.class_num)?;

@@ -1121,7 +1121,8 @@ mod tests {
             let x = Var::from_tensor(&pseudo(&[2, 3, 7, 6, 5], 0.1)).unwrap();
             let w = Var::from_tensor(&pseudo(&[4, 3, k, k, k], 0.7)).unwrap();
             let b = pseudo(&[4], 0.3);
-            let a = conv_bias(x.as_tensor(), w.as_tensor(), Some(&b), 3, stride, pad, 1, 1).unwrap();
+            let a =
+                conv_bias(x.as_tensor(), w.as_tensor(), Some(&b), 3, stride, pad, 1, 1).unwrap();
             let c = conv_nd(x.as_tensor(), w.as_tensor(), 3, stride, pad)
                 .unwrap()
                 .broadcast_add(&per_channel(&b, 3).unwrap())

@@ -32,6 +32,7 @@ mod unetr;
 use candle_core::{Result as CandleResult, Tensor};
 
 pub use adabn::{adapt_batch_norm, without_dropout};
+pub use backbones::{ResNet, ResNetNames, ResNetSpec};
 pub use cenet::{CENet, CENetConfig};
 pub use checkpoint::{
     count_parameters, import_pytorch, load_checkpoint, load_network, load_network_with,
@@ -39,7 +40,6 @@ pub use checkpoint::{
 };
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
-pub use backbones::{ResNet, ResNetNames, ResNetSpec};
 pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig};
 pub use denseunet::{DenseUNet, DenseUNetConfig};
 pub use dropout_step::{dropout_step, set_dropout_step};

@@ -404,10 +404,14 @@ pub(crate) fn bad_key(config: &serde_json::Value) -> Option<String> {
             "encoder_channels" | "encoder_blocks" | "decoder_atrous_rates" => {
                 de::<Vec<usize>>(v.clone()).is_ok()
             }
-            "dimension" | "in_chns" | "class_num" | "encoder_depth" | "psp_out_channels"
-            | "upsampling" | "encoder_output_stride" | "decoder_channels" => {
-                de::<usize>(v.clone()).is_ok()
-            }
+            "dimension"
+            | "in_chns"
+            | "class_num"
+            | "encoder_depth"
+            | "psp_out_channels"
+            | "upsampling"
+            | "encoder_output_stride"
+            | "decoder_channels" => de::<usize>(v.clone()).is_ok(),
             _ => true,
         };
         (!ok).then(|| format!("`{k}`"))
