@@ -200,6 +200,7 @@ fn use_ops(x: &Tensor) -> bool {
 /// strided or dilated convolutions on any device (its candle fallback crops
 /// the input so that candle's conv2d backward gets both axes right), the
 /// candle composition below otherwise.
+#[allow(clippy::too_many_arguments)]
 fn conv_bias(
     x: &Tensor,
     w: &Tensor,
