@@ -265,7 +265,8 @@ impl ConvBn {
 /// Input sizes: multiples of the output stride (16 by default). The default
 /// configuration (3 inputs, 1 class) has 22,437,457 trainable parameters,
 /// as smp. tests/deeplabv3plus.rs checks outputs and BatchNorm running
-/// statistics against a PyTorch transcription of smp's modules
+/// statistics against models built by smp itself (torchvision's ResNet
+/// transcribed)
 /// (tools/make_smp_fixtures.py).
 pub struct DeepLabV3Plus {
     cfg: DeepLabV3PlusConfig,

@@ -224,7 +224,8 @@ impl ConvBnRelu {
 /// configuration (3 inputs, 1 class) has 1,501,217 trainable parameters
 /// (smp's count less its unused `layer3` and `layer4`).
 /// tests/pspnet.rs checks outputs and BatchNorm running statistics against
-/// a PyTorch transcription of smp's modules (tools/make_smp_fixtures.py).
+/// models built by smp itself (tools/make_smp_fixtures.py; torchvision's ResNet
+/// transcribed there).
 pub struct PSPNet {
     cfg: PSPNetConfig,
     params: Vec<ParamInfo>,
