@@ -6,9 +6,9 @@ use candle_core::{Result as CandleResult, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::config::NormType;
+use crate::backbones::resnet::{bn, max_pool, relu, ResNet, ResNetNames, ResNetSpec};
 use crate::error::{NetError, Result};
-use crate::layers::{cat_channels, resize_linear, Act, Conv, ConvTranspose, Ctx, Norm};
+use crate::layers::{cat_channels, resize_linear, Conv, ConvTranspose, Ctx, Norm};
 use crate::unet::{logits_only_2d, unet_meta};
 use crate::{NetOutput, ParamInfo, SegNetwork};
 
@@ -108,64 +108,9 @@ impl CENetConfig {
     }
 }
 
-/// ReLU, as a LeakyReLU of slope 0 so that BatchNorm fuses it.
-fn relu() -> Act {
-    Act::LeakyRelu(0.0)
-}
-
-fn bn(ctx: &Ctx, c: usize) -> CandleResult<Norm> {
-    Norm::new(ctx, NormType::BatchNorm, c, 1)
-}
-
 /// Whether the `medseg-ops` kernels apply (f32 CPU tensors).
 fn use_ops(x: &Tensor) -> bool {
     medseg_ops::fast_path(x)
-}
-
-/// Max pooling, square kernel `k`, stride `s`, padding `p` (padded samples
-/// never win, as PyTorch); output `(L + 2p - k) / s + 1` per axis.
-fn max_pool(x: &Tensor, k: usize, s: usize, p: usize) -> CandleResult<Tensor> {
-    let x = if p > 0 {
-        let mut y = x.clone();
-        for axis in [2, 3] {
-            let mut shape = y.dims().to_vec();
-            shape[axis] = p;
-            let pad = Tensor::full(f32::NEG_INFINITY, shape, y.device())?.to_dtype(y.dtype())?;
-            y = Tensor::cat(&[&pad, &y, &pad], axis)?;
-        }
-        y
-    } else {
-        x.clone()
-    };
-    let (_, _, h, w) = x.dims4()?;
-    if h < k || w < k {
-        candle_core::bail!(
-            "max pooling: input {:?} smaller than the kernel {k}",
-            x.dims()
-        )
-    }
-    if use_ops(&x) {
-        return medseg_ops::max_pool2d(&x, [k, k], [s, s]);
-    }
-    // Composition (other devices and dtypes): maximum over the k * k
-    // strided taps of the window.
-    let (ho, wo) = ((h - k) / s + 1, (w - k) / s + 1);
-    let idx = |off: usize, n: usize| -> CandleResult<Tensor> {
-        let v: Vec<u32> = (0..n).map(|j| (off + j * s) as u32).collect();
-        Tensor::new(v.as_slice(), x.device())
-    };
-    let mut acc: Option<Tensor> = None;
-    for a in 0..k {
-        let rows = x.index_select(&idx(a, ho)?, 2)?;
-        for b in 0..k {
-            let t = rows.index_select(&idx(b, wo)?, 3)?;
-            acc = Some(match acc {
-                None => t,
-                Some(m) => m.maximum(&t)?,
-            });
-        }
-    }
-    acc.ok_or_else(|| candle_core::Error::Msg("max pooling: empty kernel".into()))
 }
 
 /// 2D transposed convolution with padding and output padding (PyTorch
@@ -236,52 +181,6 @@ impl TransConv {
         let c = self.b.dim(0)?;
         x.conv_transpose2d(&self.w, self.pad, self.out_pad, self.stride, 1)?
             .broadcast_add(&self.b.reshape((1, c, 1, 1))?)
-    }
-}
-
-/// torchvision's BasicBlock: `relu(bn2(conv2(relu(bn1(conv1(x))))) + id)`.
-struct BasicBlock {
-    conv1: Conv,
-    bn1: Norm,
-    conv2: Conv,
-    bn2: Norm,
-    downsample: Option<(Conv, Norm)>,
-}
-
-impl BasicBlock {
-    fn new(ctx: &Ctx, cin: usize, cout: usize, stride: usize) -> CandleResult<Self> {
-        let conv1 = Conv::new(&ctx.pp("conv1"), 2, cin, cout, 3, stride, 1, false)?;
-        let bn1 = bn(&ctx.pp("bn1"), cout)?;
-        let conv2 = Conv::new(&ctx.pp("conv2"), 2, cout, cout, 3, 1, 1, false)?;
-        let bn2 = bn(&ctx.pp("bn2"), cout)?;
-        let downsample = if stride != 1 || cin != cout {
-            let d = ctx.pp("downsample");
-            Some((
-                Conv::new(&d.pp(0), 2, cin, cout, 1, stride, 0, false)?,
-                bn(&d.pp(1), cout)?,
-            ))
-        } else {
-            None
-        };
-        Ok(Self {
-            conv1,
-            bn1,
-            conv2,
-            bn2,
-            downsample,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, train: bool) -> CandleResult<Tensor> {
-        let y = self
-            .bn1
-            .forward_act(&self.conv1.forward(x)?, train, Some(&relu()))?;
-        let y = self.bn2.forward(&self.conv2.forward(&y)?, train)?;
-        let id = match &self.downsample {
-            Some((c, n)) => n.forward(&c.forward(x)?, train)?,
-            None => x.clone(),
-        };
-        (y + id)?.relu()
     }
 }
 
@@ -436,9 +335,8 @@ impl DecoderBlock {
 pub struct CENet {
     cfg: CENetConfig,
     params: Vec<ParamInfo>,
-    firstconv: Conv,
-    firstbn: Norm,
-    encoders: Vec<Vec<BasicBlock>>,
+    /// `firstconv`, `firstbn`, `encoder1..encoder4`.
+    resnet: ResNet,
     dblock: DacBlock,
     spp: SppBlock,
     decoders: Vec<DecoderBlock>, // decoder4 .. decoder1
@@ -466,21 +364,21 @@ impl CENet {
 
     fn build(ctx: &Ctx, cfg: CENetConfig) -> CandleResult<Self> {
         let f = cfg.feature_chns.clone();
-        let firstconv = Conv::new(&ctx.pp("firstconv"), 2, cfg.in_chns, f[0], 7, 2, 3, false)?;
-        let firstbn = bn(&ctx.pp("firstbn"), f[0])?;
-        let mut encoders = Vec::with_capacity(4);
-        let mut cin = f[0];
-        for (i, (&cout, &n)) in f.iter().zip(&cfg.block_nums).enumerate() {
-            let e = ctx.pp(format!("encoder{}", i + 1));
-            let stride = if i == 0 { 1 } else { 2 };
-            let mut blocks = Vec::with_capacity(n);
-            for j in 0..n {
-                let (bin, s) = if j == 0 { (cin, stride) } else { (cout, 1) };
-                blocks.push(BasicBlock::new(&e.pp(j), bin, cout, s)?);
-            }
-            encoders.push(blocks);
-            cin = cout;
-        }
+        let resnet = ResNet::build(
+            ctx,
+            ResNetSpec {
+                in_chns: cfg.in_chns,
+                stem_chns: f[0],
+                widths: f.clone(),
+                blocks: cfg.block_nums.clone(),
+                dilations: vec![1; 4],
+                names: ResNetNames {
+                    stem_conv: "firstconv".into(),
+                    stem_bn: "firstbn".into(),
+                    stage: "encoder".into(),
+                },
+            },
+        )?;
         let dblock = DacBlock::new(&ctx.pp("dblock"), f[3])?;
         let spp = SppBlock {
             conv: Conv::pointwise(&ctx.pp("spp").pp("conv"), 2, f[3], 1)?,
@@ -497,9 +395,7 @@ impl CENet {
         Ok(Self {
             cfg,
             params: ctx.params_snapshot(),
-            firstconv,
-            firstbn,
-            encoders,
+            resnet,
             dblock,
             spp,
             decoders,
@@ -533,18 +429,10 @@ impl CENet {
 
     fn forward4(&self, x: &Tensor, train: bool) -> CandleResult<Tensor> {
         self.check_input(x)?;
-        let y = self
-            .firstbn
-            .forward_act(&self.firstconv.forward(x)?, train, Some(&relu()))?;
-        let mut y = max_pool(&y, 3, 2, 1)?;
-        let mut skips = Vec::with_capacity(4);
-        for blocks in &self.encoders {
-            for b in blocks {
-                y = b.forward(&y, train)?;
-            }
-            skips.push(y.clone());
-        }
-        let centre = self.spp.forward(&self.dblock.forward(&y)?)?;
+        // stem output, encoder1..encoder4
+        let feats = self.resnet.features(x, train)?;
+        let skips = &feats[1..];
+        let centre = self.spp.forward(&self.dblock.forward(&skips[3])?)?;
         let mut d = centre;
         for (k, dec) in self.decoders.iter().enumerate() {
             d = dec.forward(&d, train)?;

@@ -200,6 +200,7 @@ fn use_ops(x: &Tensor) -> bool {
 /// strided or dilated convolutions on any device (its candle fallback crops
 /// the input so that candle's conv2d backward gets both axes right), the
 /// candle composition below otherwise.
+#[allow(clippy::too_many_arguments)]
 fn conv_bias(
     x: &Tensor,
     w: &Tensor,
@@ -208,8 +209,9 @@ fn conv_bias(
     stride: usize,
     pad: usize,
     dil: usize,
+    groups: usize,
 ) -> Result<Tensor> {
-    if use_ops(x) || stride > 1 || dil > 1 {
+    if use_ops(x) || stride > 1 || dil > 1 || groups > 1 {
         return match nd {
             2 => medseg_ops::conv2d(
                 x,
@@ -219,7 +221,7 @@ fn conv_bias(
                     stride: [stride; 2],
                     padding: [pad; 2],
                     dilation: [dil; 2],
-                    groups: 1,
+                    groups,
                 },
             ),
             3 => medseg_ops::conv3d(
@@ -230,7 +232,7 @@ fn conv_bias(
                     stride: [stride; 3],
                     padding: [pad; 3],
                     dilation: [dil; 3],
-                    groups: 1,
+                    groups,
                 },
             ),
             _ => candle_core::bail!("convolution needs 2 or 3 spatial dimensions, got {nd}"),
@@ -514,6 +516,7 @@ pub(crate) struct Conv {
     stride: usize,
     pad: usize,
     dil: usize,
+    groups: usize,
     name: String,
     macs_per_out: u64,
 }
@@ -547,9 +550,34 @@ impl Conv {
             stride,
             pad,
             dil: 1,
+            groups: 1,
             name: ctx.prefix(),
             macs_per_out: fan_in as u64,
         })
+    }
+
+    /// 2D convolution in full generality (PyTorch `nn.Conv2d(cin, cout, k,
+    /// stride, pad, dilation, groups, bias)`): weight `[cout, cin / groups,
+    /// k, k]`, PyTorch's initialisation bound `1 / sqrt(cin / groups * k^2)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d(
+        ctx: &Ctx,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dil: usize,
+        groups: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        if groups == 0 || cin % groups != 0 || cout % groups != 0 {
+            candle_core::bail!("convolution: {cin} -> {cout} channels in {groups} groups")
+        }
+        let mut c = Self::new(ctx, 2, cin / groups, cout, k, stride, pad, bias)?;
+        c.dil = dil;
+        c.groups = groups;
+        Ok(c)
     }
 
     /// Convolution with bias, kernel `k`, dilation `dil` and "same" padding.
@@ -585,6 +613,7 @@ impl Conv {
             self.stride,
             self.pad,
             self.dil,
+            self.groups,
         )?;
         let params = self.w.elem_count() + self.b.as_ref().map_or(0, |b| b.elem_count());
         let kind = if self.nd == 2 { "Conv2d" } else { "Conv3d" };
@@ -1093,7 +1122,8 @@ mod tests {
             let x = Var::from_tensor(&pseudo(&[2, 3, 7, 6, 5], 0.1)).unwrap();
             let w = Var::from_tensor(&pseudo(&[4, 3, k, k, k], 0.7)).unwrap();
             let b = pseudo(&[4], 0.3);
-            let a = conv_bias(x.as_tensor(), w.as_tensor(), Some(&b), 3, stride, pad, 1).unwrap();
+            let a =
+                conv_bias(x.as_tensor(), w.as_tensor(), Some(&b), 3, stride, pad, 1, 1).unwrap();
             let c = conv_nd(x.as_tensor(), w.as_tensor(), 3, stride, pad)
                 .unwrap()
                 .broadcast_add(&per_channel(&b, 3).unwrap())

@@ -2,10 +2,12 @@
 #![warn(missing_docs)]
 
 mod adabn;
+pub mod backbones;
 mod cenet;
 mod checkpoint;
 pub mod config;
 mod coplenet;
+mod deeplabv3plus;
 mod denseunet;
 mod dropout_step;
 mod error;
@@ -13,6 +15,7 @@ mod input_size;
 mod layers;
 mod multiresunet;
 mod pretrained;
+mod pspnet;
 mod pytorch;
 mod r2unet;
 mod registry;
@@ -29,6 +32,7 @@ mod unetr;
 use candle_core::{Result as CandleResult, Tensor};
 
 pub use adabn::{adapt_batch_norm, without_dropout};
+pub use backbones::{ResNet, ResNetNames, ResNetSpec};
 pub use cenet::{CENet, CENetConfig};
 pub use checkpoint::{
     count_parameters, import_pytorch, load_checkpoint, load_network, load_network_with,
@@ -36,6 +40,7 @@ pub use checkpoint::{
 };
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
+pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig};
 pub use denseunet::{DenseUNet, DenseUNetConfig};
 pub use dropout_step::{dropout_step, set_dropout_step};
 pub use error::{NetError, Result};
@@ -46,6 +51,7 @@ pub use pretrained::{
     encoder_tensors, load_pretrained, save_encoder, split_pretrained, vars_named, PretrainedSpec,
     ENCODER_CONFIG_KEY, ENCODER_FORMAT_KEY, ENCODER_ORIGIN_KEY, FREEZE_KEY, PRETRAINED_KEY,
 };
+pub use pspnet::{PSPNet, PSPNetConfig};
 pub use pytorch::{is_pytorch_checkpoint, MAX_PICKLE_BYTES, PYMIC_STATE_KEY};
 pub use r2unet::{R2UNet, ResUNet};
 pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};
