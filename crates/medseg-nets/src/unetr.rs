@@ -479,7 +479,17 @@ impl SegNetwork for UNETR {
         vec!["vit.".to_string()]
     }
 
-    unet_meta!();
+    unet_meta!(custom_input_size);
+
+    /// Multiples of `img_size`, at least `img_size` (the learnt position
+    /// embeddings fix the size: inference pads a smaller input up to it).
+    fn input_size(&self) -> crate::InputSize {
+        let size = self.cfg.image_size();
+        let mut s = crate::InputSize::any(size.len());
+        s.multiple = size.clone();
+        s.minimum = size;
+        s
+    }
 }
 
 /// Builds a UNETR from its JSON configuration (registry `UNETR`); `forced`
