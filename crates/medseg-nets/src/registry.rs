@@ -148,7 +148,8 @@ impl NetRegistry {
     /// `UNetpp` (alias `UNet++`, `NestedUNet`), `DualDecoderUNet` (alias
     /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`, `UNet_ScSE`, `COPLENet` (2D), `R2UNet`,
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
-    /// `CENet` (alias `CE-Net`), `UNETR` (`UNETR2D`, `UNETR3D`).
+    /// `CENet` (alias `CE-Net`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
+    /// `UNETR3D`).
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -182,6 +183,8 @@ impl NetRegistry {
         r.register("DenseUNet", crate::denseunet::build_from_config);
         r.register("CENet", crate::cenet::build_from_config);
         r.register("CE-Net", crate::cenet::build_from_config);
+        r.register("SegNet", crate::segnet::build_from_config);
+        r.register("TernausUNet", crate::ternaus::build_from_config);
         // transformer hybrids (issue 21, part B)
         r.register("UNETR", |c, vb| {
             crate::unetr::build_from_config(c, vb, None)
