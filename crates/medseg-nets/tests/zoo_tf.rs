@@ -33,7 +33,10 @@ fn unetr_default_parameter_count_equals_monai_layout() {
         .filter(|p| p.name.starts_with("vit."))
         .map(|p| p.shape.iter().product::<usize>())
         .sum();
-    assert_eq!(vit as u64, r["unetr_default"]["num_parameters_vit"].as_u64().unwrap());
+    assert_eq!(
+        vit as u64,
+        r["unetr_default"]["num_parameters_vit"].as_u64().unwrap()
+    );
     let mut c2 = r["unetr_default_2d"]["config"].clone();
     c2["name"] = json!("UNETR2D");
     let net2 = build(&c2);
