@@ -345,3 +345,29 @@ fn checkpoint_round_trip_and_gradients_reach_the_encoder() {
     assert_eq!(net2.config(), net.config());
     assert_eq!(max_abs_diff(&net2.forward(&x).unwrap(), &y), 0.0);
 }
+
+/// The shared backbone, built on its own: torchvision's `vgg16_bn` and
+/// `vgg11` feature extractors have 14,723,136 and 9,220,480 parameters
+/// (their documented totals less the classifier), with torchvision's
+/// module indices.
+#[test]
+fn vgg_backbone_matches_torchvision_layouts() {
+    use medseg_nets::backbones::{Vgg, VGG11_CONVS, VGG16_CONVS, VGG_WIDTHS};
+    for (convs, bn, want, last) in [
+        (&VGG16_CONVS, true, 14_723_136usize, "features.40.weight"),
+        (&VGG11_CONVS, false, 9_220_480, "features.18.weight"),
+    ] {
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let vgg = Vgg::from_varbuilder(vb.pp("features"), 0, 3, &VGG_WIDTHS, convs, bn).unwrap();
+        assert_eq!(count_parameters(&vm), want);
+        assert!(vm.data().lock().unwrap().contains_key(last), "{last}");
+        assert_eq!(vgg.num_blocks(), 5);
+        let feats = vgg.forward(&pattern(&[1, 3, 32, 32]), false).unwrap();
+        assert_eq!(feats[4].dims(), &[1, 512, 2, 2]);
+    }
+    assert_eq!(Vgg::conv_index(&VGG16_CONVS, true, 4, 2), 40);
+    assert_eq!(Vgg::conv_index(&VGG11_CONVS, false, 2, 1), 8);
+    let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+    assert!(Vgg::from_varbuilder(vb, 0, 3, &[4, 0], &[1, 1], false).is_err());
+}

@@ -7,6 +7,7 @@
 //! `features` state dicts import by name under the caller's prefix.
 
 use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::config::NormType;
 use crate::layers::{max_pool2, Act, Conv, Ctx, Norm};
@@ -88,6 +89,26 @@ impl Vgg {
             blocks,
             widths: widths.to_vec(),
         })
+    }
+
+    /// Builds the extractor at the root of `vb` (wrap it in `vb.pp("...")`
+    /// for a prefix), creating missing tensors with PyTorch's default
+    /// initialisation from `seed`; `widths` and `convs` have one value per
+    /// block, all positive. For use outside the built-in networks.
+    pub fn from_varbuilder(
+        vb: VarBuilder,
+        seed: u64,
+        in_chns: usize,
+        widths: &[usize],
+        convs: &[usize],
+        batch_norm: bool,
+    ) -> Result<Self> {
+        if in_chns == 0 || widths.contains(&0) || convs.contains(&0) {
+            candle_core::bail!(
+                "vgg: in_chns ({in_chns}), widths {widths:?} and convs {convs:?} must be positive"
+            )
+        }
+        Self::new(&Ctx::new(vb, seed), in_chns, widths, convs, batch_norm)
     }
 
     /// torchvision's `features` index of convolution `j` of block `block`
