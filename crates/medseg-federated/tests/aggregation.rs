@@ -275,7 +275,11 @@ fn norm_detection_matches_every_medseg_network() {
             serde_json::json!({"norm_type": "group_norm", "group_num": 1}),
         ] {
             let grouped = extra.get("norm_type").is_some();
-            if grouped && ["CE", "Dense", "MultiRes"].iter().any(|n| name.contains(n)) {
+            if grouped
+                && ["CE", "Dense", "MultiRes", "SegNet", "Ternaus"]
+                    .iter()
+                    .any(|n| name.contains(n))
+            {
                 continue; // these networks have batch norms only
             }
             let w = unet_weights(name, extra);
@@ -633,7 +637,9 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
             serde_json::json!({"class_num": 7, "multiscale_pred": true}),
         ] {
             if extra.get("multiscale_pred").is_some()
-                && ["CE", "Dense", "MultiRes"].iter().any(|n| name.contains(n))
+                && ["CE", "Dense", "MultiRes", "SegNet", "Ternaus"]
+                    .iter()
+                    .any(|n| name.contains(n))
             {
                 continue;
             }
