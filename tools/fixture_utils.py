@@ -1,8 +1,10 @@
 """Helpers shared by the medseg-nets fixture scripts (make_pymic_weights.py,
 make_multiresunet_fixtures.py, make_denseunet_fixtures.py,
-make_cenet_fixtures.py): package installation, the fixtures folder, a small
-safetensors writer (no extra package), float16 rounding, parameter counting
-and randomisation of a network's state.
+make_cenet_fixtures.py, make_segnet_fixtures.py, make_ternaus_fixtures.py):
+package installation, the fixtures folder, a small safetensors writer (no
+extra package), float16 rounding, parameter counting, randomisation of a
+network's state, torchvision's VGG feature layout, the shared input
+pattern and BatchNorm calibration.
 
 The scripts import it as `from fixture_utils import ...` (Python puts the
 running script's folder, tools/, first on sys.path). Importing it pip-installs
@@ -122,3 +124,57 @@ def randomise(net, gen):
         for name, t in net.state_dict().items():
             if t.is_floating_point():
                 t.copy_(t.half().float())
+
+
+def vgg_features(in_chns, widths, convs, batch_norm):
+    """torchvision's `vgg.make_layers` (the `features` of `vgg11()`,
+    `vgg16_bn()`, ...) written out, with `in_chns` inputs and one width and
+    convolution count per block: Conv2d(3x3, padding 1) [+ BatchNorm2d] +
+    ReLU per convolution, MaxPool2d(2, 2) after every block; the module
+    indices (state-dict names) are torchvision's."""
+    import torch.nn as nn
+    layers = []
+    c = in_chns
+    for w, n in zip(widths, convs):
+        for _ in range(n):
+            layers.append(nn.Conv2d(c, w, kernel_size=3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(w))
+            layers.append(nn.ReLU(inplace=True))
+            c = w
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
+
+
+# torchvision's documented parameter counts of vgg11 and vgg16_bn, less their
+# classifier (Linear(25088, 4096), Linear(4096, 4096), Linear(4096, 1000)).
+VGG_CLASSIFIER = (25088 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 1000 + 1000)
+VGG11_FEATURES = 132863336 - VGG_CLASSIFIER
+VGG16_BN_FEATURES = 138365992 - VGG_CLASSIFIER
+
+
+def pattern(shape):
+    """Deterministic float16-exact input: ((i * 7919) mod 1021 - 510) / 256."""
+    n = int(np.prod(shape))
+    i = np.arange(n, dtype=np.int64)
+    return (((i * 7919) % 1021 - 510) / 256.0).astype(np.float32).reshape(shape)
+
+
+def calibrate(net, x):
+    """Sets every BatchNorm's running statistics to those of a train pass on
+    `x` flipped (then rounded to float16), so that eval-mode activations of a
+    deep randomised network are neither dead nor exploding; the values then
+    differ from (0, 1) and from the train pass of the tests."""
+    import torch.nn as nn
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one pass gives its batch statistics
+    net.train()
+    with torch.no_grad():
+        net(x.flip(-1))
+    with torch.no_grad():
+        for m in bns:
+            m.momentum = 0.1
+            m.running_mean.copy_(m.running_mean.half().float())
+            m.running_var.copy_(m.running_var.half().float())

@@ -89,6 +89,14 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
     if name == "UNet" || name == "AttentionUNet" {
         cfg["dimension"] = 2.into();
     }
+    if name.contains("PSPNet") || name.contains("DeepLab") {
+        cfg.as_object_mut().unwrap().remove("feature_chns");
+    }
+    if name.starts_with("UNETR") {
+        let img = if name == "UNETR2D" { vec![16, 16] } else { vec![16, 16, 16] };
+        cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3, "img_size": img,
+            "feature_size": 2, "hidden_size": 8, "mlp_dim": 8, "num_heads": 2});
+    }
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
     }
@@ -275,7 +283,13 @@ fn norm_detection_matches_every_medseg_network() {
             serde_json::json!({"norm_type": "group_norm", "group_num": 1}),
         ] {
             let grouped = extra.get("norm_type").is_some();
-            if grouped && ["CE", "Dense", "MultiRes"].iter().any(|n| name.contains(n)) {
+            if grouped
+                && [
+                    "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
+                ]
+                    .iter()
+                    .any(|n| name.contains(n))
+            {
                 continue; // these networks have batch norms only
             }
             let w = unet_weights(name, extra);
@@ -289,7 +303,11 @@ fn norm_detection_matches_every_medseg_network() {
                         (w.get(&format!("{l}.weight")), w.get(&format!("{l}.bias"))),
                         (Some(x), Some(y)) if x.ndim() == 1 && y.ndim() == 1 && x.len() == y.len()
                     );
-                assert_eq!(found.contains(k), batch || group, "{name}: {k}");
+                // UNETR's layer norms (`norm1`, `norm2`, `norm`, ...): a
+                // 1-D weight and bias, kept local like any other norm
+                let layer_norm = name.starts_with("UNETR")
+                    && l.rsplit('.').next().is_some_and(|t| t.starts_with("norm"));
+                assert_eq!(found.contains(k), batch || group || layer_norm, "{name}: {k}");
                 if a.ndim() >= 2 {
                     assert!(
                         !found.contains(k),
@@ -633,7 +651,11 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
             serde_json::json!({"class_num": 7, "multiscale_pred": true}),
         ] {
             if extra.get("multiscale_pred").is_some()
-                && ["CE", "Dense", "MultiRes"].iter().any(|n| name.contains(n))
+                && [
+                    "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
+                ]
+                    .iter()
+                    .any(|n| name.contains(n))
             {
                 continue;
             }

@@ -698,6 +698,77 @@ impl ConvTranspose {
     }
 }
 
+/// 2D transposed convolution with padding and output padding (PyTorch
+/// `nn.ConvTranspose2d(cin, cout, k, stride, padding, output_padding)`);
+/// the shared `ConvTranspose` layer only has kernel == stride.
+pub(crate) struct TransConv {
+    w: Tensor,
+    b: Tensor,
+    stride: usize,
+    pad: usize,
+    out_pad: usize,
+    name: String,
+}
+
+impl TransConv {
+    pub fn new(
+        ctx: &Ctx,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        out_pad: usize,
+    ) -> Result<Self> {
+        // The shared layer creates (or reads) `weight [cin, cout, k, k]` and
+        // `bias [cout]` with PyTorch's initialisation and records them; the
+        // tensors are then taken from the VarBuilder.
+        ConvTranspose::new(ctx, 2, cin, cout, k)?;
+        Ok(Self {
+            w: ctx.vb.get((cin, cout, k, k), "weight")?,
+            b: ctx.vb.get(cout, "bias")?,
+            stride,
+            pad,
+            out_pad,
+            name: ctx.prefix(),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.apply(x)?;
+        // every input element meets every (output channel, kernel tap) pair
+        let (_, cout, kh, kw) = self.w.dims4()?;
+        let macs = (x.elem_count() * cout * kh * kw) as u64;
+        record(
+            &self.name,
+            "ConvTranspose2d",
+            &y,
+            self.w.elem_count() + self.b.elem_count(),
+            macs,
+        );
+        Ok(y)
+    }
+
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if use_ops(x) {
+            return medseg_ops::conv_transpose2d(
+                x,
+                &self.w,
+                Some(&self.b),
+                &medseg_ops::ConvTranspose2dParams {
+                    stride: [self.stride; 2],
+                    padding: [self.pad; 2],
+                    output_padding: [self.out_pad; 2],
+                    ..Default::default()
+                },
+            );
+        }
+        let c = self.b.dim(0)?;
+        x.conv_transpose2d(&self.w, self.pad, self.out_pad, self.stride, 1)?
+            .broadcast_add(&self.b.reshape((1, c, 1, 1))?)
+    }
+}
+
 /// Normalisation layer: BatchNorm (running statistics updated in training
 /// mode with momentum 0.1 and the unbiased batch variance, as PyTorch does),
 /// InstanceNorm (no affine parameters, as PyTorch's default) or GroupNorm.

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod adabn;
+// shared encoders (network zoo II)
 pub mod backbones;
 mod cenet;
 mod checkpoint;
@@ -14,13 +15,16 @@ mod error;
 mod input_size;
 mod layers;
 mod multiresunet;
+pub mod pooling;
 mod pretrained;
 mod pspnet;
 mod pytorch;
 mod r2unet;
 mod registry;
+mod segnet;
 mod stn;
 mod summary;
+mod ternaus;
 mod unet;
 mod unet2d5;
 mod unet3plus;
@@ -32,7 +36,7 @@ mod unetr;
 use candle_core::{Result as CandleResult, Tensor};
 
 pub use adabn::{adapt_batch_norm, without_dropout};
-pub use backbones::{ResNet, ResNetNames, ResNetSpec};
+pub use backbones::{ResNet, ResNetNames, ResNetSpec, Vgg};
 pub use cenet::{CENet, CENetConfig};
 pub use checkpoint::{
     count_parameters, import_pytorch, load_checkpoint, load_network, load_network_with,
@@ -47,6 +51,7 @@ pub use error::{NetError, Result};
 pub use input_size::InputSize;
 pub use layers::LayerRecord;
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
+pub use pooling::{max_pool2d_with_indices, max_unpool2d};
 pub use pretrained::{
     encoder_tensors, load_pretrained, save_encoder, split_pretrained, vars_named, PretrainedSpec,
     ENCODER_CONFIG_KEY, ENCODER_FORMAT_KEY, ENCODER_ORIGIN_KEY, FREEZE_KEY, PRETRAINED_KEY,
@@ -55,8 +60,10 @@ pub use pspnet::{PSPNet, PSPNetConfig};
 pub use pytorch::{is_pytorch_checkpoint, MAX_PICKLE_BYTES, PYMIC_STATE_KEY};
 pub use r2unet::{R2UNet, ResUNet};
 pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};
+pub use segnet::{SegNet, SegNetConfig};
 pub use stn::{Stn, StnConfig};
 pub use summary::{summarize, NetSummary};
+pub use ternaus::{TernausUNet, TernausUNetConfig};
 pub use unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
 pub use unet2d5::UNet2D5;
 pub use unet3plus::UNet3Plus;

@@ -149,7 +149,8 @@ impl NetRegistry {
     /// `DBNet`), `MCNet`, `CCTNet`, `URPC`, `UNet2D5`, `UNet_ScSE`, `COPLENet` (2D), `R2UNet`,
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
-    /// `DeepLabV3+`), `UNETR` (`UNETR2D`, `UNETR3D`).
+    /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
+    /// `UNETR3D`).
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -186,6 +187,8 @@ impl NetRegistry {
         r.register("PSPNet", crate::pspnet::build_from_config);
         r.register("DeepLabV3Plus", crate::deeplabv3plus::build_from_config);
         r.register("DeepLabV3+", crate::deeplabv3plus::build_from_config);
+        r.register("SegNet", crate::segnet::build_from_config);
+        r.register("TernausUNet", crate::ternaus::build_from_config);
         // transformer hybrids (issue 21, part B)
         r.register("UNETR", |c, vb| {
             crate::unetr::build_from_config(c, vb, None)

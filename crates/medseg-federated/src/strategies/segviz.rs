@@ -24,8 +24,11 @@ use crate::weights::{ClientUpdate, Weights};
 /// | `outconv*` | UNet3Plus (`outconv1`, deep supervision `outconv2..5`) |
 /// | `conv_final.*` | MultiResUNet (its final conv and batch norm) |
 /// | `finalconv3.*` | CE-Net |
+/// | `classifier.*` | SegNet (TernausUNet's `final` is matched by `final.*`) |
+/// | `segmentation_head.*` | PSPNet, DeepLabV3+ |
+/// | `out.conv.*` | UNETR (top-level `out` only) |
 /// | `conv2.weight`, `conv2.bias` | DenseUNet (top-level `conv2` only) |
-pub const DEFAULT_HEAD_PATTERNS: [&str; 10] = [
+pub const DEFAULT_HEAD_PATTERNS: [&str; 13] = [
     "*out_conv*",
     "final.*",
     "final_*",
@@ -34,6 +37,9 @@ pub const DEFAULT_HEAD_PATTERNS: [&str; 10] = [
     "outconv*",
     "conv_final.*",
     "finalconv3.*",
+    "classifier.*",
+    "segmentation_head.*",
+    "out.conv.*",
     "conv2.weight",
     "conv2.bias",
 ];
