@@ -93,7 +93,11 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
         cfg.as_object_mut().unwrap().remove("feature_chns");
     }
     if name.starts_with("UNETR") {
-        let img = if name == "UNETR2D" { vec![16, 16] } else { vec![16, 16, 16] };
+        let img = if name == "UNETR2D" {
+            vec![16, 16]
+        } else {
+            vec![16, 16, 16]
+        };
         cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3, "img_size": img,
             "feature_size": 2, "hidden_size": 8, "mlp_dim": 8, "num_heads": 2});
     }
@@ -287,8 +291,8 @@ fn norm_detection_matches_every_medseg_network() {
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
                 ]
-                    .iter()
-                    .any(|n| name.contains(n))
+                .iter()
+                .any(|n| name.contains(n))
             {
                 continue; // these networks have batch norms only
             }
@@ -307,7 +311,11 @@ fn norm_detection_matches_every_medseg_network() {
                 // 1-D weight and bias, kept local like any other norm
                 let layer_norm = name.starts_with("UNETR")
                     && l.rsplit('.').next().is_some_and(|t| t.starts_with("norm"));
-                assert_eq!(found.contains(k), batch || group || layer_norm, "{name}: {k}");
+                assert_eq!(
+                    found.contains(k),
+                    batch || group || layer_norm,
+                    "{name}: {k}"
+                );
                 if a.ndim() >= 2 {
                     assert!(
                         !found.contains(k),
@@ -654,8 +662,8 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
                 ]
-                    .iter()
-                    .any(|n| name.contains(n))
+                .iter()
+                .any(|n| name.contains(n))
             {
                 continue;
             }

@@ -439,6 +439,7 @@ impl SegNetwork for DeepLabV3Plus {
         crate::InputSize {
             multiple: vec![m; 2],
             minimum: vec![m; 2],
+            maximum: None,
         }
     }
 

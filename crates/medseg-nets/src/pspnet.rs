@@ -359,6 +359,7 @@ impl SegNetwork for PSPNet {
         crate::InputSize {
             multiple: vec![self.multiple(); 2],
             minimum: vec![self.multiple(); 2],
+            maximum: None,
         }
     }
 
