@@ -108,11 +108,6 @@ impl CENetConfig {
     }
 }
 
-/// Whether the `medseg-ops` kernels apply (f32 CPU tensors).
-fn use_ops(x: &Tensor) -> bool {
-    medseg_ops::fast_path(x)
-}
-
 /// Dense atrous convolution block (`dblock`).
 struct DacBlock {
     dilate1: Conv,
