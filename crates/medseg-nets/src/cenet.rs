@@ -7,6 +7,7 @@ use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::backbones::resnet::{bn, max_pool, relu, ResNet, ResNetNames, ResNetSpec};
+use crate::config::{parse_net_config, KeyKind};
 use crate::error::{NetError, Result};
 use crate::layers::{cat_channels, resize_linear, Conv, Ctx, Norm, TransConv};
 use crate::unet::{logits_only_2d, unet_meta};
@@ -395,26 +396,12 @@ pub(crate) fn build_from_config(
     config: &serde_json::Value,
     vb: VarBuilder,
 ) -> Result<Box<dyn SegNetwork>> {
-    let cfg: CENetConfig = serde_json::from_value(config.clone()).map_err(|e| {
-        let key = bad_key(config).map_or(String::new(), |k| format!("key {k}: "));
-        NetError::Config(format!("{key}{e} in {config}"))
-    })?;
+    let cfg: CENetConfig = parse_net_config(
+        config,
+        &[
+            ("feature_chns", KeyKind::UsizeList),
+            ("block_nums", KeyKind::UsizeList),
+        ],
+    )?;
     Ok(Box::new(CENet::new(cfg, vb)?))
-}
-
-/// The first key whose value has the wrong type (serde's message does not
-/// name the field), as "`key`".
-fn bad_key(config: &serde_json::Value) -> Option<String> {
-    use serde_json::from_value as de;
-    let obj = config.as_object()?;
-    obj.iter().find_map(|(k, v)| {
-        let ok = match k.as_str() {
-            "name" | "net_type" => de::<String>(v.clone()).is_ok(),
-            "dimension" | "in_chns" | "class_num" => de::<usize>(v.clone()).is_ok(),
-            "seed" => de::<u64>(v.clone()).is_ok(),
-            "feature_chns" | "block_nums" => de::<Vec<usize>>(v.clone()).is_ok(),
-            _ => true,
-        };
-        (!ok).then(|| format!("`{k}`"))
-    })
 }

@@ -291,3 +291,68 @@ impl UNetConfig {
         Ok(())
     }
 }
+
+/// The type a network configuration key's value must have, for naming the
+/// key at fault when a typed configuration fails to deserialise (serde's
+/// message does not name the field).
+#[derive(Clone, Copy)]
+pub(crate) enum KeyKind {
+    /// A string.
+    Str,
+    /// A non-negative integer (`usize`).
+    Usize,
+    /// A seed (`u64`).
+    U64,
+    /// A number (`f64`).
+    F64,
+    /// A boolean.
+    Bool,
+    /// A list of non-negative integers.
+    UsizeList,
+}
+
+/// The keys every typed network configuration has.
+const COMMON_KEYS: [(&str, KeyKind); 6] = [
+    ("name", KeyKind::Str),
+    ("net_type", KeyKind::Str),
+    ("dimension", KeyKind::Usize),
+    ("in_chns", KeyKind::Usize),
+    ("class_num", KeyKind::Usize),
+    ("seed", KeyKind::U64),
+];
+
+/// The first key of `config` whose value does not have its type (looked up
+/// in the common keys and in `keys`), as "`key`".
+fn bad_key(config: &serde_json::Value, keys: &[(&str, KeyKind)]) -> Option<String> {
+    use serde_json::from_value as de;
+    let obj = config.as_object()?;
+    obj.iter().find_map(|(k, v)| {
+        let kind = COMMON_KEYS
+            .iter()
+            .chain(keys)
+            .find(|(name, _)| name == k)
+            .map(|(_, kind)| *kind)?;
+        let ok = match kind {
+            KeyKind::Str => de::<String>(v.clone()).is_ok(),
+            KeyKind::Usize => de::<usize>(v.clone()).is_ok(),
+            KeyKind::U64 => de::<u64>(v.clone()).is_ok(),
+            KeyKind::F64 => de::<f64>(v.clone()).is_ok(),
+            KeyKind::Bool => de::<bool>(v.clone()).is_ok(),
+            KeyKind::UsizeList => de::<Vec<usize>>(v.clone()).is_ok(),
+        };
+        (!ok).then(|| format!("`{k}`"))
+    })
+}
+
+/// Deserialises a typed network configuration; on failure the error names
+/// the first key whose value has the wrong type (`keys`: the network's own
+/// keys beyond the common ones) and quotes the configuration.
+pub(crate) fn parse_net_config<T: serde::de::DeserializeOwned>(
+    config: &serde_json::Value,
+    keys: &[(&str, KeyKind)],
+) -> crate::error::Result<T> {
+    serde_json::from_value(config.clone()).map_err(|e| {
+        let key = bad_key(config, keys).map_or(String::new(), |k| format!("key {k}: "));
+        crate::error::NetError::Config(format!("{key}{e} in {config}"))
+    })
+}

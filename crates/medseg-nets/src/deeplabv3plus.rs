@@ -6,10 +6,11 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::backbones::resnet::{bn, relu, ResNet, ResNetNames, ResNetSpec};
+use crate::config::parse_net_config;
 use crate::error::{NetError, Result};
 use crate::layers::{cat_channels, resize_linear, Conv, Ctx, Dropout, Norm};
-use crate::pspnet::bad_key;
-use crate::unet::{logits_only_2d, unet_meta};
+use crate::pspnet::SMP_KEYS;
+use crate::unet::{fold_5d, logits_only_2d, unet_meta};
 use crate::{NetOutput, ParamInfo, SegNetwork};
 
 fn d_dimension() -> usize {
@@ -446,11 +447,7 @@ impl SegNetwork for DeepLabV3Plus {
     /// The encoder's maps: stem output, then `layer1..layer4` (finest
     /// first). A 5D input is folded into the batch.
     fn encode(&self, x: &Tensor, train: bool) -> CandleResult<Option<Vec<Tensor>>> {
-        let x = if x.rank() == 5 {
-            crate::fold_depth(x)?.0
-        } else {
-            x.clone()
-        };
+        let x = fold_5d(x)?;
         self.check_input(&x)?;
         Ok(Some(self.encoder.features(&x, train)?))
     }
@@ -466,9 +463,6 @@ pub(crate) fn build_from_config(
     config: &serde_json::Value,
     vb: VarBuilder,
 ) -> Result<Box<dyn SegNetwork>> {
-    let cfg: DeepLabV3PlusConfig = serde_json::from_value(config.clone()).map_err(|e| {
-        let key = bad_key(config).map_or(String::new(), |k| format!("key {k}: "));
-        NetError::Config(format!("{key}{e} in {config}"))
-    })?;
+    let cfg: DeepLabV3PlusConfig = parse_net_config(config, SMP_KEYS)?;
     Ok(Box::new(DeepLabV3Plus::new(cfg, vb)?))
 }

@@ -6,9 +6,10 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::backbones::resnet::{bn, relu, ResNet, ResNetNames, ResNetSpec};
+use crate::config::{parse_net_config, KeyKind};
 use crate::error::{NetError, Result};
 use crate::layers::{bernoulli_mask, cat_channels, resize_linear, Conv, Ctx, Norm};
-use crate::unet::{logits_only_2d, unet_meta};
+use crate::unet::{fold_5d, logits_only_2d, unet_meta};
 use crate::{NetOutput, ParamInfo, SegNetwork};
 
 fn d_dimension() -> usize {
@@ -366,11 +367,7 @@ impl SegNetwork for PSPNet {
     /// The encoder's maps: stem output, then `layer1`, ... (finest first).
     /// A 5D input is folded into the batch.
     fn encode(&self, x: &Tensor, train: bool) -> CandleResult<Option<Vec<Tensor>>> {
-        let x = if x.rank() == 5 {
-            crate::fold_depth(x)?.0
-        } else {
-            x.clone()
-        };
+        let x = fold_5d(x)?;
         self.check_input(&x)?;
         Ok(Some(self.encoder.features(&x, train)?))
     }
@@ -385,37 +382,23 @@ pub(crate) fn build_from_config(
     config: &serde_json::Value,
     vb: VarBuilder,
 ) -> Result<Box<dyn SegNetwork>> {
-    let cfg: PSPNetConfig = serde_json::from_value(config.clone()).map_err(|e| {
-        let key = bad_key(config).map_or(String::new(), |k| format!("key {k}: "));
-        NetError::Config(format!("{key}{e} in {config}"))
-    })?;
+    let cfg: PSPNetConfig = parse_net_config(config, SMP_KEYS)?;
     Ok(Box::new(PSPNet::new(cfg, vb)?))
 }
 
-/// The first key whose value has the wrong type (serde's message does not
-/// name the field), as "`key`".
-pub(crate) fn bad_key(config: &serde_json::Value) -> Option<String> {
-    use serde_json::from_value as de;
-    let obj = config.as_object()?;
-    obj.iter().find_map(|(k, v)| {
-        let ok = match k.as_str() {
-            "name" | "net_type" => de::<String>(v.clone()).is_ok(),
-            "seed" => de::<u64>(v.clone()).is_ok(),
-            "psp_dropout" | "decoder_aspp_dropout" => de::<f64>(v.clone()).is_ok(),
-            "psp_use_batchnorm" | "decoder_aspp_separable" => de::<bool>(v.clone()).is_ok(),
-            "encoder_channels" | "encoder_blocks" | "decoder_atrous_rates" => {
-                de::<Vec<usize>>(v.clone()).is_ok()
-            }
-            "dimension"
-            | "in_chns"
-            | "class_num"
-            | "encoder_depth"
-            | "psp_out_channels"
-            | "upsampling"
-            | "encoder_output_stride"
-            | "decoder_channels" => de::<usize>(v.clone()).is_ok(),
-            _ => true,
-        };
-        (!ok).then(|| format!("`{k}`"))
-    })
-}
+/// The keys of the segmentation_models_pytorch-layout networks (PSPNet,
+/// DeepLabV3+) beyond the common ones, for naming a mistyped one.
+pub(crate) const SMP_KEYS: &[(&str, KeyKind)] = &[
+    ("psp_dropout", KeyKind::F64),
+    ("decoder_aspp_dropout", KeyKind::F64),
+    ("psp_use_batchnorm", KeyKind::Bool),
+    ("decoder_aspp_separable", KeyKind::Bool),
+    ("encoder_channels", KeyKind::UsizeList),
+    ("encoder_blocks", KeyKind::UsizeList),
+    ("decoder_atrous_rates", KeyKind::UsizeList),
+    ("encoder_depth", KeyKind::Usize),
+    ("psp_out_channels", KeyKind::Usize),
+    ("upsampling", KeyKind::Usize),
+    ("encoder_output_stride", KeyKind::Usize),
+    ("decoder_channels", KeyKind::Usize),
+];

@@ -7,12 +7,12 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::backbones::vgg::{Vgg, VGG16_CONVS, VGG_WIDTHS};
-use crate::config::NormType;
+use crate::config::{parse_net_config, KeyKind, NormType};
 use crate::error::{NetError, Result};
 use crate::layers::{Act, Conv, Ctx, Norm};
 use crate::pooling::{max_pool2d_with_indices, max_unpool2d};
-use crate::unet::{logits_only_2d, unet_meta};
-use crate::{fold_depth, NetOutput, ParamInfo, SegNetwork};
+use crate::unet::{fold_5d, logits_only_2d, unet_meta};
+use crate::{NetOutput, ParamInfo, SegNetwork};
 
 fn d_dimension() -> usize {
     2
@@ -259,11 +259,7 @@ impl SegNetwork for SegNet {
                 x.dims()
             )
         }
-        let x4 = if x.rank() == 5 {
-            fold_depth(x)?.0
-        } else {
-            x.clone()
-        };
+        let x4 = fold_5d(x)?;
         self.check_input(&x4)?;
         Ok(Some(self.encoder.forward(&x4, train)?))
     }
@@ -285,26 +281,12 @@ pub(crate) fn build_from_config(
     config: &serde_json::Value,
     vb: VarBuilder,
 ) -> Result<Box<dyn SegNetwork>> {
-    let cfg: SegNetConfig = serde_json::from_value(config.clone()).map_err(|e| {
-        let key = bad_key(config).map_or(String::new(), |k| format!("key {k}: "));
-        NetError::Config(format!("{key}{e} in {config}"))
-    })?;
+    let cfg: SegNetConfig = parse_net_config(
+        config,
+        &[
+            ("feature_chns", KeyKind::UsizeList),
+            ("block_convs", KeyKind::UsizeList),
+        ],
+    )?;
     Ok(Box::new(SegNet::new(cfg, vb)?))
-}
-
-/// The first key whose value has the wrong type (serde's message does not
-/// name the field), as "`key`".
-fn bad_key(config: &serde_json::Value) -> Option<String> {
-    use serde_json::from_value as de;
-    let obj = config.as_object()?;
-    obj.iter().find_map(|(k, v)| {
-        let ok = match k.as_str() {
-            "name" | "net_type" => de::<String>(v.clone()).is_ok(),
-            "dimension" | "in_chns" | "class_num" => de::<usize>(v.clone()).is_ok(),
-            "seed" => de::<u64>(v.clone()).is_ok(),
-            "feature_chns" | "block_convs" => de::<Vec<usize>>(v.clone()).is_ok(),
-            _ => true,
-        };
-        (!ok).then(|| format!("`{k}`"))
-    })
 }

@@ -567,6 +567,16 @@ pub(crate) fn logits_only_2d(
     logits_only(x, true, f)
 }
 
+/// For a 2D network's encoder: a 5D `[N, C, D, H, W]` input with its depth
+/// folded into the batch, a 4D one as it is.
+pub(crate) fn fold_5d(x: &Tensor) -> Result<Tensor> {
+    if x.rank() == 5 {
+        Ok(crate::fold_depth(x)?.0)
+    } else {
+        Ok(x.clone())
+    }
+}
+
 /// UNet (2D or 3D) and AttentionUNet: PyMIC's `UNet` / `AttentionUNet`.
 pub struct UNet {
     cfg: UNetConfig,

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use common::{
     adam_losses, build, build_with, check_running_stats, config_error, import_weights, load_io,
-    max_abs, max_abs_diff, read_json, shape_of,
+    max_abs, max_abs_diff, pattern, read_json, shape_of,
 };
 use medseg_nets::{count_parameters, load_network, save_checkpoint, CENet, CENetConfig};
 use serde_json::{json, Value};
@@ -22,15 +22,6 @@ fn tiny_config() -> Value {
     let mut c = reference()["tiny"]["config"].clone();
     c["name"] = json!("CENet");
     c
-}
-
-/// The fixture's input, `((i * 7919) mod 1021 - 510) / 256` (exact in f16).
-fn pattern(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n as i64)
-        .map(|i| ((i * 7919) % 1021 - 510) as f32 / 256.0)
-        .collect();
-    Tensor::from_vec(v, shape.to_vec(), &Device::Cpu).unwrap()
 }
 
 fn input_shape() -> Vec<usize> {

@@ -5,10 +5,10 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use common::{
     build, build_with, check_running_stats, config_error, import_weights, load_io, max_abs,
-    max_abs_diff, read_json, shape_of,
+    max_abs_diff, pattern, read_json, shape_of,
 };
 use medseg_nets::{DeepLabV3Plus, DeepLabV3PlusConfig};
 use serde_json::{json, Value};
@@ -21,15 +21,6 @@ fn tiny_config(case: &str) -> Value {
     let mut c = reference()[case]["config"].clone();
     c["name"] = json!("DeepLabV3+");
     c
-}
-
-/// The fixture's input, `((i * 7919) mod 1021 - 510) / 256` (exact in f16).
-fn pattern(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n as i64)
-        .map(|i| ((i * 7919) % 1021 - 510) as f32 / 256.0)
-        .collect();
-    Tensor::from_vec(v, shape.to_vec(), &Device::Cpu).unwrap()
 }
 
 fn check(case: &str, fixture: &str, dtype: DType) {

@@ -4,10 +4,10 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use common::{
     build, build_with, check_running_stats, config_error, import_weights, load_io, max_abs,
-    max_abs_diff, read_json, shape_of,
+    max_abs_diff, pattern, read_json, shape_of,
 };
 use medseg_nets::{PSPNet, PSPNetConfig};
 use serde_json::{json, Value};
@@ -20,15 +20,6 @@ fn tiny_config() -> Value {
     let mut c = reference()["tiny"]["config"].clone();
     c["name"] = json!("PSPNet");
     c
-}
-
-/// The fixture's input, `((i * 7919) mod 1021 - 510) / 256` (exact in f16).
-fn pattern(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n as i64)
-        .map(|i| ((i * 7919) % 1021 - 510) as f32 / 256.0)
-        .collect();
-    Tensor::from_vec(v, shape.to_vec(), &Device::Cpu).unwrap()
 }
 
 fn check(dtype: DType) -> (f32, f32) {

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use common::{
     build, build_with, check_running_stats, config_error, import_weights, load_io, max_abs,
-    max_abs_diff, read_json, shape_of,
+    max_abs_diff, pattern, read_json, shape_of,
 };
 use medseg_nets::{
     count_parameters, load_network, max_pool2d_with_indices, max_unpool2d, save_checkpoint, SegNet,
@@ -26,15 +26,6 @@ fn tiny_config() -> Value {
     let mut c = reference()["tiny"]["config"].clone();
     c["name"] = json!("SegNet");
     c
-}
-
-/// The fixture's input, `((i * 7919) mod 1021 - 510) / 256` (exact in f16).
-fn pattern(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n as i64)
-        .map(|i| ((i * 7919) % 1021 - 510) as f32 / 256.0)
-        .collect();
-    Tensor::from_vec(v, shape.to_vec(), &Device::Cpu).unwrap()
 }
 
 /// Largest difference relative to the largest magnitude of `want`.

@@ -48,6 +48,16 @@ pub fn import_weights(varmap: &VarMap, case: &str) {
     .unwrap();
 }
 
+/// The parity fixtures' input, `((i * 7919) mod 1021 - 510) / 256`
+/// (exact in f16), of `shape`.
+pub fn pattern(shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n as i64)
+        .map(|i| ((i * 7919) % 1021 - 510) as f32 / 256.0)
+        .collect();
+    Tensor::from_vec(v, shape.to_vec(), &Device::Cpu).unwrap()
+}
+
 /// A JSON array of sizes as a shape.
 pub fn shape_of(v: &Value) -> Vec<usize> {
     v.as_array()
