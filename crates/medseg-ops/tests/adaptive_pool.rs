@@ -121,33 +121,18 @@ fn rejects_bad_sizes() {
 /// fast kernel and with the candle composition.
 #[test]
 fn matches_pytorch_fixtures() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/adaptive_pool.json"
-    ))
-    .unwrap();
-    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let floats = |c: &serde_json::Value, k: &str| -> Vec<f32> {
-        c[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect()
-    };
-    let dims = |c: &serde_json::Value, k: &str| -> Vec<usize> {
-        c[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect()
-    };
+    let cases = fixture_cases("adaptive_pool.json");
     let mut n = 0;
-    for c in cases.as_array().unwrap() {
-        let (xs, ys, sz) = (dims(c, "x_shape"), dims(c, "y_shape"), dims(c, "size"));
+    for c in &cases {
+        let (xs, ys, sz) = (
+            json_dims(c, "x_shape"),
+            json_dims(c, "y_shape"),
+            json_dims(c, "size"),
+        );
         let op = c["op"].as_str().unwrap();
         for composed in [false, true] {
-            let x = Var::from_vec(floats(c, "x"), xs.as_slice(), &Device::Cpu).unwrap();
-            let w = Tensor::from_vec(floats(c, "w"), ys.as_slice(), &Device::Cpu).unwrap();
+            let x = Var::from_vec(json_f32s(c, "x"), xs.as_slice(), &Device::Cpu).unwrap();
+            let w = Tensor::from_vec(json_f32s(c, "w"), ys.as_slice(), &Device::Cpu).unwrap();
             let run = || match op {
                 "adaptive_avg_pool2d" => adaptive_avg_pool2d(x.as_tensor(), [sz[0], sz[1]]),
                 "adaptive_avg_pool3d" => adaptive_avg_pool3d(x.as_tensor(), [sz[0], sz[1], sz[2]]),
@@ -161,10 +146,10 @@ fn matches_pytorch_fixtures() {
             .unwrap();
             let what = format!("{op} {xs:?}->{sz:?} composed={composed}");
             assert_eq!(y.dims(), ys.as_slice(), "{what}");
-            assert_close_vec(&vec(&y), &floats(c, "y"), 1e-5, &what);
+            assert_close_vec(&vec(&y), &json_f32s(c, "y"), 1e-5, &what);
             let g = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
             let dx = g.get(x.as_tensor()).unwrap();
-            assert_close_vec(&vec(dx), &floats(c, "dx"), 1e-5, &format!("{what} dx"));
+            assert_close_vec(&vec(dx), &json_f32s(c, "dx"), 1e-5, &format!("{what} dx"));
         }
         n += 1;
     }

@@ -113,43 +113,29 @@ fn pool_gradients_match_finite_differences() {
 
 #[test]
 fn pool3d_matches_pytorch_fixtures() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/pool3d.json"
-    ))
-    .unwrap();
-    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let get = |c: &serde_json::Value, k: &str| -> Vec<f32> {
-        c[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect()
-    };
-    let dims = |c: &serde_json::Value, k: &str| -> Vec<usize> {
-        c[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect()
-    };
+    let cases = fixture_cases("pool3d.json");
     let mut n = 0;
-    for c in cases.as_array().unwrap() {
-        let xs = dims(c, "x_shape");
-        let ys = dims(c, "y_shape");
-        let k = dims(c, "kernel");
-        let s = dims(c, "stride");
+    for c in &cases {
+        let xs = json_dims(c, "x_shape");
+        let ys = json_dims(c, "y_shape");
+        let k = json_dims(c, "kernel");
+        let s = json_dims(c, "stride");
         let (k, s) = ([k[0], k[1], k[2]], [s[0], s[1], s[2]]);
-        let x = Var::from_vec(get(c, "x"), xs.as_slice(), &Device::Cpu).unwrap();
-        let w = Tensor::from_vec(get(c, "w"), ys.as_slice(), &Device::Cpu).unwrap();
+        let x = Var::from_vec(json_f32s(c, "x"), xs.as_slice(), &Device::Cpu).unwrap();
+        let w = Tensor::from_vec(json_f32s(c, "w"), ys.as_slice(), &Device::Cpu).unwrap();
         let y = match c["op"].as_str().unwrap() {
             "max_pool3d" => max_pool3d(x.as_tensor(), k, s).unwrap(),
             _ => avg_pool3d(x.as_tensor(), k, s).unwrap(),
         };
         assert_eq!(y.dims(), ys.as_slice());
-        assert_close_vec(&vec(&y), &get(c, "y"), 1e-5, "pool3d y");
+        assert_close_vec(&vec(&y), &json_f32s(c, "y"), 1e-5, "pool3d y");
         let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        assert_close_vec(&vec(g.get(&x).unwrap()), &get(c, "dx"), 1e-5, "pool3d dx");
+        assert_close_vec(
+            &vec(g.get(&x).unwrap()),
+            &json_f32s(c, "dx"),
+            1e-5,
+            "pool3d dx",
+        );
         n += 1;
     }
     assert_eq!(n, 6);

@@ -93,35 +93,16 @@ fn gradients_match_finite_differences() {
 
 #[test]
 fn matches_pytorch_fixtures() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/upsample.json"
-    ))
-    .unwrap();
-    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let get = |c: &serde_json::Value, k: &str| -> Vec<f32> {
-        c[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect()
-    };
-    let dims = |c: &serde_json::Value, k: &str| -> Vec<usize> {
-        c[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect()
-    };
+    let cases = fixture_cases("upsample.json");
     let mut n = 0;
-    for c in cases.as_array().unwrap() {
-        let xs = dims(c, "x_shape");
-        let ys = dims(c, "y_shape");
-        let sz = dims(c, "size");
+    for c in &cases {
+        let xs = json_dims(c, "x_shape");
+        let ys = json_dims(c, "y_shape");
+        let sz = json_dims(c, "size");
         let ac = c["align_corners"].as_bool().unwrap_or(false);
         let op = c["op"].as_str().unwrap();
-        let x = Var::from_vec(get(c, "x"), xs.as_slice(), &Device::Cpu).unwrap();
-        let w = Tensor::from_vec(get(c, "w"), ys.as_slice(), &Device::Cpu).unwrap();
+        let x = Var::from_vec(json_f32s(c, "x"), xs.as_slice(), &Device::Cpu).unwrap();
+        let w = Tensor::from_vec(json_f32s(c, "w"), ys.as_slice(), &Device::Cpu).unwrap();
         let xt = x.as_tensor();
         let y = match op {
             "trilinear" => upsample_trilinear3d(xt, [sz[0], sz[1], sz[2]], ac),
@@ -133,7 +114,7 @@ fn matches_pytorch_fixtures() {
         .unwrap();
         assert_eq!(y.dims(), ys.as_slice(), "{op}");
         let what = format!("{op} {xs:?}->{sz:?} align_corners={ac}");
-        assert_close_vec(&vec(&y), &get(c, "y"), 1e-5, &what);
+        assert_close_vec(&vec(&y), &json_f32s(c, "y"), 1e-5, &what);
         // the f64 composition fallback agrees too
         let y64 = match op {
             "trilinear" => {
@@ -150,12 +131,12 @@ fn matches_pytorch_fixtures() {
         .unwrap();
         assert_close_vec(
             &vec(&y64.to_dtype(DType::F32).unwrap()),
-            &get(c, "y"),
+            &json_f32s(c, "y"),
             1e-5,
             &what,
         );
         let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        assert_close_vec(&vec(g.get(&x).unwrap()), &get(c, "dx"), 1e-5, &what);
+        assert_close_vec(&vec(g.get(&x).unwrap()), &json_f32s(c, "dx"), 1e-5, &what);
         n += 1;
     }
     assert_eq!(n, 21);

@@ -107,3 +107,32 @@ pub fn check_grads(
         }
     }
 }
+
+/// The cases of the PyTorch fixture `tests/fixtures/<name>` (a JSON array
+/// written by tools/make_ops_fixtures.py).
+pub fn fixture_cases(name: &str) -> Vec<serde_json::Value> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    match serde_json::from_str(&text).unwrap() {
+        serde_json::Value::Array(cases) => cases,
+        other => panic!("{path}: expected an array, got {other}"),
+    }
+}
+
+/// The numbers of a fixture case's field `k`, as f32.
+pub fn json_f32s(c: &serde_json::Value, k: &str) -> Vec<f32> {
+    c[k].as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// The sizes of a fixture case's field `k`.
+pub fn json_dims(c: &serde_json::Value, k: &str) -> Vec<usize> {
+    c[k].as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect()
+}
