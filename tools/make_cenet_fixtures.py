@@ -247,5 +247,9 @@ def main():
     print("default", n_params(default), "params (encoder", enc, ")")
 
 
+# The zoo configuration (configs/zoo/cenet.toml) for tools/torch_zoo_bench.py.
+ZOO = {"CENet": lambda in_chns, class_num: build({"in_chns": in_chns, "class_num": class_num})}
+
+
 if __name__ == "__main__":
     main()

@@ -232,5 +232,9 @@ def main():
     print("default", n_params(full), "params (encoder", enc, ")")
 
 
+# The zoo configuration (configs/zoo/denseunet.toml) for tools/torch_zoo_bench.py.
+ZOO = {"DenseUNet": lambda in_chns, class_num: DenseUnet_2d(in_chns=in_chns, class_num=class_num)}
+
+
 if __name__ == "__main__":
     main()

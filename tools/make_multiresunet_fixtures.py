@@ -229,5 +229,9 @@ def main():
     save_json(os.path.join(OUT, "multiresunet_reference.json"), reference, trailing_newline=True)
 
 
+# The zoo configuration (configs/zoo/multiresunet.toml) for tools/torch_zoo_bench.py.
+ZOO = {"MultiResUNet": lambda in_chns, class_num: build({"in_chns": in_chns, "class_num": class_num})}
+
+
 if __name__ == "__main__":
     main()

@@ -352,5 +352,25 @@ def main():
     save_json(os.path.join(OUT, "pymic_reference.json"), reference)
 
 
+# The zoo configurations (configs/zoo/*.toml of the UNet family) for
+# tools/torch_zoo_bench.py: built from the network table itself.
+def _table(t, **extra):
+    keys = ("in_chns", "class_num", "feature_chns", "dropout")
+    return {**{k: t[k] for k in keys if k in t}, **extra}
+
+
+ZOO_TABLE = {
+    "UNet2D": lambda t: quiet(UNet, _table(t, dimension=2, up_mode=2)),
+    "AttentionUNet2D": lambda t: quiet(AttentionUNet, _table(t, dimension=2, up_mode=2)),
+    "UNet++": lambda t: quiet(UNetpp, _table(t, dimension=2)),
+    "UNet_ScSE": lambda t: quiet(UNet_ScSE, _table(t, dimension=2, up_mode=2)),
+    "COPLENet": lambda t: quiet(COPLENet, _table(t, up_mode=2)),
+    "R2UNet": lambda t: R2UNetRef(_table(t)),
+    "R2AttentionUNet": lambda t: R2AttUNetRef(_table(t)),
+    "ResUNet": lambda t: ResUNetRef(_table(t)),
+    "UNet3Plus": lambda t: UNet3PlusRef(_table(t)),
+}
+
+
 if __name__ == "__main__":
     main()

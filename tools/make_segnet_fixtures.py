@@ -145,5 +145,9 @@ def main():
     print("default", n_params(default), "params (encoder", enc, ")")
 
 
+# The zoo configuration (configs/zoo/segnet.toml) for tools/torch_zoo_bench.py.
+ZOO = {"SegNet": lambda in_chns, class_num: build({"in_chns": in_chns, "class_num": class_num})}
+
+
 if __name__ == "__main__":
     main()

@@ -255,5 +255,15 @@ def main():
     print(ref["pspnet"]["default"], ref["deeplabv3plus"]["default"])
 
 
+# The zoo configurations (configs/zoo/pspnet.toml, deeplabv3plus.toml) for
+# tools/torch_zoo_bench.py: smp's models with the ResNet-34 encoder.
+ZOO = {
+    "PSPNet": lambda in_chns, class_num: smp.PSPNet(encoder_name="resnet34", encoder_weights=None,
+                                                    in_channels=in_chns, classes=class_num),
+    "DeepLabV3Plus": lambda in_chns, class_num: smp.DeepLabV3Plus(encoder_name="resnet34", encoder_weights=None,
+                                                                  in_channels=in_chns, classes=class_num),
+}
+
+
 if __name__ == "__main__":
     main()

@@ -186,5 +186,9 @@ def main():
     print("default", n_params(reference), "params (encoder", enc, ")")
 
 
+# The zoo configuration (configs/zoo/ternausunet.toml) for tools/torch_zoo_bench.py.
+ZOO = {"TernausUNet": lambda in_chns, class_num: TernausRef(in_chns, class_num)}
+
+
 if __name__ == "__main__":
     main()

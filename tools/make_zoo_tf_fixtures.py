@@ -88,5 +88,9 @@ def main():
     print(ref)
 
 
+# The zoo configuration (configs/zoo/unetr.toml) for tools/torch_zoo_bench.py.
+ZOO = {"UNETR2D": lambda in_chns, class_num: UNETR(in_chns, class_num, img_size=(96, 96), spatial_dims=2)}
+
+
 if __name__ == "__main__":
     main()

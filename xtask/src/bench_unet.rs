@@ -124,7 +124,7 @@ pub(crate) struct ChildOut {
     pub prob_means: Vec<f64>,
 }
 
-fn parse_child(stdout: &str, tag: &str) -> ChildOut {
+pub(crate) fn parse_child(stdout: &str, tag: &str) -> ChildOut {
     let mut c = ChildOut::default();
     for line in stdout.lines() {
         eprintln!("  [{tag}] {line}");

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo xtask bench io|metrics|ops|unet|unet3d|sliding|transforms
-//! cargo xtask experiment semi
+//! cargo xtask experiment semi|weak|noisy|federated|flower|selfsup|zoo
 //! cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--pack DIR]
 //! cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]
 //! cargo xtask fuzz [nifti|raster|manifest|config|pymic] [--seconds N] [--seed S]
@@ -24,6 +24,7 @@ mod experiment_flower;
 mod experiment_noisy_overlay;
 mod experiment_overlay;
 mod experiment_selfsup;
+mod experiment_zoo;
 mod fuzz;
 mod python;
 mod wheel;
@@ -31,7 +32,7 @@ mod wheel;
 use anyhow::{bail, Result};
 
 fn usage() -> &'static str {
-    "usage: cargo xtask bench <io|metrics|ops|unet|unet3d|sliding|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay|noisy|noisy-overlay|federated|flower|selfsup> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]\n       cargo xtask fuzz [nifti|raster|manifest|config|pymic] [--seconds N] [--seed S]"
+    "usage: cargo xtask bench <io|metrics|ops|unet|unet3d|sliding|transforms> [args]\n       cargo xtask experiment <semi|weak|weak-overlay|noisy|noisy-overlay|federated|flower|selfsup|zoo> [args]\n       cargo xtask cuda-build [--compute-cap 90] [--cudnn] [--bins a,b] [--target-dir DIR] [--pack DIR]\n       cargo xtask cuda-parity [--device cuda:N] [--tol 1e-4]\n       cargo xtask fuzz [nifti|raster|manifest|config|pymic] [--seconds N] [--seed S]"
 }
 
 fn main() -> Result<()> {
@@ -58,6 +59,7 @@ fn main() -> Result<()> {
         ("experiment", Some("federated")) => experiment_federated::run(&rest[1..]),
         ("experiment", Some("flower")) => experiment_flower::run(&rest[1..]),
         ("experiment", Some("selfsup")) => experiment_selfsup::run(&rest[1..]),
+        ("experiment", Some("zoo")) => experiment_zoo::run(&rest[1..]),
         ("cuda-build", _) => cuda_build::run(rest),
         ("cuda-parity", _) => cuda_parity::run(rest),
         ("wheel", _) => wheel::run(rest),

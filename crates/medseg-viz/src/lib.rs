@@ -5,7 +5,8 @@ mod charts;
 mod raster;
 
 pub use charts::{
-    bar_chart, box_plot, box_stats, line_chart, BarSeries, BoxStats, Series, CHART_HEIGHT,
+    bar_chart, box_plot, box_stats, line_chart, scatter_chart, BarSeries, BoxStats, LabelledPoint,
+    Series, CHART_HEIGHT,
     CHART_WIDTH,
 };
 pub use medseg_core::{Error, Result};

@@ -232,3 +232,54 @@ fn box_plot_and_bar_chart_draw() {
     assert!(bar_chart(&q, "t", "y", &cats, &bad).is_err());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Mean (column, row) of the pixels of colour `c`.
+fn centroid(buf: &[u8], w: usize, c: [u8; 3]) -> (f64, f64) {
+    let (mut sx, mut sy, mut n) = (0.0, 0.0, 0.0);
+    for (i, p) in buf.chunks(3).enumerate() {
+        if (0..3).all(|k| (p[k] as i32 - c[k] as i32).abs() <= 2) {
+            sx += (i % w) as f64;
+            sy += (i / w) as f64;
+            n += 1.0;
+        }
+    }
+    assert!(n > 0.0, "colour {c:?} not drawn");
+    (sx / n, sy / n)
+}
+
+#[test]
+fn scatter_chart_places_points_on_a_log_axis() {
+    let d = tmpdir("scatter");
+    let p = d.join("scatter.png");
+    let pt = |label: &str, x: f64, y: f64| LabelledPoint {
+        label: label.into(),
+        x,
+        y,
+        error: Some(0.01),
+    };
+    // 10K, 1M and 100K parameters: on a log axis the middle one is halfway
+    let pts = vec![
+        pt("small", 1e4, 0.9),
+        pt("large", 1e6, 0.5),
+        pt("mid", 1e5, 0.7),
+        pt("hidden", f64::NAN, 0.1),
+    ];
+    scatter_chart(&p, "Dice against size", "parameters", "Dice", &pts, true).unwrap();
+    let (w, h, _, buf) = decode(&p);
+    assert_eq!((w as usize, h as usize), (CHART_WIDTH, CHART_HEIGHT));
+    let a = centroid(&buf, w as usize, class_colour(1));
+    let b = centroid(&buf, w as usize, class_colour(2));
+    let c = centroid(&buf, w as usize, class_colour(3));
+    assert!(a.0 < c.0 && c.0 < b.0, "{a:?} {b:?} {c:?}");
+    assert!((c.0 - (a.0 + b.0) / 2.0).abs() < 4.0, "{a:?} {b:?} {c:?}");
+    // higher Dice is drawn higher up (smaller row), linearly
+    assert!(a.1 < c.1 && c.1 < b.1);
+    assert!((c.1 - (a.1 + b.1) / 2.0).abs() < 4.0, "{a:?} {b:?} {c:?}");
+    // a point at zero cannot go on a log axis: an error naming it
+    let bad = vec![pt("zero", 0.0, 0.5)];
+    let e = scatter_chart(&p, "t", "x", "y", &bad, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("zero") && e.contains("logarithmic"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
