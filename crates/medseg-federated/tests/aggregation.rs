@@ -101,6 +101,11 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
         cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3, "img_size": img,
             "feature_size": 2, "hidden_size": 8, "mlp_dim": 8, "num_heads": 2});
     }
+    if name.starts_with("Swin") {
+        // a small Swin-UNet: the default (224 x 224, 27 M parameters) is slow here
+        cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3, "img_size": 32,
+            "embed_dim": 4, "num_heads": [1, 1, 1, 1], "window_size": 2});
+    }
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
     }
@@ -290,6 +295,7 @@ fn norm_detection_matches_every_medseg_network() {
             if grouped
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
+                    "Swin",
                 ]
                 .iter()
                 .any(|n| name.contains(n))
@@ -307,9 +313,9 @@ fn norm_detection_matches_every_medseg_network() {
                         (w.get(&format!("{l}.weight")), w.get(&format!("{l}.bias"))),
                         (Some(x), Some(y)) if x.ndim() == 1 && y.ndim() == 1 && x.len() == y.len()
                     );
-                // UNETR's layer norms (`norm1`, `norm2`, `norm`, ...): a
+                // UNETR's and Swin-UNet's layer norms (`norm1`, `norm2`, `norm`, ...): a
                 // 1-D weight and bias, kept local like any other norm
-                let layer_norm = name.starts_with("UNETR")
+                let layer_norm = (name.starts_with("UNETR") || name.starts_with("Swin"))
                     && l.rsplit('.').next().is_some_and(|t| t.starts_with("norm"));
                 assert_eq!(
                     found.contains(k),
@@ -661,6 +667,7 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
             if extra.get("multiscale_pred").is_some()
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
+                    "Swin",
                 ]
                 .iter()
                 .any(|n| name.contains(n))

@@ -348,6 +348,9 @@ fn every_registered_network_predicts_odd_sizes() {
             "UNETR" | "UNETR2D" | "UNETR3D" => json!({"name": name, "in_chns": 1, "class_num": 2,
                 "img_size": if name == "UNETR2D" { json!([16, 16]) } else { json!([16, 16, 16]) },
                 "feature_size": 2, "hidden_size": 8, "mlp_dim": 8, "num_heads": 2}),
+            // a small Swin-UNet: the default (224 x 224, 27 M parameters) is slow here
+            "SwinUNet" | "Swin-UNet" => json!({"name": name, "in_chns": 1, "class_num": 2,
+                "img_size": 32, "embed_dim": 4, "num_heads": [1, 1, 1, 1], "window_size": 2}),
             _ => json!({"name": name, "in_chns": 1, "class_num": 2}),
         };
         let vm = VarMap::new();

@@ -24,6 +24,8 @@ mod registry;
 mod segnet;
 mod stn;
 mod summary;
+// Swin-UNet
+mod swinunet;
 mod ternaus;
 mod unet;
 mod unet2d5;
@@ -63,6 +65,8 @@ pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};
 pub use segnet::{SegNet, SegNetConfig};
 pub use stn::{Stn, StnConfig};
 pub use summary::{summarize, NetSummary};
+// Swin-UNet
+pub use swinunet::{SwinUNet, SwinUNetConfig};
 pub use ternaus::{TernausUNet, TernausUNetConfig};
 pub use unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
 pub use unet2d5::UNet2D5;

@@ -27,8 +27,9 @@ use crate::weights::{ClientUpdate, Weights};
 /// | `classifier.*` | SegNet (TernausUNet's `final` is matched by `final.*`) |
 /// | `segmentation_head.*` | PSPNet, DeepLabV3+ |
 /// | `out.conv.*` | UNETR (top-level `out` only) |
+/// | `output.*` | Swin-UNet (top-level `output` only) |
 /// | `conv2.weight`, `conv2.bias` | DenseUNet (top-level `conv2` only) |
-pub const DEFAULT_HEAD_PATTERNS: [&str; 13] = [
+pub const DEFAULT_HEAD_PATTERNS: [&str; 14] = [
     "*out_conv*",
     "final.*",
     "final_*",
@@ -40,6 +41,7 @@ pub const DEFAULT_HEAD_PATTERNS: [&str; 13] = [
     "classifier.*",
     "segmentation_head.*",
     "out.conv.*",
+    "output.*",
     "conv2.weight",
     "conv2.bias",
 ];

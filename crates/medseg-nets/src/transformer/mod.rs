@@ -5,7 +5,13 @@
 //! import by name.
 
 pub mod attention;
+// Swin Transformer blocks (Swin-UNet)
+pub mod swin;
 pub mod vit;
 
 pub use attention::SelfAttention;
+pub use swin::{
+    PatchExpand, PatchMerging, SwinBlock, SwinLinear, SwinMlp, SwinSpec, SwinStage, SwinStageUp,
+    WindowAttention,
+};
 pub use vit::{LayerNorm, Mlp, PatchEmbedding, TransformerBlock, Vit};
