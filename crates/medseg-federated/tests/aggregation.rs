@@ -101,6 +101,12 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
         cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3, "img_size": img,
             "feature_size": 2, "hidden_size": 8, "mlp_dim": 8, "num_heads": 2});
     }
+    if name == "TransUNet" {
+        cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3, "img_size": 32,
+            "resnet_units": [1, 1, 1], "resnet_width": 4, "gn_groups": 2, "hidden_size": 8,
+            "mlp_dim": 8, "num_heads": 2, "num_layers": 1, "head_channels": 8,
+            "decoder_channels": [8, 8, 8, 8]});
+    }
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
     }
@@ -296,6 +302,9 @@ fn norm_detection_matches_every_medseg_network() {
             {
                 continue; // these networks have batch norms only
             }
+            if grouped && name == "TransUNet" {
+                continue; // fixed norms (GroupNorm, LayerNorm, BatchNorm), no norm_type
+            }
             let w = unet_weights(name, extra);
             let found = detect_norm_keys(&w);
             for (k, a) in w.iter() {
@@ -311,6 +320,11 @@ fn norm_detection_matches_every_medseg_network() {
                 // 1-D weight and bias, kept local like any other norm
                 let layer_norm = name.starts_with("UNETR")
                     && l.rsplit('.').next().is_some_and(|t| t.starts_with("norm"));
+                // TransUNet's ResNetV2 group norms (`gn`, `gn1`, `gn_proj`)
+                // and its ViT's layer norms (`attention_norm`, ...)
+                let tail = l.rsplit('.').next().unwrap_or("");
+                let layer_norm = layer_norm
+                    || (name == "TransUNet" && (tail.starts_with("gn") || tail.ends_with("_norm")));
                 assert_eq!(
                     found.contains(k),
                     batch || group || layer_norm,
@@ -666,6 +680,9 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
                 .any(|n| name.contains(n))
             {
                 continue;
+            }
+            if extra.get("multiscale_pred").is_some() && name == "TransUNet" {
+                continue; // no multiscale output
             }
             let w = unet_weights(&name, extra);
             // layers producing the 7 classes

@@ -348,6 +348,11 @@ fn every_registered_network_predicts_odd_sizes() {
             "UNETR" | "UNETR2D" | "UNETR3D" => json!({"name": name, "in_chns": 1, "class_num": 2,
                 "img_size": if name == "UNETR2D" { json!([16, 16]) } else { json!([16, 16, 16]) },
                 "feature_size": 2, "hidden_size": 8, "mlp_dim": 8, "num_heads": 2}),
+            // a small R50-ViT: the default (105 M parameters, 224x224) is slow here
+            "TransUNet" => json!({"name": name, "in_chns": 1, "class_num": 2, "img_size": 32,
+                "resnet_units": [1, 1, 1], "resnet_width": 4, "gn_groups": 2, "hidden_size": 8,
+                "mlp_dim": 8, "num_heads": 2, "num_layers": 1, "head_channels": 8,
+                "decoder_channels": [8, 8, 8, 8]}),
             _ => json!({"name": name, "in_chns": 1, "class_num": 2}),
         };
         let vm = VarMap::new();
