@@ -106,6 +106,12 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
         cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3, "img_size": 32,
             "embed_dim": 4, "num_heads": [1, 1, 1, 1], "window_size": 2});
     }
+    if name == "TransUNet" {
+        cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3, "img_size": 32,
+            "resnet_units": [1, 1, 1], "resnet_width": 4, "gn_groups": 2, "hidden_size": 8,
+            "mlp_dim": 8, "num_heads": 2, "num_layers": 1, "head_channels": 8,
+            "decoder_channels": [8, 8, 8, 8]});
+    }
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
     }
@@ -302,6 +308,9 @@ fn norm_detection_matches_every_medseg_network() {
             {
                 continue; // these networks have batch norms only
             }
+            if grouped && name == "TransUNet" {
+                continue; // fixed norms (GroupNorm, LayerNorm, BatchNorm), no norm_type
+            }
             let w = unet_weights(name, extra);
             let found = detect_norm_keys(&w);
             for (k, a) in w.iter() {
@@ -317,6 +326,11 @@ fn norm_detection_matches_every_medseg_network() {
                 // 1-D weight and bias, kept local like any other norm
                 let layer_norm = (name.starts_with("UNETR") || name.starts_with("Swin"))
                     && l.rsplit('.').next().is_some_and(|t| t.starts_with("norm"));
+                // TransUNet's ResNetV2 group norms (`gn`, `gn1`, `gn_proj`)
+                // and its ViT's layer norms (`attention_norm`, ...)
+                let tail = l.rsplit('.').next().unwrap_or("");
+                let layer_norm = layer_norm
+                    || (name == "TransUNet" && (tail.starts_with("gn") || tail.ends_with("_norm")));
                 assert_eq!(
                     found.contains(k),
                     batch || group || layer_norm,
@@ -673,6 +687,9 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
                 .any(|n| name.contains(n))
             {
                 continue;
+            }
+            if extra.get("multiscale_pred").is_some() && name == "TransUNet" {
+                continue; // no multiscale output
             }
             let w = unet_weights(&name, extra);
             // layers producing the 7 classes

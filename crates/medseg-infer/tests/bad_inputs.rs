@@ -351,6 +351,11 @@ fn every_registered_network_predicts_odd_sizes() {
             // a small Swin-UNet: the default (224 x 224, 27 M parameters) is slow here
             "SwinUNet" | "Swin-UNet" => json!({"name": name, "in_chns": 1, "class_num": 2,
                 "img_size": 32, "embed_dim": 4, "num_heads": [1, 1, 1, 1], "window_size": 2}),
+            // a small R50-ViT: the default (105 M parameters, 224x224) is slow here
+            "TransUNet" => json!({"name": name, "in_chns": 1, "class_num": 2, "img_size": 32,
+                "resnet_units": [1, 1, 1], "resnet_width": 4, "gn_groups": 2, "hidden_size": 8,
+                "mlp_dim": 8, "num_heads": 2, "num_layers": 1, "head_channels": 8,
+                "decoder_channels": [8, 8, 8, 8]}),
             _ => json!({"name": name, "in_chns": 1, "class_num": 2}),
         };
         let vm = VarMap::new();

@@ -34,6 +34,8 @@ mod unetpp;
 // transformer hybrids (issue 21, part B)
 pub mod transformer;
 mod unetr;
+// TransUNet (network zoo II)
+mod transunet;
 
 use candle_core::{Result as CandleResult, Tensor};
 
@@ -74,6 +76,8 @@ pub use unet3plus::UNet3Plus;
 pub use unetpp::UNetPlusPlus;
 // transformer hybrids (issue 21, part B)
 pub use unetr::{UNETRConfig, UNETR, UNETR_LAYERS, UNETR_PATCH};
+// TransUNet (network zoo II)
+pub use transunet::{TransUNet, TransUNetConfig, TRANSUNET_PATCH};
 
 /// Everything a forward pass returns.
 #[derive(Clone, Debug)]

@@ -150,7 +150,7 @@ impl NetRegistry {
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
-    /// `UNETR3D`), `SwinUNet` (alias `Swin-UNet`).
+    /// `UNETR3D`), `SwinUNet` (alias `Swin-UNet`), `TransUNet`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -202,6 +202,8 @@ impl NetRegistry {
         // Swin-UNet
         r.register("SwinUNet", crate::swinunet::build_from_config);
         r.register("Swin-UNet", crate::swinunet::build_from_config);
+        // TransUNet (network zoo II)
+        r.register("TransUNet", crate::transunet::build_from_config);
         r
     }
 

@@ -4,6 +4,7 @@
 //! layout so that their state dicts import by name.
 
 pub mod resnet;
+pub mod resnetv2;
 pub mod vgg;
 
 pub use resnet::{BasicBlock, ResNet, ResNetNames, ResNetSpec};
