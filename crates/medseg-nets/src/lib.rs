@@ -2,12 +2,15 @@
 #![warn(missing_docs)]
 
 mod adabn;
+// attention heads on a dilated ResNet (JMedSeg)
+mod attention;
 // shared encoders (network zoo II)
 pub mod backbones;
 mod cenet;
 mod checkpoint;
 pub mod config;
 mod coplenet;
+mod danet;
 mod deeplabv3plus;
 mod denseunet;
 mod dropout_step;
@@ -36,7 +39,7 @@ mod unetr;
 use candle_core::{Result as CandleResult, Tensor};
 
 pub use adabn::{adapt_batch_norm, without_dropout};
-pub use backbones::{ResNet, ResNetNames, ResNetSpec, Vgg};
+pub use backbones::{DilatedResNet, DilatedResNetSpec, ResNet, ResNetNames, ResNetSpec, Vgg};
 pub use cenet::{CENet, CENetConfig};
 pub use checkpoint::{
     count_parameters, import_pytorch, load_checkpoint, load_network, load_network_with,
@@ -44,6 +47,7 @@ pub use checkpoint::{
 };
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
+pub use danet::{DANet, DANetConfig};
 pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig};
 pub use denseunet::{DenseUNet, DenseUNetConfig};
 pub use dropout_step::{dropout_step, set_dropout_step};

@@ -150,7 +150,7 @@ impl NetRegistry {
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
-    /// `UNETR3D`).
+    /// `UNETR3D`), `DANet`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -199,6 +199,8 @@ impl NetRegistry {
         r.register("UNETR3D", |c, vb| {
             crate::unetr::build_from_config(c, vb, Some(3))
         });
+        // attention heads on a dilated ResNet (JMedSeg)
+        r.register("DANet", crate::danet::build_from_config);
         r
     }
 
