@@ -18,6 +18,7 @@ mod error;
 mod input_size;
 mod layers;
 mod multiresunet;
+mod ocnet;
 pub mod pooling;
 mod pretrained;
 mod pspnet;
@@ -55,6 +56,7 @@ pub use error::{NetError, Result};
 pub use input_size::InputSize;
 pub use layers::LayerRecord;
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
+pub use ocnet::{OCNet, OCNetConfig};
 pub use pooling::{max_pool2d_with_indices, max_unpool2d};
 pub use pretrained::{
     encoder_tensors, load_pretrained, save_encoder, split_pretrained, vars_named, PretrainedSpec,
