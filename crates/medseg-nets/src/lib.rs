@@ -19,6 +19,7 @@ mod input_size;
 mod layers;
 mod multiresunet;
 mod ocnet;
+mod ocrnet;
 pub mod pooling;
 mod pretrained;
 mod pspnet;
@@ -57,6 +58,7 @@ pub use input_size::InputSize;
 pub use layers::LayerRecord;
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
 pub use ocnet::{OCNet, OCNetConfig};
+pub use ocrnet::{OCRNet, OCRNetConfig};
 pub use pooling::{max_pool2d_with_indices, max_unpool2d};
 pub use pretrained::{
     encoder_tensors, load_pretrained, save_encoder, split_pretrained, vars_named, PretrainedSpec,

@@ -150,7 +150,7 @@ impl NetRegistry {
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
-    /// `UNETR3D`), `DANet`, `OCNet`.
+    /// `UNETR3D`), `DANet`, `OCNet`, `OCRNet`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -202,6 +202,7 @@ impl NetRegistry {
         // attention heads on a dilated ResNet (JMedSeg)
         r.register("DANet", crate::danet::build_from_config);
         r.register("OCNet", crate::ocnet::build_from_config);
+        r.register("OCRNet", crate::ocrnet::build_from_config);
         r
     }
 
