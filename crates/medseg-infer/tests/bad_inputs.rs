@@ -348,6 +348,9 @@ fn every_registered_network_predicts_odd_sizes() {
             "UNETR" | "UNETR2D" | "UNETR3D" => json!({"name": name, "in_chns": 1, "class_num": 2,
                 "img_size": if name == "UNETR2D" { json!([16, 16]) } else { json!([16, 16, 16]) },
                 "feature_size": 2, "hidden_size": 8, "mlp_dim": 8, "num_heads": 2}),
+            // a narrow, shallow dilated ResNet: the default (ResNet-101) is slow here
+            "DANet" | "OCNet" | "OCRNet" => json!({"name": name, "in_chns": 1, "class_num": 2,
+                "backbone_width": 4, "backbone_blocks": [1, 1, 1]}),
             _ => json!({"name": name, "in_chns": 1, "class_num": 2}),
         };
         let vm = VarMap::new();
