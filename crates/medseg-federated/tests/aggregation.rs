@@ -92,6 +92,14 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
     if name.contains("PSPNet") || name.contains("DeepLab") {
         cfg.as_object_mut().unwrap().remove("feature_chns");
     }
+    // attention heads on a dilated ResNet: a narrow, shallow backbone
+    if ["DANet", "OCNet", "OCRNet"].contains(&name) {
+        cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3,
+            "backbone": "resnet50", "backbone_width": 2, "backbone_blocks": [1, 1, 1]});
+        if name == "OCRNet" {
+            cfg["ocr_channels"] = 8.into();
+        }
+    }
     if name.starts_with("UNETR") {
         let img = if name == "UNETR2D" {
             vec![16, 16]
@@ -302,6 +310,7 @@ fn norm_detection_matches_every_medseg_network() {
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
                     "Swin",
+                    "DANet", "OCNet", "OCRNet",
                 ]
                 .iter()
                 .any(|n| name.contains(n))
@@ -682,6 +691,7 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
                     "Swin",
+                    "DANet", "OCNet", "OCRNet",
                 ]
                 .iter()
                 .any(|n| name.contains(n))

@@ -2,12 +2,15 @@
 #![warn(missing_docs)]
 
 mod adabn;
+// attention heads on a dilated ResNet (JMedSeg)
+mod attention;
 // shared encoders (network zoo II)
 pub mod backbones;
 mod cenet;
 mod checkpoint;
 pub mod config;
 mod coplenet;
+mod danet;
 mod deeplabv3plus;
 mod denseunet;
 mod dropout_step;
@@ -15,6 +18,8 @@ mod error;
 mod input_size;
 mod layers;
 mod multiresunet;
+mod ocnet;
+mod ocrnet;
 pub mod pooling;
 mod pretrained;
 mod pspnet;
@@ -40,7 +45,7 @@ mod transunet;
 use candle_core::{Result as CandleResult, Tensor};
 
 pub use adabn::{adapt_batch_norm, without_dropout};
-pub use backbones::{ResNet, ResNetNames, ResNetSpec, Vgg};
+pub use backbones::{DilatedResNet, DilatedResNetSpec, ResNet, ResNetNames, ResNetSpec, Vgg};
 pub use cenet::{CENet, CENetConfig};
 pub use checkpoint::{
     count_parameters, import_pytorch, load_checkpoint, load_network, load_network_with,
@@ -48,6 +53,7 @@ pub use checkpoint::{
 };
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
+pub use danet::{DANet, DANetConfig};
 pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig};
 pub use denseunet::{DenseUNet, DenseUNetConfig};
 pub use dropout_step::{dropout_step, set_dropout_step};
@@ -55,6 +61,8 @@ pub use error::{NetError, Result};
 pub use input_size::InputSize;
 pub use layers::LayerRecord;
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
+pub use ocnet::{OCNet, OCNetConfig};
+pub use ocrnet::{OCRNet, OCRNetConfig};
 pub use pooling::{max_pool2d_with_indices, max_unpool2d};
 pub use pretrained::{
     encoder_tensors, load_pretrained, save_encoder, split_pretrained, vars_named, PretrainedSpec,

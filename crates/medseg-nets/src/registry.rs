@@ -204,6 +204,10 @@ impl NetRegistry {
         r.register("Swin-UNet", crate::swinunet::build_from_config);
         // TransUNet (network zoo II)
         r.register("TransUNet", crate::transunet::build_from_config);
+        // attention heads on a dilated ResNet (JMedSeg)
+        r.register("DANet", crate::danet::build_from_config);
+        r.register("OCNet", crate::ocnet::build_from_config);
+        r.register("OCRNet", crate::ocrnet::build_from_config);
         r
     }
 

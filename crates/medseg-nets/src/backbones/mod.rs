@@ -1,11 +1,14 @@
 //! Reusable encoders ("backbones") shared by several networks: the ResNet
 //! of BasicBlocks ([`ResNet`]: CE-Net, PSPNet, DeepLabV3+) and the VGG
 //! feature extractor ([`Vgg`]: SegNet, TernausUNet), in torchvision's module
-//! layout so that their state dicts import by name.
+//! layout so that their state dicts import by name, and JMedSeg's dilated
+//! Bottleneck ResNet ([`DilatedResNet`]: DANet, OCNet, OCRNet).
 
+pub mod dilated_resnet;
 pub mod resnet;
 pub mod resnetv2;
 pub mod vgg;
 
+pub use dilated_resnet::{Bottleneck, DilatedResNet, DilatedResNetSpec};
 pub use resnet::{BasicBlock, ResNet, ResNetNames, ResNetSpec};
 pub use vgg::{Vgg, VGG11_CONVS, VGG16_CONVS, VGG_WIDTHS};
