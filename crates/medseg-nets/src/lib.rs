@@ -25,6 +25,8 @@ mod segnet;
 mod stn;
 mod summary;
 mod ternaus;
+// U2Net and CS-Net
+mod u2net;
 mod unet;
 mod unet2d5;
 mod unet3plus;
@@ -64,6 +66,8 @@ pub use segnet::{SegNet, SegNetConfig};
 pub use stn::{Stn, StnConfig};
 pub use summary::{summarize, NetSummary};
 pub use ternaus::{TernausUNet, TernausUNetConfig};
+// U2Net and CS-Net
+pub use u2net::{U2Net, U2NetConfig};
 pub use unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
 pub use unet2d5::UNet2D5;
 pub use unet3plus::UNet3Plus;

@@ -150,7 +150,7 @@ impl NetRegistry {
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
-    /// `UNETR3D`).
+    /// `UNETR3D`), `U2Net`, `U2NetP` (alias `U2Net-small`).
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -198,6 +198,16 @@ impl NetRegistry {
         });
         r.register("UNETR3D", |c, vb| {
             crate::unetr::build_from_config(c, vb, Some(3))
+        });
+        // U2Net and CS-Net
+        r.register("U2Net", |c, vb| {
+            crate::u2net::build_from_config(c, vb, false)
+        });
+        r.register("U2NetP", |c, vb| {
+            crate::u2net::build_from_config(c, vb, true)
+        });
+        r.register("U2Net-small", |c, vb| {
+            crate::u2net::build_from_config(c, vb, true)
         });
         r
     }

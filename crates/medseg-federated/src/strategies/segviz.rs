@@ -28,7 +28,8 @@ use crate::weights::{ClientUpdate, Weights};
 /// | `segmentation_head.*` | PSPNet, DeepLabV3+ |
 /// | `out.conv.*` | UNETR (top-level `out` only) |
 /// | `conv2.weight`, `conv2.bias` | DenseUNet (top-level `conv2` only) |
-pub const DEFAULT_HEAD_PATTERNS: [&str; 13] = [
+/// | `side?.*` | U^2-Net's side outputs `side1..6` (its fused `outconv` is matched by `outconv*`) |
+pub const DEFAULT_HEAD_PATTERNS: [&str; 14] = [
     "*out_conv*",
     "final.*",
     "final_*",
@@ -42,6 +43,7 @@ pub const DEFAULT_HEAD_PATTERNS: [&str; 13] = [
     "out.conv.*",
     "conv2.weight",
     "conv2.bias",
+    "side?.*",
 ];
 
 /// SegViz's parameters.
