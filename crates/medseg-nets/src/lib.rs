@@ -8,6 +8,8 @@ mod cenet;
 mod checkpoint;
 pub mod config;
 mod coplenet;
+// U2Net and CS-Net
+mod csnet;
 mod deeplabv3plus;
 mod denseunet;
 mod dropout_step;
@@ -46,6 +48,8 @@ pub use checkpoint::{
 };
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
+// U2Net and CS-Net
+pub use csnet::{CSNet, CSNetConfig};
 pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig};
 pub use denseunet::{DenseUNet, DenseUNetConfig};
 pub use dropout_step::{dropout_step, set_dropout_step};

@@ -150,7 +150,8 @@ impl NetRegistry {
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
-    /// `UNETR3D`), `U2Net`, `U2NetP` (alias `U2Net-small`).
+    /// `UNETR3D`), `U2Net`, `U2NetP` (alias `U2Net-small`), `CSNet` (alias
+    /// `CS-Net`).
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -209,6 +210,8 @@ impl NetRegistry {
         r.register("U2Net-small", |c, vb| {
             crate::u2net::build_from_config(c, vb, true)
         });
+        r.register("CSNet", crate::csnet::build_from_config);
+        r.register("CS-Net", crate::csnet::build_from_config);
         r
     }
 
