@@ -397,8 +397,8 @@ impl U2Net {
             below = dout[s];
         }
         let mut sides = Vec::with_capacity(6);
-        for s in 0..6 {
-            let c = if s < 5 { dout[s] } else { eo[5] };
+        // side1..side5 on stage1d..stage5d, side6 on stage6
+        for (s, &c) in dout.iter().chain(std::iter::once(&eo[5])).enumerate() {
             sides.push(Conv::k3(
                 &ctx.pp(format!("side{}", s + 1)),
                 2,
@@ -464,9 +464,10 @@ impl U2Net {
         dec.reverse(); // stage1d first
         let d1 = self.sides[0].forward(&dec[0])?;
         let mut sides = vec![d1.clone()];
-        for s in 1..6 {
-            let src = if s < 5 { &dec[s] } else { &enc[5] };
-            sides.push(upsample_like(&self.sides[s].forward(src)?, &d1)?);
+        // side2..side5 on stage2d..stage5d, side6 on stage6
+        let srcs = dec[1..].iter().chain(std::iter::once(&enc[5]));
+        for (side, src) in self.sides[1..].iter().zip(srcs) {
+            sides.push(upsample_like(&side.forward(src)?, &d1)?);
         }
         let refs: Vec<&Tensor> = sides.iter().collect();
         let d0 = self.outconv.forward(&cat_channels(&refs)?)?;
