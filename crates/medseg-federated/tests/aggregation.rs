@@ -99,6 +99,27 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
         if name == "OCRNet" {
             cfg["ocr_channels"] = 8.into();
         }
+    // U2Net: small widths (its default has 44 M parameters); CS-Net takes
+    // the feature_chns above
+    if name.starts_with("U2Net") {
+        let o = cfg.as_object_mut().unwrap();
+        o.remove("feature_chns");
+        o.insert(
+            "encoder_mid_chns".into(),
+            serde_json::json!([2, 2, 2, 2, 2, 2]),
+        );
+        o.insert(
+            "encoder_out_chns".into(),
+            serde_json::json!([4, 4, 4, 4, 4, 4]),
+        );
+        o.insert(
+            "decoder_mid_chns".into(),
+            serde_json::json!([2, 2, 2, 2, 2]),
+        );
+        o.insert(
+            "decoder_out_chns".into(),
+            serde_json::json!([4, 4, 4, 4, 4]),
+        );
     }
     if name.starts_with("UNETR") {
         let img = if name == "UNETR2D" {
@@ -311,6 +332,7 @@ fn norm_detection_matches_every_medseg_network() {
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
                     "Swin",
                     "DANet", "OCNet", "OCRNet",
+                    "U2Net", "CSNet", "CS-Net",
                 ]
                 .iter()
                 .any(|n| name.contains(n))
@@ -692,6 +714,7 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
                     "Swin",
                     "DANet", "OCNet", "OCRNet",
+                    "U2Net", "CSNet", "CS-Net",
                 ]
                 .iter()
                 .any(|n| name.contains(n))

@@ -11,6 +11,8 @@ mod checkpoint;
 pub mod config;
 mod coplenet;
 mod danet;
+// U2Net and CS-Net
+mod csnet;
 mod deeplabv3plus;
 mod denseunet;
 mod dropout_step;
@@ -32,6 +34,8 @@ mod summary;
 // Swin-UNet
 mod swinunet;
 mod ternaus;
+// U2Net and CS-Net
+mod u2net;
 mod unet;
 mod unet2d5;
 mod unet3plus;
@@ -54,6 +58,8 @@ pub use checkpoint::{
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
 pub use danet::{DANet, DANetConfig};
+// U2Net and CS-Net
+pub use csnet::{CSNet, CSNetConfig};
 pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig};
 pub use denseunet::{DenseUNet, DenseUNetConfig};
 pub use dropout_step::{dropout_step, set_dropout_step};
@@ -78,6 +84,8 @@ pub use summary::{summarize, NetSummary};
 // Swin-UNet
 pub use swinunet::{SwinUNet, SwinUNetConfig};
 pub use ternaus::{TernausUNet, TernausUNetConfig};
+// U2Net and CS-Net
+pub use u2net::{U2Net, U2NetConfig};
 pub use unet::{CCTNet, DualDecoderUNet, MCNet, UNet, URPCNet};
 pub use unet2d5::UNet2D5;
 pub use unet3plus::UNet3Plus;

@@ -151,6 +151,7 @@ impl NetRegistry {
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
     /// `UNETR3D`), `SwinUNet` (alias `Swin-UNet`), `TransUNet`.
+    /// `CS-Net`).
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -208,6 +209,18 @@ impl NetRegistry {
         r.register("DANet", crate::danet::build_from_config);
         r.register("OCNet", crate::ocnet::build_from_config);
         r.register("OCRNet", crate::ocrnet::build_from_config);
+        // U2Net and CS-Net
+        r.register("U2Net", |c, vb| {
+            crate::u2net::build_from_config(c, vb, false)
+        });
+        r.register("U2NetP", |c, vb| {
+            crate::u2net::build_from_config(c, vb, true)
+        });
+        r.register("U2Net-small", |c, vb| {
+            crate::u2net::build_from_config(c, vb, true)
+        });
+        r.register("CSNet", crate::csnet::build_from_config);
+        r.register("CS-Net", crate::csnet::build_from_config);
         r
     }
 

@@ -29,6 +29,7 @@ use crate::weights::{ClientUpdate, Weights};
 /// | `out.conv.*` | UNETR (top-level `out` only) |
 /// | `output.*` | Swin-UNet (top-level `output` only) |
 /// | `conv2.weight`, `conv2.bias` | DenseUNet (top-level `conv2` only) |
+/// | `side?.*` | U^2-Net's side outputs `side1..6` (its fused `outconv` is matched by `outconv*`) |
 pub const DEFAULT_HEAD_PATTERNS: [&str; 14] = [
     "*out_conv*",
     "final.*",
@@ -44,6 +45,7 @@ pub const DEFAULT_HEAD_PATTERNS: [&str; 14] = [
     "output.*",
     "conv2.weight",
     "conv2.bias",
+    "side?.*",
 ];
 
 /// SegViz's parameters.
