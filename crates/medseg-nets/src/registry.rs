@@ -150,7 +150,8 @@ impl NetRegistry {
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
-    /// `UNETR3D`).
+    /// `UNETR3D`), `HarDNetMSEG` (alias `HarDNet-MSEG`),
+    /// `SETR`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -199,6 +200,10 @@ impl NetRegistry {
         r.register("UNETR3D", |c, vb| {
             crate::unetr::build_from_config(c, vb, Some(3))
         });
+        // HarDNet-MSEG and SETR (JMedSeg)
+        r.register("HarDNetMSEG", crate::hardnet_mseg::build_from_config);
+        r.register("HarDNet-MSEG", crate::hardnet_mseg::build_from_config);
+        r.register("SETR", crate::setr::build_from_config);
         r
     }
 

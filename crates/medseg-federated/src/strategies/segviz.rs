@@ -28,7 +28,9 @@ use crate::weights::{ClientUpdate, Weights};
 /// | `segmentation_head.*` | PSPNet, DeepLabV3+ |
 /// | `out.conv.*` | UNETR (top-level `out` only) |
 /// | `conv2.weight`, `conv2.bias` | DenseUNet (top-level `conv2` only) |
-pub const DEFAULT_HEAD_PATTERNS: [&str; 13] = [
+/// | `agg1.conv5.*` | HarDNet-MSEG |
+/// | `decoder_2d.final_out.*` | SETR |
+pub const DEFAULT_HEAD_PATTERNS: [&str; 15] = [
     "*out_conv*",
     "final.*",
     "final_*",
@@ -42,6 +44,8 @@ pub const DEFAULT_HEAD_PATTERNS: [&str; 13] = [
     "out.conv.*",
     "conv2.weight",
     "conv2.bias",
+    "agg1.conv5.*",
+    "decoder_2d.final_out.*",
 ];
 
 /// SegViz's parameters.

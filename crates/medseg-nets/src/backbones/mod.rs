@@ -1,10 +1,13 @@
 //! Reusable encoders ("backbones") shared by several networks: the ResNet
 //! of BasicBlocks ([`ResNet`]: CE-Net, PSPNet, DeepLabV3+) and the VGG
 //! feature extractor ([`Vgg`]: SegNet, TernausUNet), in torchvision's module
-//! layout so that their state dicts import by name.
+//! layout so that their state dicts import by name, and HarDNet ([`HarDNet`]:
+//! HarDNet-MSEG) in its authors' layout.
 
+pub mod hardnet;
 pub mod resnet;
 pub mod vgg;
 
+pub use hardnet::{HarDBlock, HarDNet, HarDNetSpec};
 pub use resnet::{BasicBlock, ResNet, ResNetNames, ResNetSpec};
 pub use vgg::{Vgg, VGG11_CONVS, VGG16_CONVS, VGG_WIDTHS};
