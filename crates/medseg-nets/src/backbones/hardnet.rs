@@ -286,14 +286,8 @@ impl HarDNet {
         let mut ch = c1;
         let n = spec.block_layers.len();
         let mut stages = Vec::with_capacity(n);
-        for i in 0..n {
-            let block = HarDBlock::new(
-                &base.pp(idx),
-                ch,
-                spec.growth_rates[i],
-                spec.grmul,
-                spec.block_layers[i],
-            )?;
+        for (i, (&gr, &layers)) in spec.growth_rates.iter().zip(&spec.block_layers).enumerate() {
+            let block = HarDBlock::new(&base.pp(idx), ch, gr, spec.grmul, layers)?;
             idx += 1;
             let dropout = if i == n - 1 && spec.final_dropout > 0.0 {
                 idx += 1;
