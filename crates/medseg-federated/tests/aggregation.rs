@@ -140,6 +140,17 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
             "resnet_units": [1, 1, 1], "resnet_width": 4, "gn_groups": 2, "hidden_size": 8,
             "mlp_dim": 8, "num_heads": 2, "num_layers": 1, "head_channels": 8,
             "decoder_channels": [8, 8, 8, 8]});
+    // HarDNet-MSEG and SETR: small widths
+    if name.starts_with("HarDNet") {
+        cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3, "channel": 4,
+            "first_chns": [4, 8], "block_chns": [8, 8, 12, 12, 16],
+            "growth_rates": [4, 4, 4, 4, 4], "block_layers": [2, 2, 2, 2, 2]});
+    }
+    if name == "SETR" {
+        cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3,
+            "patch_size": [16, 16], "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "decode_features": [4, 4, 4, 4], "intermediate_size": 8,
+            "max_position_embeddings": 16});
     }
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
@@ -333,6 +344,7 @@ fn norm_detection_matches_every_medseg_network() {
                     "Swin",
                     "DANet", "OCNet", "OCRNet",
                     "U2Net", "CSNet", "CS-Net",
+                    "HarDNet", "SETR",
                 ]
                 .iter()
                 .any(|n| name.contains(n))
@@ -715,6 +727,7 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
                     "Swin",
                     "DANet", "OCNet", "OCRNet",
                     "U2Net", "CSNet", "CS-Net",
+                    "HarDNet", "SETR",
                 ]
                 .iter()
                 .any(|n| name.contains(n))

@@ -359,6 +359,14 @@ fn every_registered_network_predicts_odd_sizes() {
             // a narrow, shallow dilated ResNet: the default (ResNet-101) is slow here
             "DANet" | "OCNet" | "OCRNet" => json!({"name": name, "in_chns": 1, "class_num": 2,
                 "backbone_width": 4, "backbone_blocks": [1, 1, 1]}),
+            // HarDNet-MSEG and SETR: small widths (the defaults, 17M and 65M
+            // parameters, are slow here)
+            "HarDNetMSEG" | "HarDNet-MSEG" => json!({"name": name, "in_chns": 1, "class_num": 2,
+                "channel": 4, "first_chns": [4, 8], "block_chns": [8, 8, 12, 12, 16],
+                "growth_rates": [4, 4, 4, 4, 4], "block_layers": [2, 2, 2, 2, 2]}),
+            "SETR" => json!({"name": name, "in_chns": 1, "class_num": 2, "patch_size": [16, 16],
+                "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "decode_features": [4, 4, 4, 4], "intermediate_size": 8}),
             _ => json!({"name": name, "in_chns": 1, "class_num": 2}),
         };
         let vm = VarMap::new();

@@ -17,6 +17,8 @@ mod deeplabv3plus;
 mod denseunet;
 mod dropout_step;
 mod error;
+// HarDNet-MSEG and SETR (JMedSeg)
+mod hardnet_mseg;
 mod input_size;
 mod layers;
 mod multiresunet;
@@ -29,6 +31,8 @@ mod pytorch;
 mod r2unet;
 mod registry;
 mod segnet;
+// HarDNet-MSEG and SETR (JMedSeg)
+mod setr;
 mod stn;
 mod summary;
 // Swin-UNet
@@ -64,6 +68,8 @@ pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig};
 pub use denseunet::{DenseUNet, DenseUNetConfig};
 pub use dropout_step::{dropout_step, set_dropout_step};
 pub use error::{NetError, Result};
+// HarDNet-MSEG and SETR (JMedSeg)
+pub use hardnet_mseg::{HarDNetMSEG, HarDNetMSEGConfig};
 pub use input_size::InputSize;
 pub use layers::LayerRecord;
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
@@ -79,6 +85,8 @@ pub use pytorch::{is_pytorch_checkpoint, MAX_PICKLE_BYTES, PYMIC_STATE_KEY};
 pub use r2unet::{R2UNet, ResUNet};
 pub use registry::{build_network, parse_unet_config, NetBuilder, NetRegistry};
 pub use segnet::{SegNet, SegNetConfig};
+// HarDNet-MSEG and SETR (JMedSeg)
+pub use setr::{SETRConfig, SETR, SETR_LAYER_NORM_EPS};
 pub use stn::{Stn, StnConfig};
 pub use summary::{summarize, NetSummary};
 // Swin-UNet

@@ -152,6 +152,7 @@ impl NetRegistry {
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
     /// `UNETR3D`), `SwinUNet` (alias `Swin-UNet`), `TransUNet`.
     /// `CS-Net`).
+    /// `SETR`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -221,6 +222,10 @@ impl NetRegistry {
         });
         r.register("CSNet", crate::csnet::build_from_config);
         r.register("CS-Net", crate::csnet::build_from_config);
+        // HarDNet-MSEG and SETR (JMedSeg)
+        r.register("HarDNetMSEG", crate::hardnet_mseg::build_from_config);
+        r.register("HarDNet-MSEG", crate::hardnet_mseg::build_from_config);
+        r.register("SETR", crate::setr::build_from_config);
         r
     }
 

@@ -31,6 +31,9 @@ use crate::weights::{ClientUpdate, Weights};
 /// | `conv2.weight`, `conv2.bias` | DenseUNet (top-level `conv2` only) |
 /// | `side?.*` | U^2-Net's side outputs `side1..6` (its fused `outconv` is matched by `outconv*`) |
 pub const DEFAULT_HEAD_PATTERNS: [&str; 14] = [
+/// | `agg1.conv5.*` | HarDNet-MSEG |
+/// | `decoder_2d.final_out.*` | SETR |
+pub const DEFAULT_HEAD_PATTERNS: [&str; 15] = [
     "*out_conv*",
     "final.*",
     "final_*",
@@ -46,6 +49,8 @@ pub const DEFAULT_HEAD_PATTERNS: [&str; 14] = [
     "conv2.weight",
     "conv2.bias",
     "side?.*",
+    "agg1.conv5.*",
+    "decoder_2d.final_out.*",
 ];
 
 /// SegViz's parameters.

@@ -5,10 +5,15 @@
 //! Bottleneck ResNet ([`DilatedResNet`]: DANet, OCNet, OCRNet).
 
 pub mod dilated_resnet;
+//! layout so that their state dicts import by name, and HarDNet ([`HarDNet`]:
+//! HarDNet-MSEG) in its authors' layout.
+
+pub mod hardnet;
 pub mod resnet;
 pub mod resnetv2;
 pub mod vgg;
 
 pub use dilated_resnet::{Bottleneck, DilatedResNet, DilatedResNetSpec};
+pub use hardnet::{HarDBlock, HarDNet, HarDNetSpec};
 pub use resnet::{BasicBlock, ResNet, ResNetNames, ResNetSpec};
 pub use vgg::{Vgg, VGG11_CONVS, VGG16_CONVS, VGG_WIDTHS};
