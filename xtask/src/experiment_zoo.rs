@@ -470,7 +470,11 @@ fn report(o: &Options, runs: &[RunScores], profiles: &[(String, String, Profile)
             opt(p.medseg_infer_ms, 1),
             opt(p.torch_infer_ms, 1),
             ratio(p.medseg_infer_ms, p.torch_infer_ms),
-            if n == 0 { "-".into() } else { format!("{hm:.1}") },
+            if n == 0 {
+                "-".into()
+            } else {
+                format!("{hm:.1}")
+            },
         ));
         csv.push_str(&format!(
             "{stem},{name},{},{},{},{},{},{},{},{},{},{},{:.4},{:.4},{:.3},{n},\"{}\"\n",

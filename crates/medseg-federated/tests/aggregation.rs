@@ -99,6 +99,7 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
         if name == "OCRNet" {
             cfg["ocr_channels"] = 8.into();
         }
+    }
     // U2Net: small widths (its default has 44 M parameters); CS-Net takes
     // the feature_chns above
     if name.starts_with("U2Net") {
@@ -140,6 +141,7 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
             "resnet_units": [1, 1, 1], "resnet_width": 4, "gn_groups": 2, "hidden_size": 8,
             "mlp_dim": 8, "num_heads": 2, "num_layers": 1, "head_channels": 8,
             "decoder_channels": [8, 8, 8, 8]});
+    }
     // HarDNet-MSEG and SETR: small widths
     if name.starts_with("HarDNet") {
         cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3, "channel": 4,
@@ -341,10 +343,8 @@ fn norm_detection_matches_every_medseg_network() {
             if grouped
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
-                    "Swin",
-                    "DANet", "OCNet", "OCRNet",
-                    "U2Net", "CSNet", "CS-Net",
-                    "HarDNet", "SETR",
+                    "Swin", "DANet", "OCNet", "OCRNet", "U2Net", "CSNet", "CS-Net", "HarDNet",
+                    "SETR",
                 ]
                 .iter()
                 .any(|n| name.contains(n))
@@ -724,10 +724,8 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
             if extra.get("multiscale_pred").is_some()
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
-                    "Swin",
-                    "DANet", "OCNet", "OCRNet",
-                    "U2Net", "CSNet", "CS-Net",
-                    "HarDNet", "SETR",
+                    "Swin", "DANet", "OCNet", "OCRNet", "U2Net", "CSNet", "CS-Net", "HarDNet",
+                    "SETR",
                 ]
                 .iter()
                 .any(|n| name.contains(n))

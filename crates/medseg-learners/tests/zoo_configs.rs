@@ -59,8 +59,8 @@ fn every_zoo_network_takes_the_crops_and_reports_its_size() {
     for f in zoo_files() {
         let c = load(&f);
         let net_cfg = network_config(&c);
-        let (vm, net) = build_net(&net_cfg, &Device::Cpu)
-            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let (vm, net) =
+            build_net(&net_cfg, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         assert_eq!(net.dimension(), 2, "{}", f.display());
         // the crops, padded where the recipe pads them
         let side = c

@@ -150,9 +150,9 @@ impl NetRegistry {
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
-    /// `UNETR3D`), `SwinUNet` (alias `Swin-UNet`), `TransUNet`.
-    /// `CS-Net`).
-    /// `SETR`.
+    /// `UNETR3D`), `SwinUNet` (alias `Swin-UNet`), `TransUNet`, `DANet`, `OCNet`, `OCRNet`,
+    /// `U2Net`, `U2NetP` (alias `U2Net-small`), `CSNet` (alias `CS-Net`),
+    /// `HarDNetMSEG` (alias `HarDNet-MSEG`), `SETR`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [

@@ -6,8 +6,7 @@ mod raster;
 
 pub use charts::{
     bar_chart, box_plot, box_stats, line_chart, scatter_chart, BarSeries, BoxStats, LabelledPoint,
-    Series, CHART_HEIGHT,
-    CHART_WIDTH,
+    Series, CHART_HEIGHT, CHART_WIDTH,
 };
 pub use medseg_core::{Error, Result};
 pub use raster::{

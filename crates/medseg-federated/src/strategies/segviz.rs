@@ -30,10 +30,9 @@ use crate::weights::{ClientUpdate, Weights};
 /// | `output.*` | Swin-UNet (top-level `output` only) |
 /// | `conv2.weight`, `conv2.bias` | DenseUNet (top-level `conv2` only) |
 /// | `side?.*` | U^2-Net's side outputs `side1..6` (its fused `outconv` is matched by `outconv*`) |
-pub const DEFAULT_HEAD_PATTERNS: [&str; 14] = [
 /// | `agg1.conv5.*` | HarDNet-MSEG |
 /// | `decoder_2d.final_out.*` | SETR |
-pub const DEFAULT_HEAD_PATTERNS: [&str; 15] = [
+pub const DEFAULT_HEAD_PATTERNS: [&str; 17] = [
     "*out_conv*",
     "final.*",
     "final_*",

@@ -1,12 +1,12 @@
 //! Reusable encoders ("backbones") shared by several networks: the ResNet
 //! of BasicBlocks ([`ResNet`]: CE-Net, PSPNet, DeepLabV3+) and the VGG
 //! feature extractor ([`Vgg`]: SegNet, TernausUNet), in torchvision's module
-//! layout so that their state dicts import by name, and JMedSeg's dilated
-//! Bottleneck ResNet ([`DilatedResNet`]: DANet, OCNet, OCRNet).
+//! layout so that their state dicts import by name; JMedSeg's dilated
+//! Bottleneck ResNet ([`DilatedResNet`]: DANet, OCNet, OCRNet); HarDNet
+//! ([`HarDNet`]: HarDNet-MSEG) and the ResNetV2 of TransUNet
+//! ([`resnetv2`]) in their authors' layouts.
 
 pub mod dilated_resnet;
-//! layout so that their state dicts import by name, and HarDNet ([`HarDNet`]:
-//! HarDNet-MSEG) in its authors' layout.
 
 pub mod hardnet;
 pub mod resnet;
