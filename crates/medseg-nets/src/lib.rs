@@ -14,7 +14,9 @@ mod dropout_step;
 mod error;
 mod input_size;
 mod layers;
+mod lightnet;
 mod multiresunet;
+mod onenet;
 pub mod pooling;
 mod pretrained;
 mod pspnet;
@@ -50,7 +52,9 @@ pub use dropout_step::{dropout_step, set_dropout_step};
 pub use error::{NetError, Result};
 pub use input_size::InputSize;
 pub use layers::LayerRecord;
+pub use lightnet::{LightNet, LightNetConfig};
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
+pub use onenet::{OneNet, OneNetConfig};
 pub use pooling::{max_pool2d_with_indices, max_unpool2d};
 pub use pretrained::{
     encoder_tensors, load_pretrained, save_encoder, split_pretrained, vars_named, PretrainedSpec,

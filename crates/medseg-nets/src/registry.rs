@@ -150,7 +150,7 @@ impl NetRegistry {
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
-    /// `UNETR3D`).
+    /// `UNETR3D`), `OneNet`, `LightNet`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -199,6 +199,9 @@ impl NetRegistry {
         r.register("UNETR3D", |c, vb| {
             crate::unetr::build_from_config(c, vb, Some(3))
         });
+        // HRNet, D-LinkNet and JMedSeg's light networks
+        r.register("OneNet", crate::onenet::build_from_config);
+        r.register("LightNet", crate::lightnet::build_from_config);
         r
     }
 
