@@ -150,7 +150,7 @@ impl NetRegistry {
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
-    /// `UNETR3D`), `OneNet`, `LightNet`.
+    /// `UNETR3D`), `OneNet`, `LightNet`, `HRNet`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -202,6 +202,7 @@ impl NetRegistry {
         // HRNet, D-LinkNet and JMedSeg's light networks
         r.register("OneNet", crate::onenet::build_from_config);
         r.register("LightNet", crate::lightnet::build_from_config);
+        r.register("HRNet", crate::hrnet::build_from_config);
         r
     }
 
