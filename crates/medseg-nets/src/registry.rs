@@ -150,7 +150,8 @@ impl NetRegistry {
     /// `R2AttentionUNet`, `ResUNet`, `UNet3Plus`, `MultiResUNet`, `DenseUNet`,
     /// `CENet` (alias `CE-Net`), `PSPNet`, `DeepLabV3Plus` (alias
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
-    /// `UNETR3D`), `OneNet`, `LightNet`, `HRNet`.
+    /// `UNETR3D`), `OneNet`, `LightNet`, `HRNet`, `DLinkNet` (alias
+    /// `D-LinkNet`).
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -203,6 +204,8 @@ impl NetRegistry {
         r.register("OneNet", crate::onenet::build_from_config);
         r.register("LightNet", crate::lightnet::build_from_config);
         r.register("HRNet", crate::hrnet::build_from_config);
+        r.register("DLinkNet", crate::dlinknet::build_from_config);
+        r.register("D-LinkNet", crate::dlinknet::build_from_config);
         r
     }
 
