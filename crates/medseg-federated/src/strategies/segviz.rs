@@ -18,7 +18,7 @@ use crate::weights::{ClientUpdate, Weights};
 /// | pattern | network (layer) |
 /// | --- | --- |
 /// | `*out_conv*` | UNet 2D/3D, AttentionUNet, UNet_ScSE, UNet2D5, URPC, CCTNet (incl. `aux_decoders.N.decoder.out_conv`), DualDecoderUNet (`main_decoder`/`aux_decoder`), MCNet (`decoder1..3`), COPLENet, and the deep-supervision heads `decoder.out_conv1..3` |
-/// | `final.*`, `final_*` | UNet++ (and its deep-supervision heads) |
+/// | `final.*`, `final_*` | UNet++ (and its deep-supervision heads), HRNet (`final_layer`) |
 /// | `Conv_1x1.*` | R2UNet, R2AttentionUNet |
 /// | `output_layer.*` | ResUNet |
 /// | `outconv*` | UNet3Plus (`outconv1`, deep supervision `outconv2..5`) |
@@ -27,8 +27,12 @@ use crate::weights::{ClientUpdate, Weights};
 /// | `classifier.*` | SegNet (TernausUNet's `final` is matched by `final.*`) |
 /// | `segmentation_head.*` | PSPNet, DeepLabV3+ |
 /// | `out.conv.*` | UNETR (top-level `out` only) |
-/// | `conv2.weight`, `conv2.bias` | DenseUNet (top-level `conv2` only) |
-pub const DEFAULT_HEAD_PATTERNS: [&str; 13] = [
+/// | `conv2.weight`, `conv2.bias` | DenseUNet (top-level `conv2` only; HRNet's stem `conv2` matches too and stays local) |
+/// | `fuse.4.conv.*` | OneNet (LightNet's inner `fuse.4.conv` matches too and stays local) |
+/// | `decode.2.conv.*` | LightNet |
+///
+/// D-LinkNet's `finalconv3` is matched by `finalconv3.*`.
+pub const DEFAULT_HEAD_PATTERNS: [&str; 15] = [
     "*out_conv*",
     "final.*",
     "final_*",
@@ -42,6 +46,8 @@ pub const DEFAULT_HEAD_PATTERNS: [&str; 13] = [
     "out.conv.*",
     "conv2.weight",
     "conv2.bias",
+    "fuse.4.conv.*",
+    "decode.2.conv.*",
 ];
 
 /// SegViz's parameters.
