@@ -122,6 +122,20 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
             serde_json::json!([4, 4, 4, 4, 4]),
         );
     }
+    // HRNet, D-LinkNet and JMedSeg's light networks: small widths
+    if ["OneNet", "LightNet", "HRNet"].contains(&name) {
+        cfg.as_object_mut().unwrap().remove("feature_chns");
+        let small = match name {
+            "HRNet" => serde_json::json!({"width": 2, "stem_chns": 8}),
+            _ => serde_json::json!({"group_width": 2}),
+        };
+        for (k, v) in small.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+    }
+    if name.contains("LinkNet") {
+        cfg["feature_chns"] = serde_json::json!([8, 16, 32, 64]);
+    }
     if name.starts_with("UNETR") {
         let img = if name == "UNETR2D" {
             vec![16, 16]
@@ -344,7 +358,7 @@ fn norm_detection_matches_every_medseg_network() {
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
                     "Swin", "DANet", "OCNet", "OCRNet", "U2Net", "CSNet", "CS-Net", "HarDNet",
-                    "SETR",
+                    "SETR", "OneNet", "LightNet", "HRNet", "LinkNet",
                 ]
                 .iter()
                 .any(|n| name.contains(n))
@@ -374,6 +388,9 @@ fn norm_detection_matches_every_medseg_network() {
                 let tail = l.rsplit('.').next().unwrap_or("");
                 let layer_norm = layer_norm
                     || (name == "TransUNet" && (tail.starts_with("gn") || tail.ends_with("_norm")));
+                // OneNet's and LightNet's group norms (`...norm.norm`)
+                let layer_norm = layer_norm
+                    || (["OneNet", "LightNet"].contains(&name.as_str()) && tail == "norm");
                 assert_eq!(
                     found.contains(k),
                     batch || group || layer_norm,
@@ -725,7 +742,7 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
                     "Swin", "DANet", "OCNet", "OCRNet", "U2Net", "CSNet", "CS-Net", "HarDNet",
-                    "SETR",
+                    "SETR", "OneNet", "LightNet", "HRNet", "LinkNet",
                 ]
                 .iter()
                 .any(|n| name.contains(n))
@@ -736,10 +753,15 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
                 continue; // no multiscale output
             }
             let w = unet_weights(&name, extra);
-            // layers producing the 7 classes
+            // layers producing the 7 classes (a transposed convolution's
+            // weight is `[in, out, k...]`; no layer has 7 inputs)
             let outputs: BTreeSet<&str> = w
                 .iter()
-                .filter(|(k, a)| k.ends_with(".weight") && a.ndim() >= 3 && a.shape()[0] == 7)
+                .filter(|(k, a)| {
+                    k.ends_with(".weight")
+                        && a.ndim() >= 3
+                        && (a.shape()[0] == 7 || a.shape()[1] == 7)
+                })
                 .map(|(k, _)| layer(k))
                 .collect();
             assert!(!outputs.is_empty(), "{name}");
@@ -747,6 +769,14 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
             let mut expected = outputs.clone();
             if name == "MultiResUNet" {
                 expected.insert("conv_final.batchnorm");
+            }
+            if name == "HRNet" {
+                // its stem `conv2` has DenseUNet's output name
+                expected.insert("conv2");
+            }
+            if name == "LightNet" {
+                // its inner `fuse.4.conv` has OneNet's output name
+                expected.insert("fuse.4.conv");
             }
             assert_eq!(heads, expected, "{name}");
         }

@@ -174,8 +174,9 @@ impl SppBlock {
 }
 
 /// `DecoderBlock`: 1x1 conv to `cin / 4`, BN, ReLU, transposed 3x3
-/// stride-2 conv, BN, ReLU, 1x1 conv, BN, ReLU (doubles the size).
-struct DecoderBlock {
+/// stride-2 conv, BN, ReLU, 1x1 conv, BN, ReLU (doubles the size); also
+/// D-LinkNet's.
+pub(crate) struct DecoderBlock {
     conv1: Conv,
     norm1: Norm,
     deconv2: TransConv,
@@ -185,7 +186,7 @@ struct DecoderBlock {
 }
 
 impl DecoderBlock {
-    fn new(ctx: &Ctx, cin: usize, cout: usize) -> CandleResult<Self> {
+    pub(crate) fn new(ctx: &Ctx, cin: usize, cout: usize) -> CandleResult<Self> {
         let q = cin / 4;
         Ok(Self {
             conv1: Conv::pointwise(&ctx.pp("conv1"), 2, cin, q)?,
@@ -197,7 +198,7 @@ impl DecoderBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> CandleResult<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, train: bool) -> CandleResult<Tensor> {
         let r = relu();
         let y = self
             .norm1

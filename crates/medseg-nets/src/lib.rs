@@ -15,15 +15,19 @@ mod danet;
 mod csnet;
 mod deeplabv3plus;
 mod denseunet;
+mod dlinknet;
 mod dropout_step;
 mod error;
 // HarDNet-MSEG and SETR (JMedSeg)
 mod hardnet_mseg;
+mod hrnet;
 mod input_size;
 mod layers;
+mod lightnet;
 mod multiresunet;
 mod ocnet;
 mod ocrnet;
+mod onenet;
 pub mod pooling;
 mod pretrained;
 mod pspnet;
@@ -66,15 +70,19 @@ pub use danet::{DANet, DANetConfig};
 pub use csnet::{CSNet, CSNetConfig};
 pub use deeplabv3plus::{DeepLabV3Plus, DeepLabV3PlusConfig};
 pub use denseunet::{DenseUNet, DenseUNetConfig};
+pub use dlinknet::{DLinkNet, DLinkNetConfig};
 pub use dropout_step::{dropout_step, set_dropout_step};
 pub use error::{NetError, Result};
 // HarDNet-MSEG and SETR (JMedSeg)
 pub use hardnet_mseg::{HarDNetMSEG, HarDNetMSEGConfig};
+pub use hrnet::{HRNet, HRNetConfig};
 pub use input_size::InputSize;
 pub use layers::LayerRecord;
+pub use lightnet::{LightNet, LightNetConfig};
 pub use multiresunet::{MultiResUNet, MultiResUNetConfig};
 pub use ocnet::{OCNet, OCNetConfig};
 pub use ocrnet::{OCRNet, OCRNetConfig};
+pub use onenet::{OneNet, OneNetConfig};
 pub use pooling::{max_pool2d_with_indices, max_unpool2d};
 pub use pretrained::{
     encoder_tensors, load_pretrained, save_encoder, split_pretrained, vars_named, PretrainedSpec,

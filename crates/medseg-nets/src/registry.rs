@@ -152,7 +152,8 @@ impl NetRegistry {
     /// `DeepLabV3+`), `SegNet`, `TernausUNet`, `UNETR` (`UNETR2D`,
     /// `UNETR3D`), `SwinUNet` (alias `Swin-UNet`), `TransUNet`, `DANet`, `OCNet`, `OCRNet`,
     /// `U2Net`, `U2NetP` (alias `U2Net-small`), `CSNet` (alias `CS-Net`),
-    /// `HarDNetMSEG` (alias `HarDNet-MSEG`), `SETR`.
+    /// `HarDNetMSEG` (alias `HarDNet-MSEG`), `SETR`, `OneNet`, `LightNet`, `HRNet`,
+    /// `DLinkNet` (alias `D-LinkNet`).
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -226,6 +227,12 @@ impl NetRegistry {
         r.register("HarDNetMSEG", crate::hardnet_mseg::build_from_config);
         r.register("HarDNet-MSEG", crate::hardnet_mseg::build_from_config);
         r.register("SETR", crate::setr::build_from_config);
+        // HRNet, D-LinkNet and JMedSeg's light networks
+        r.register("OneNet", crate::onenet::build_from_config);
+        r.register("LightNet", crate::lightnet::build_from_config);
+        r.register("HRNet", crate::hrnet::build_from_config);
+        r.register("DLinkNet", crate::dlinknet::build_from_config);
+        r.register("D-LinkNet", crate::dlinknet::build_from_config);
         r
     }
 

@@ -18,7 +18,7 @@ use crate::weights::{ClientUpdate, Weights};
 /// | pattern | network (layer) |
 /// | --- | --- |
 /// | `*out_conv*` | UNet 2D/3D, AttentionUNet, UNet_ScSE, UNet2D5, URPC, CCTNet (incl. `aux_decoders.N.decoder.out_conv`), DualDecoderUNet (`main_decoder`/`aux_decoder`), MCNet (`decoder1..3`), COPLENet, and the deep-supervision heads `decoder.out_conv1..3` |
-/// | `final.*`, `final_*` | UNet++ (and its deep-supervision heads) |
+/// | `final.*`, `final_*` | UNet++ (and its deep-supervision heads), HRNet (`final_layer`) |
 /// | `Conv_1x1.*` | R2UNet, R2AttentionUNet |
 /// | `output_layer.*` | ResUNet |
 /// | `outconv*` | UNet3Plus (`outconv1`, deep supervision `outconv2..5`) |
@@ -28,11 +28,15 @@ use crate::weights::{ClientUpdate, Weights};
 /// | `segmentation_head.*` | PSPNet, DeepLabV3+ |
 /// | `out.conv.*` | UNETR (top-level `out` only) |
 /// | `output.*` | Swin-UNet (top-level `output` only) |
-/// | `conv2.weight`, `conv2.bias` | DenseUNet (top-level `conv2` only) |
 /// | `side?.*` | U^2-Net's side outputs `side1..6` (its fused `outconv` is matched by `outconv*`) |
 /// | `agg1.conv5.*` | HarDNet-MSEG |
 /// | `decoder_2d.final_out.*` | SETR |
-pub const DEFAULT_HEAD_PATTERNS: [&str; 17] = [
+/// | `conv2.weight`, `conv2.bias` | DenseUNet (top-level `conv2` only; HRNet's stem `conv2` matches too and stays local) |
+/// | `fuse.4.conv.*` | OneNet (LightNet's inner `fuse.4.conv` matches too and stays local) |
+/// | `decode.2.conv.*` | LightNet |
+///
+/// D-LinkNet's `finalconv3` is matched by `finalconv3.*`.
+pub const DEFAULT_HEAD_PATTERNS: [&str; 19] = [
     "*out_conv*",
     "final.*",
     "final_*",
@@ -50,6 +54,8 @@ pub const DEFAULT_HEAD_PATTERNS: [&str; 17] = [
     "side?.*",
     "agg1.conv5.*",
     "decoder_2d.final_out.*",
+    "fuse.4.conv.*",
+    "decode.2.conv.*",
 ];
 
 /// SegViz's parameters.
