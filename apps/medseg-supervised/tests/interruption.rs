@@ -221,10 +221,11 @@ fn a_second_run_into_the_same_folder_is_refused() {
     // generate the data first, so that both runs start training at once
     let o = train(&data, &dir.path().join("warm"), false, None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // the first run is long enough (300 steps) to still hold the folder
-    // when the second starts, however slow the machine
+    // the first run is long enough (1200 steps, several seconds) to still
+    // hold the folder when the second has started, even on a loaded machine
+    // (300 steps were once over before the second process got going)
     let mut first_args = args(&data, &out, false);
-    first_args.extend(["--set".to_string(), "training.iterations=300".to_string()]);
+    first_args.extend(["--set".to_string(), "training.iterations=1200".to_string()]);
     let mut first = Command::new(BIN)
         .args(first_args)
         .stdout(Stdio::null())
@@ -243,7 +244,7 @@ fn a_second_run_into_the_same_folder_is_refused() {
     assert!(e.contains(&format!("pid {}", first.id())), "{e}");
     assert!(e.contains("is writing into this folder"), "{e}");
     // the folder holds the first run, whole
-    assert_eq!(losses(&out).len(), 300);
-    assert_eq!(latest_iteration(&out), Some(300));
+    assert_eq!(losses(&out).len(), 1200);
+    assert_eq!(latest_iteration(&out), Some(1200));
     assert!(!out.join(".medseg.lock").exists());
 }
