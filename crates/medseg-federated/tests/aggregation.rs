@@ -93,11 +93,14 @@ fn unet_weights(name: &str, extra: serde_json::Value) -> Weights {
         cfg.as_object_mut().unwrap().remove("feature_chns");
     }
     // attention heads on a dilated ResNet: a narrow, shallow backbone
-    if ["DANet", "OCNet", "OCRNet"].contains(&name) {
+    if ["DANet", "OCNet", "OCRNet", "EANet"].contains(&name) {
         cfg = serde_json::json!({"name": name, "in_chns": 1, "class_num": 3,
             "backbone": "resnet50", "backbone_width": 2, "backbone_blocks": [1, 1, 1]});
         if name == "OCRNet" {
             cfg["ocr_channels"] = 8.into();
+        }
+        if name == "EANet" {
+            cfg["memory_units"] = 4.into();
         }
     }
     // U2Net: small widths (its default has 44 M parameters); CS-Net takes
@@ -357,13 +360,13 @@ fn norm_detection_matches_every_medseg_network() {
             if grouped
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
-                    "Swin", "DANet", "OCNet", "OCRNet", "U2Net", "CSNet", "CS-Net", "HarDNet",
-                    "SETR", "OneNet", "LightNet", "HRNet", "LinkNet",
+                    "Swin", "DANet", "OCNet", "OCRNet", "EANet", "U2Net", "CSNet", "CS-Net",
+                    "HarDNet", "SETR", "OneNet", "LightNet", "HRNet", "LinkNet",
                 ]
                 .iter()
                 .any(|n| name.contains(n))
             {
-                continue; // these networks have batch norms only
+                continue; // fixed norms (BatchNorm, or EANet's GroupNorms): no norm_type key
             }
             if grouped && name == "TransUNet" {
                 continue; // fixed norms (GroupNorm, LayerNorm, BatchNorm), no norm_type
@@ -741,8 +744,8 @@ fn default_head_patterns_find_the_output_layer_of_every_medseg_network() {
             if extra.get("multiscale_pred").is_some()
                 && [
                     "CE", "Dense", "MultiRes", "SegNet", "Ternaus", "PSPNet", "DeepLab", "UNETR",
-                    "Swin", "DANet", "OCNet", "OCRNet", "U2Net", "CSNet", "CS-Net", "HarDNet",
-                    "SETR", "OneNet", "LightNet", "HRNet", "LinkNet",
+                    "Swin", "DANet", "OCNet", "OCRNet", "EANet", "U2Net", "CSNet", "CS-Net",
+                    "HarDNet", "SETR", "OneNet", "LightNet", "HRNet", "LinkNet",
                 ]
                 .iter()
                 .any(|n| name.contains(n))

@@ -357,8 +357,8 @@ fn every_registered_network_predicts_odd_sizes() {
                 "mlp_dim": 8, "num_heads": 2, "num_layers": 1, "head_channels": 8,
                 "decoder_channels": [8, 8, 8, 8]}),
             // a narrow, shallow dilated ResNet: the default (ResNet-101) is slow here
-            "DANet" | "OCNet" | "OCRNet" => json!({"name": name, "in_chns": 1, "class_num": 2,
-                "backbone_width": 4, "backbone_blocks": [1, 1, 1]}),
+            "DANet" | "OCNet" | "OCRNet" | "EANet" => json!({"name": name, "in_chns": 1,
+                "class_num": 2, "backbone_width": 4, "backbone_blocks": [1, 1, 1]}),
             // HarDNet-MSEG and SETR: small widths (the defaults, 17M and 65M
             // parameters, are slow here)
             "HarDNetMSEG" | "HarDNet-MSEG" => json!({"name": name, "in_chns": 1, "class_num": 2,

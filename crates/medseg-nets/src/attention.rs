@@ -76,6 +76,7 @@ pub(crate) fn backbone_spec(
         width,
         blocks: blocks.cloned().unwrap_or_else(|| default.to_vec()),
         output_stride,
+        flavour: Default::default(),
     };
     spec.validate()?;
     Ok(spec)

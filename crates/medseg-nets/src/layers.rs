@@ -699,11 +699,11 @@ impl ConvTranspose {
 }
 
 /// 2D transposed convolution with padding and output padding (PyTorch
-/// `nn.ConvTranspose2d(cin, cout, k, stride, padding, output_padding)`);
-/// the shared `ConvTranspose` layer only has kernel == stride.
+/// `nn.ConvTranspose2d(cin, cout, k, stride, padding, output_padding,
+/// bias)`); the shared `ConvTranspose` layer only has kernel == stride.
 pub(crate) struct TransConv {
     w: Tensor,
-    b: Tensor,
+    b: Option<Tensor>,
     stride: usize,
     pad: usize,
     out_pad: usize,
@@ -711,6 +711,7 @@ pub(crate) struct TransConv {
 }
 
 impl TransConv {
+    /// With a bias.
     pub fn new(
         ctx: &Ctx,
         cin: usize,
@@ -726,7 +727,29 @@ impl TransConv {
         ConvTranspose::new(ctx, 2, cin, cout, k)?;
         Ok(Self {
             w: ctx.vb.get((cin, cout, k, k), "weight")?,
-            b: ctx.vb.get(cout, "bias")?,
+            b: Some(ctx.vb.get(cout, "bias")?),
+            stride,
+            pad,
+            out_pad,
+            name: ctx.prefix(),
+        })
+    }
+
+    /// Without a bias (`bias=False`): only `weight [cin, cout, k, k]`, with
+    /// PyTorch's initialisation bound `1 / sqrt(cout * k * k)`.
+    pub fn without_bias(
+        ctx: &Ctx,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        out_pad: usize,
+    ) -> Result<Self> {
+        let bound = 1.0 / ((cout * k * k) as f32).sqrt();
+        Ok(Self {
+            w: ctx.param(&[cin, cout, k, k], "weight", ParamInit::Uniform(bound))?,
+            b: None,
             stride,
             pad,
             out_pad,
@@ -743,7 +766,7 @@ impl TransConv {
             &self.name,
             "ConvTranspose2d",
             &y,
-            self.w.elem_count() + self.b.elem_count(),
+            self.w.elem_count() + self.b.as_ref().map_or(0, |b| b.elem_count()),
             macs,
         );
         Ok(y)
@@ -754,7 +777,7 @@ impl TransConv {
             return medseg_ops::conv_transpose2d(
                 x,
                 &self.w,
-                Some(&self.b),
+                self.b.as_ref(),
                 &medseg_ops::ConvTranspose2dParams {
                     stride: [self.stride; 2],
                     padding: [self.pad; 2],
@@ -763,9 +786,11 @@ impl TransConv {
                 },
             );
         }
-        let c = self.b.dim(0)?;
-        x.conv_transpose2d(&self.w, self.pad, self.out_pad, self.stride, 1)?
-            .broadcast_add(&self.b.reshape((1, c, 1, 1))?)
+        let y = x.conv_transpose2d(&self.w, self.pad, self.out_pad, self.stride, 1)?;
+        match &self.b {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        }
     }
 }
 

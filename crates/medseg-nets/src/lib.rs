@@ -19,6 +19,7 @@ mod dlinknet;
 mod dropout_step;
 mod error;
 // HarDNet-MSEG and SETR (JMedSeg)
+mod eanet;
 mod hardnet_mseg;
 mod hrnet;
 mod input_size;
@@ -57,7 +58,9 @@ mod transunet;
 use candle_core::{Result as CandleResult, Tensor};
 
 pub use adabn::{adapt_batch_norm, without_dropout};
-pub use backbones::{DilatedResNet, DilatedResNetSpec, ResNet, ResNetNames, ResNetSpec, Vgg};
+pub use backbones::{
+    DilatedResNet, DilatedResNetSpec, ResNet, ResNetFlavour, ResNetNames, ResNetSpec, Vgg,
+};
 pub use cenet::{CENet, CENetConfig};
 pub use checkpoint::{
     count_parameters, import_pytorch, load_checkpoint, load_network, load_network_with,
@@ -74,6 +77,7 @@ pub use dlinknet::{DLinkNet, DLinkNetConfig};
 pub use dropout_step::{dropout_step, set_dropout_step};
 pub use error::{NetError, Result};
 // HarDNet-MSEG and SETR (JMedSeg)
+pub use eanet::{EANet, EANetConfig, ExternalAttention};
 pub use hardnet_mseg::{HarDNetMSEG, HarDNetMSEGConfig};
 pub use hrnet::{HRNet, HRNetConfig};
 pub use input_size::InputSize;

@@ -153,7 +153,7 @@ impl NetRegistry {
     /// `UNETR3D`), `SwinUNet` (alias `Swin-UNet`), `TransUNet`, `DANet`, `OCNet`, `OCRNet`,
     /// `U2Net`, `U2NetP` (alias `U2Net-small`), `CSNet` (alias `CS-Net`),
     /// `HarDNetMSEG` (alias `HarDNet-MSEG`), `SETR`, `OneNet`, `LightNet`, `HRNet`,
-    /// `DLinkNet` (alias `D-LinkNet`).
+    /// `DLinkNet` (alias `D-LinkNet`), `EANet`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         let table: [(&str, Kind); 21] = [
@@ -211,6 +211,7 @@ impl NetRegistry {
         r.register("DANet", crate::danet::build_from_config);
         r.register("OCNet", crate::ocnet::build_from_config);
         r.register("OCRNet", crate::ocrnet::build_from_config);
+        r.register("EANet", crate::eanet::build_from_config);
         // U2Net and CS-Net
         r.register("U2Net", |c, vb| {
             crate::u2net::build_from_config(c, vb, false)

@@ -17,7 +17,7 @@ use crate::weights::{ClientUpdate, Weights};
 ///
 /// | pattern | network (layer) |
 /// | --- | --- |
-/// | `*out_conv*` | UNet 2D/3D, AttentionUNet, UNet_ScSE, UNet2D5, URPC, CCTNet (incl. `aux_decoders.N.decoder.out_conv`), DualDecoderUNet (`main_decoder`/`aux_decoder`), MCNet (`decoder1..3`), COPLENet, and the deep-supervision heads `decoder.out_conv1..3` |
+/// | `*out_conv*` | UNet 2D/3D, AttentionUNet, UNet_ScSE, UNet2D5, URPC, CCTNet (incl. `aux_decoders.N.decoder.out_conv`), DualDecoderUNet (`main_decoder`/`aux_decoder`), MCNet (`decoder1..3`), COPLENet, DANet, OCNet, OCRNet (`head.out_conv`), EANet (`out_conv`), and the deep-supervision heads `decoder.out_conv1..3` |
 /// | `final.*`, `final_*` | UNet++ (and its deep-supervision heads), HRNet (`final_layer`) |
 /// | `Conv_1x1.*` | R2UNet, R2AttentionUNet |
 /// | `output_layer.*` | ResUNet |

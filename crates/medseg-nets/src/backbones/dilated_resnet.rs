@@ -1,12 +1,15 @@
 //! The dilated Bottleneck ResNet of JMedSeg (`model/backbone/resnet.py`,
 //! github.com/THU-CVlab/JMedSeg): ResNet-50/101 at output stride 8 or 16
 //! with a three-convolution stem and a multi-grid last stage, shared by the
-//! attention-head networks (DANet, OCNet, OCRNet); see [`DilatedResNet`].
+//! attention-head networks (DANet, OCNet, OCRNet), and the GroupNorm copy
+//! of it inside JMedSeg's `model/EANet.py` ([`ResNetFlavour::EANet`]); see
+//! [`DilatedResNet`].
 
 use candle_core::{Result as CandleResult, Tensor};
 use candle_nn::VarBuilder;
 
 use super::resnet::{bn, max_pool, relu};
+use crate::config::NormType;
 use crate::layers::{Conv, Ctx, Norm};
 use crate::ParamInfo;
 
@@ -18,6 +21,59 @@ pub const RESNET101_BLOCKS: [usize; 3] = [3, 4, 23];
 /// Dilation multipliers of the three Bottlenecks of `layer4` (JMedSeg's
 /// `_make_MG_unit(blocks=[1, 2, 4])`).
 pub const MULTI_GRID: [usize; 3] = [1, 2, 4];
+
+/// Which of JMedSeg's two copies of the dilated ResNet a
+/// [`DilatedResNet`] follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResNetFlavour {
+    /// `model/backbone/resnet.py` (DANet, OCNet, OCRNet): BatchNorm; the
+    /// stem's third convolution is neither normalised nor activated; 3x3
+    /// max pooling (stride 2, padding 1); every Bottleneck of a stage
+    /// carries the stage's dilation (times the multi-grid factor in
+    /// `layer4`).
+    #[default]
+    Backbone,
+    /// The copy inside `model/EANet.py`: JMedSeg's `NormLayer` (a GroupNorm
+    /// of 1, 4, 8, 16 or 32 groups for fewer than 64, at least 64, 128,
+    /// 256 or 512 channels; parameters under `<layer>.norm.`) in place of
+    /// every BatchNorm; the stem ends with `bn1` and ReLU; 2x2 max pooling
+    /// (stride 2); the first Bottleneck of every stage is undilated (so
+    /// `layer4` at output stride 16 is dilated 1, 4, 8).
+    EANet,
+}
+
+impl ResNetFlavour {
+    /// The normalisation of `c` channels at `ctx`.
+    fn norm(self, ctx: &Ctx, c: usize) -> CandleResult<Norm> {
+        match self {
+            ResNetFlavour::Backbone => bn(ctx, c),
+            ResNetFlavour::EANet => norm_layer(ctx, c),
+        }
+    }
+}
+
+/// JMedSeg's `NormLayer(c)` (`model/EANet.py`): a GroupNorm whose group
+/// count grows with the channels (1 below 64, then 4, 8, 16, 32 from 64,
+/// 128, 256, 512 channels), its parameters under `<ctx>.norm.`.
+pub fn norm_layer_groups(c: usize) -> usize {
+    match c {
+        c if c >= 512 => 32,
+        c if c >= 256 => 16,
+        c if c >= 128 => 8,
+        c if c >= 64 => 4,
+        _ => 1,
+    }
+}
+
+/// The GroupNorm of [`norm_layer_groups`] at `<ctx>.norm`.
+pub(crate) fn norm_layer(ctx: &Ctx, c: usize) -> CandleResult<Norm> {
+    Norm::new(
+        &ctx.pp("norm"),
+        NormType::GroupNorm,
+        c,
+        norm_layer_groups(c),
+    )
+}
 
 /// Shape of a [`DilatedResNet`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +90,8 @@ pub struct DilatedResNetSpec {
     /// Output stride of `layer3` and `layer4`: 16 (`layer4` dilated 2) or 8
     /// (`layer3` dilated 2, `layer4` dilated 4).
     pub output_stride: usize,
+    /// Which of JMedSeg's copies it follows.
+    pub flavour: ResNetFlavour,
 }
 
 impl DilatedResNetSpec {
@@ -44,6 +102,7 @@ impl DilatedResNetSpec {
             width: 64,
             blocks: RESNET50_BLOCKS.to_vec(),
             output_stride,
+            flavour: ResNetFlavour::Backbone,
         }
     }
 
@@ -95,7 +154,8 @@ impl DilatedResNetSpec {
 /// 3x3 convolution): `conv1` 1x1, `bn1`, ReLU, `conv2` 3x3 (stride,
 /// dilation = padding), `bn2`, ReLU, `conv3` 1x1 to four times the planes,
 /// `bn3`, plus the identity or `downsample.0` (1x1, stride) and
-/// `downsample.1` (BatchNorm), ReLU.
+/// `downsample.1` (BatchNorm, or the GroupNorm of
+/// [`ResNetFlavour::EANet`]), ReLU.
 pub struct Bottleneck {
     conv1: Conv,
     bn1: Norm,
@@ -107,8 +167,10 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         ctx: &Ctx,
+        flavour: ResNetFlavour,
         cin: usize,
         planes: usize,
         stride: usize,
@@ -117,22 +179,23 @@ impl Bottleneck {
     ) -> CandleResult<Self> {
         let out = 4 * planes;
         let d = dilation;
+        let norm = |name: &str, c: usize| flavour.norm(&ctx.pp(name), c);
         let downsample = if project {
             let p = ctx.pp("downsample");
             Some((
                 Conv::new(&p.pp(0), 2, cin, out, 1, stride, 0, false)?,
-                bn(&p.pp(1), out)?,
+                flavour.norm(&p.pp(1), out)?,
             ))
         } else {
             None
         };
         Ok(Self {
             conv1: Conv::new(&ctx.pp("conv1"), 2, cin, planes, 1, 1, 0, false)?,
-            bn1: bn(&ctx.pp("bn1"), planes)?,
+            bn1: norm("bn1", planes)?,
             conv2: Conv::conv2d(&ctx.pp("conv2"), planes, planes, 3, stride, d, d, 1, false)?,
-            bn2: bn(&ctx.pp("bn2"), planes)?,
+            bn2: norm("bn2", planes)?,
             conv3: Conv::new(&ctx.pp("conv3"), 2, planes, out, 1, 1, 0, false)?,
-            bn3: bn(&ctx.pp("bn3"), out)?,
+            bn3: norm("bn3", out)?,
             downsample,
         })
     }
@@ -169,6 +232,10 @@ impl Bottleneck {
 /// * `layer4`: JMedSeg's multi-grid unit, three Bottlenecks of `8w` planes,
 ///   stride 1, dilated 2, 4, 8 (output stride 16) or 4, 8, 16 (8).
 ///
+/// With [`ResNetFlavour::EANet`] it is the copy inside JMedSeg's
+/// `model/EANet.py` instead (GroupNorms, `bn1` after the stem, 2x2 max
+/// pooling, undilated first blocks; output stride 16 only there).
+///
 /// Differences from JMedSeg: configurable input channels, base width and
 /// block counts (for small test configurations); no ImageNet weights.
 /// ResNet-101 at the default width holds 42,623,680 parameters for 3
@@ -182,6 +249,8 @@ pub struct DilatedResNet {
     spec: DilatedResNetSpec,
     params: Vec<ParamInfo>,
     stem: [(Conv, Option<Norm>); 3],
+    /// The EANet flavour's `bn1` after the stem's third convolution.
+    stem_norm: Option<Norm>,
     stages: Vec<Vec<Bottleneck>>,
 }
 
@@ -199,18 +268,23 @@ impl DilatedResNet {
     /// Builds the backbone in `ctx` (the caller validated `spec`).
     pub(crate) fn build(ctx: &Ctx, spec: DilatedResNetSpec) -> CandleResult<Self> {
         let w = spec.width;
+        let f = spec.flavour;
         let s = ctx.pp("conv1");
         let stem = [
             (
                 Conv::new(&s.pp(0), 2, spec.in_chns, w, 3, 2, 1, false)?,
-                Some(bn(&s.pp(1), w)?),
+                Some(f.norm(&s.pp(1), w)?),
             ),
             (
                 Conv::new(&s.pp(3), 2, w, w, 3, 1, 1, false)?,
-                Some(bn(&s.pp(4), w)?),
+                Some(f.norm(&s.pp(4), w)?),
             ),
             (Conv::new(&s.pp(6), 2, w, 2 * w, 3, 1, 1, false)?, None),
         ];
+        let stem_norm = match f {
+            ResNetFlavour::Backbone => None,
+            ResNetFlavour::EANet => Some(f.norm(&ctx.pp("bn1"), 2 * w)?),
+        };
         let (strides, dilations) = spec.strides_dilations();
         let mut cin = 2 * w;
         let mut stages = Vec::with_capacity(4);
@@ -219,11 +293,15 @@ impl DilatedResNet {
             let e = ctx.pp(format!("layer{}", i + 1));
             // dilation of each block: the stage's, times the multi-grid
             // factor in layer4
-            let dils: Vec<usize> = if i < 3 {
+            let mut dils: Vec<usize> = if i < 3 {
                 vec![dilations[i]; spec.blocks[i]]
             } else {
                 MULTI_GRID.iter().map(|m| m * dilations[i]).collect()
             };
+            if f == ResNetFlavour::EANet {
+                // EANet.py builds every stage's first block with dilation 1
+                dils[0] = 1;
+            }
             let mut blocks = Vec::with_capacity(dils.len());
             for (j, &dil) in dils.iter().enumerate() {
                 let (stride, project) = if j == 0 {
@@ -233,6 +311,7 @@ impl DilatedResNet {
                 };
                 blocks.push(Bottleneck::new(
                     &e.pp(j),
+                    f,
                     cin,
                     planes,
                     stride,
@@ -247,6 +326,7 @@ impl DilatedResNet {
             spec,
             params: Vec::new(),
             stem,
+            stem_norm,
             stages,
         })
     }
@@ -279,7 +359,10 @@ impl DilatedResNet {
                 y = n.forward_act(&y, train, Some(&relu()))?;
             }
         }
-        let mut y = max_pool(&y, 3, 2, 1)?;
+        let mut y = match &self.stem_norm {
+            None => max_pool(&y, 3, 2, 1)?,
+            Some(n) => max_pool(&n.forward_act(&y, train, Some(&relu()))?, 2, 2, 0)?,
+        };
         let mut out = Vec::with_capacity(4);
         for blocks in &self.stages {
             for b in blocks {

@@ -202,3 +202,56 @@ pub fn adam_losses(varmap: &VarMap, steps: usize, loss: impl Fn() -> Tensor) -> 
     }
     losses
 }
+
+/// Parity of the registry network `name` with a fixture case: builds
+/// `reference["tiny"]["config"]` in `dtype`, checks its parameter and tensor
+/// counts against the reference's, imports `<case>.weights.safetensors` and
+/// compares the logits of every output the fixture holds (`eval` and `train`
+/// on `input_shape`, `eval_odd` on `odd_input_shape`), each relative to the
+/// reference's largest value, against `tol`. Returns `(output, relative
+/// difference)` per compared output, after asserting that at least `eval`
+/// was compared.
+pub fn fixture_parity(
+    reference: &Value,
+    case: &str,
+    name: &str,
+    dtype: DType,
+    tol: f32,
+) -> Vec<(String, f32)> {
+    let mut config = reference["tiny"]["config"].clone();
+    config["name"] = serde_json::json!(name);
+    let (varmap, net) = build_with(&config, dtype);
+    assert_eq!(
+        net.num_parameters() as u64,
+        reference["tiny"]["num_parameters"].as_u64().unwrap(),
+        "{name}: parameter count"
+    );
+    if let Some(n) = reference["tiny"]["num_tensors"].as_u64() {
+        assert_eq!(varmap.all_vars().len() as u64, n, "{name}: tensor count");
+    }
+    import_weights(&varmap, case);
+    let io = load_io(case);
+    let mut out = Vec::new();
+    for (key, shape_key, train) in [
+        ("eval", "input_shape", false),
+        ("train", "input_shape", true),
+        ("eval_odd", "odd_input_shape", false),
+    ] {
+        let Some(want) = io.get(key) else { continue };
+        let x = pattern(&shape_of(&reference["tiny"][shape_key]))
+            .to_dtype(dtype)
+            .unwrap();
+        let scale = max_abs(want);
+        assert!(scale > 0.1, "{case}: degenerate reference output {key}");
+        let y = net.forward_t(&x, train).unwrap();
+        let d = max_abs_diff(&y.logits, want) / scale;
+        eprintln!("{name} {dtype:?} {key}: relative max difference {d:e}");
+        assert!(d < tol, "{name} {dtype:?} {key} differs by {d} (relative)");
+        out.push((key.to_string(), d));
+    }
+    assert!(
+        out.iter().any(|(k, _)| k == "eval"),
+        "{case}: no eval output"
+    );
+    out
+}
