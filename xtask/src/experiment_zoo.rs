@@ -17,9 +17,16 @@
 //! `--only stem,stem` (file stems of `configs/zoo/`), `--timing-iters N`
 //! (default 5; median after 2 warm-up steps, batch 4), `--threads N`
 //! (timing, default 2), `--no-timing`, `--no-python`, `--retime`,
-//! `--report-only`, `--runs DIR` (default runs/experiment_zoo), `--out DIR`
-//! (default docs/results). Finished runs and timings are kept in the runs
-//! folder and reused.
+//! `--report-only`, `--runs DIR` (default runs/experiment_zoo: training
+//! outputs), `--out DIR` (default docs/results). With `--only`, networks run
+//! in the order given.
+//!
+//! Each finished run's test scores and each network's size and timings are
+//! kept beside the report, in `<out>/zoo_cache/<stem>/seed<s>.json` and
+//! `<out>/zoo_cache/<stem>/profile.json` (a few hundred bytes each, meant
+//! to be committed), and reused: the experiment can be run a few networks
+//! at a time, on different days, and the report always covers everything
+//! cached. Delete a file (or pass `--retime`) to redo it.
 
 use crate::bench_unet::{run_child, Case, ChildOut};
 use crate::experiment::{evaluate_with, mean_std, row_means};
@@ -156,6 +163,7 @@ fn entries(root: &Path, o: &Options) -> Result<Vec<Entry>> {
                 bail!("--only: no configs/zoo/{s}.toml");
             }
         }
+        v.sort_by_key(|e| only.iter().position(|s| s == &e.stem));
     }
     Ok(v)
 }
@@ -340,13 +348,10 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let mut runs = Vec::new();
     let mut profiles = Vec::new();
+    let cache = o.out.join("zoo_cache");
     for e in &list {
         for &seed in &o.seeds {
-            let path = o
-                .runs
-                .join(&e.stem)
-                .join(format!("seed{seed}"))
-                .join("scores.json");
+            let path = cache.join(&e.stem).join(format!("seed{seed}.json"));
             if let Some(s) = read_json::<RunScores>(&path) {
                 if s.iterations == o.iterations {
                     runs.push(s);
@@ -371,7 +376,7 @@ pub fn run(args: &[String]) -> Result<()> {
             write_json(&path, &s)?;
             runs.push(s);
         }
-        let path = o.runs.join(&e.stem).join("profile.json");
+        let path = cache.join(&e.stem).join("profile.json");
         let cached = read_json::<Profile>(&path)
             .filter(|p| !o.retime && (p.medseg_train_ms.is_some() || !o.timing));
         let p = match cached {
@@ -386,7 +391,7 @@ pub fn run(args: &[String]) -> Result<()> {
         };
         profiles.push((e.stem.clone(), e.name(), p));
     }
-    report(&o, &runs, &profiles)
+    report(&o, &runs, &profiles, list.len())
 }
 
 /// The larger of two optional values.
@@ -418,7 +423,12 @@ fn human(n: f64) -> String {
     }
 }
 
-fn report(o: &Options, runs: &[RunScores], profiles: &[(String, String, Profile)]) -> Result<()> {
+fn report(
+    o: &Options,
+    runs: &[RunScores],
+    profiles: &[(String, String, Profile)],
+    total: usize,
+) -> Result<()> {
     std::fs::create_dir_all(&o.out)?;
     let mut csv = String::from("config,network,seed,iterations,dice,hd95_mm,train_s\n");
     for r in runs {
@@ -520,11 +530,23 @@ fn report(o: &Options, runs: &[RunScores], profiles: &[(String, String, Profile)
         true,
     )?;
     let seeds: Vec<String> = o.seeds.iter().map(|s| s.to_string()).collect();
+    let trained = profiles
+        .iter()
+        .filter(|(stem, _, _)| runs.iter().any(|r| &r.stem == stem))
+        .count();
+    let timed = profiles
+        .iter()
+        .filter(|(_, _, p)| p.medseg_train_ms.is_some())
+        .count();
+    let coverage = format!(
+        "Coverage: {trained} of {total} networks trained and tested, {timed} timed \
+         (`-`: not yet run; the cache in `zoo_cache/` lets the experiment go on where it stopped).\n\n"
+    );
     let threads = profiles.first().map_or(o.threads, |p| p.2.threads);
     let iters = profiles.first().map_or(o.timing_iters, |p| p.2.iters);
     let text = format!(
         "# Network zoo on the cardiac phantom\n\n\
-         Made by `cargo xtask experiment zoo --iterations {} --seeds {}`.\n\n\
+         Made by `cargo xtask experiment zoo --iterations {} --seeds {}`.\n\n{coverage}\
          Every network of `configs/zoo/` trained with the same budget: the quickstart's recipe \
          (96x96 crops, batch 4, Dice + CE, Adam 2e-3 with poly decay, {} iterations), best \
          validation checkpoint tested on the 8 test subjects (mean Dice and HD95 over the 3 \

@@ -2,11 +2,13 @@
 //! (`cargo xtask experiment zoo`). Every file must give the same budget (the
 //! quickstart's data, augmentation and training, only the output folder
 //! differs), name a registered 2D network, and that network must take the
-//! recipe's 96x96 crops and report its size and multiply-adds.
+//! recipe's 96x96 crops, give an output the recipe's loss takes (as a
+//! training step does), and report its size and multiply-adds.
 
 use candle_core::{DType, Device, Tensor};
 use medseg_config::ExperimentConfig;
-use medseg_learners::{build_net, network_config};
+use medseg_learners::{build_loss, build_net, network_config, supervised_loss};
+use medseg_losses::LossTarget;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -74,6 +76,14 @@ fn every_zoo_network_takes_the_crops_and_reports_its_size() {
             .forward_t(&x, false)
             .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         assert_eq!(y.logits.dims(), &[1, 4, side, side], "{}", f.display());
+        // the recipe's loss takes the output, as in a training step
+        let loss = build_loss(&c.training.loss).unwrap();
+        let labels = Tensor::zeros((1, 1, side, side), DType::U32, &Device::Cpu).unwrap();
+        let l = supervised_loss(loss.as_ref(), &y, &LossTarget::class_map(labels))
+            .unwrap_or_else(|e| panic!("{}: the loss refuses the output: {e}", f.display()))
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(l.is_finite() && l > 0.0, "{}: loss {l}", f.display());
         let s = medseg_nets::summarize(net.as_ref(), &[1, 1, side, side], &Device::Cpu).unwrap();
         let trainable: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
         assert!(s.total_params <= trainable, "{}", f.display());

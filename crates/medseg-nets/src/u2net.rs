@@ -33,6 +33,10 @@ const U2NETP_WIDTHS: [&[usize]; 4] = [&[16; 6], &[64; 6], &[16; 5], &[64; 5]];
 /// 1d..5d); stages 5, 6 and 5d are the dilated RSU-4F.
 const HEIGHTS: [usize; 6] = [7, 6, 5, 4, 4, 4];
 
+fn d_true() -> bool {
+    true
+}
+
 /// Configuration of [`U2Net`] (registry names `U2Net`, and `U2NetP` /
 /// `U2Net-small` for the small variant).
 ///
@@ -71,6 +75,13 @@ pub struct U2NetConfig {
     /// finest first).
     #[serde(default)]
     pub decoder_out_chns: Vec<usize>,
+    /// Return the six side outputs in [`crate::NetOutput::deep`] for deep
+    /// supervision (true, as the authors train: the configured loss must
+    /// then take several predictions, e.g. `DeepSuperviseLoss`); false
+    /// returns the fused logits alone, for a plain loss. The fused output
+    /// is computed from the side outputs either way.
+    #[serde(default = "d_true", alias = "deep_supervise")]
+    pub multiscale_pred: bool,
     /// Seed of the initial weights.
     #[serde(default)]
     pub seed: u64,
@@ -89,6 +100,7 @@ impl U2NetConfig {
             encoder_out_chns: Vec::new(),
             decoder_mid_chns: Vec::new(),
             decoder_out_chns: Vec::new(),
+            multiscale_pred: true,
             seed: 0,
         };
         c.fill_defaults(small);
@@ -481,6 +493,11 @@ impl SegNetwork for U2Net {
         if x.rank() == 5 {
             let (x4, n, d) = fold_depth(x)?;
             let (d0, sides) = self.forward4(&x4, train)?;
+            let sides = if self.cfg.multiscale_pred {
+                sides
+            } else {
+                Vec::new()
+            };
             return Ok(NetOutput {
                 logits: unfold_depth(&d0, n, d)?,
                 deep: sides
@@ -493,7 +510,11 @@ impl SegNetwork for U2Net {
         let (logits, deep) = self.forward4(x, train)?;
         Ok(NetOutput {
             logits,
-            deep,
+            deep: if self.cfg.multiscale_pred {
+                deep
+            } else {
+                Vec::new()
+            },
             aux: Vec::new(),
         })
     }
@@ -532,6 +553,7 @@ pub(crate) fn build_from_config(
             ("encoder_out_chns", KeyKind::UsizeList),
             ("decoder_mid_chns", KeyKind::UsizeList),
             ("decoder_out_chns", KeyKind::UsizeList),
+            ("multiscale_pred", KeyKind::Bool),
         ],
     )?;
     cfg.fill_defaults(small);

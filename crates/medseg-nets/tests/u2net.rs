@@ -195,6 +195,24 @@ fn names_encoder_and_any_input_size() {
     let out = net.forward_t(&pattern(&[1, 2, 3, 16, 12]), true).unwrap();
     assert_eq!(out.logits.dims(), &[1, 3, 3, 16, 12]);
     assert_eq!(out.deep[5].dims(), &[1, 3, 3, 16, 12]);
+    // without deep supervision (the same weights copied over): the same
+    // fused logits, no side outputs
+    let mut c = tiny_config("U2Net-small");
+    c["multiscale_pred"] = json!(false);
+    let (mut vm2, plain) = build(&c);
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        vm2.set_one(name, var.as_tensor()).unwrap();
+    }
+    for shape in [vec![1, 2, 17, 9], vec![1, 2, 3, 16, 12]] {
+        let x = pattern(&shape);
+        let a = net.forward_t(&x, false).unwrap();
+        let b = plain.forward_t(&x, false).unwrap();
+        assert!(b.deep.is_empty() && !a.deep.is_empty());
+        assert_eq!(max_abs_diff(&a.logits, &b.logits), 0.0);
+    }
+    let mut c = tiny_config("U2Net");
+    c["multiscale_pred"] = json!("yes");
+    assert!(config_error(&c).contains("`multiscale_pred`"));
     let err = net
         .forward(&pattern(&[1, 3, 16, 16]))
         .unwrap_err()
