@@ -391,9 +391,10 @@ fn norm_detection_matches_every_medseg_network() {
                 let tail = l.rsplit('.').next().unwrap_or("");
                 let layer_norm = layer_norm
                     || (name == "TransUNet" && (tail.starts_with("gn") || tail.ends_with("_norm")));
-                // OneNet's and LightNet's group norms (`...norm.norm`)
+                // OneNet's, LightNet's and EANet's group norms (JMedSeg's
+                // `NormLayer`: `...<layer>.norm`)
                 let layer_norm = layer_norm
-                    || (["OneNet", "LightNet"].contains(&name.as_str()) && tail == "norm");
+                    || (["OneNet", "LightNet", "EANet"].contains(&name.as_str()) && tail == "norm");
                 assert_eq!(
                     found.contains(k),
                     batch || group || layer_norm,
