@@ -23,14 +23,15 @@ pub(crate) fn d_width() -> usize {
     64
 }
 
-/// The keys of DANet, OCNet and OCRNet beyond the common ones, for naming a
-/// mistyped one.
+/// The keys of DANet, OCNet, OCRNet and EANet beyond the common ones, for
+/// naming a mistyped one.
 pub(crate) const ATTENTION_KEYS: &[(&str, KeyKind)] = &[
     ("backbone", KeyKind::Str),
     ("output_stride", KeyKind::Usize),
     ("backbone_width", KeyKind::Usize),
     ("backbone_blocks", KeyKind::UsizeList),
     ("ocr_channels", KeyKind::Usize),
+    ("memory_units", KeyKind::Usize),
     ("dropout", KeyKind::F64),
 ];
 

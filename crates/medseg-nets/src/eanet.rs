@@ -7,13 +7,13 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{
-    backbone_spec, check_common, d_backbone, d_dimension, d_output_stride, d_width,
+    backbone_spec, check_common, d_backbone, d_dimension, d_output_stride, d_width, ATTENTION_KEYS,
 };
 use crate::backbones::dilated_resnet::{
     norm_layer, DilatedResNet, DilatedResNetSpec, ResNetFlavour,
 };
 use crate::backbones::resnet::relu;
-use crate::config::{parse_net_config, KeyKind};
+use crate::config::parse_net_config;
 use crate::error::{NetError, Result};
 use crate::layers::{record, resize_linear, Conv, Ctx, Dropout, Norm, ParamInit, TransConv};
 use crate::unet::{fold_5d, logits_only_2d, unet_meta};
@@ -25,16 +25,6 @@ fn d_dropout() -> f64 {
 fn d_memory_units() -> usize {
     64
 }
-
-/// The keys of EANet beyond the common ones, for naming a mistyped one.
-const EANET_KEYS: &[(&str, KeyKind)] = &[
-    ("backbone", KeyKind::Str),
-    ("output_stride", KeyKind::Usize),
-    ("backbone_width", KeyKind::Usize),
-    ("backbone_blocks", KeyKind::UsizeList),
-    ("memory_units", KeyKind::Usize),
-    ("dropout", KeyKind::F64),
-];
 
 /// Configuration of [`EANet`] (registry name `EANet`).
 ///
@@ -325,6 +315,6 @@ pub(crate) fn build_from_config(
     config: &serde_json::Value,
     vb: VarBuilder,
 ) -> Result<Box<dyn SegNetwork>> {
-    let cfg: EANetConfig = parse_net_config(config, EANET_KEYS)?;
+    let cfg: EANetConfig = parse_net_config(config, ATTENTION_KEYS)?;
     Ok(Box::new(EANet::new(cfg, vb)?))
 }
