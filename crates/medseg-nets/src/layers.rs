@@ -868,9 +868,10 @@ impl Norm {
         }
     }
 
-    /// Normalisation followed by `act`; on f32 CPU tensors BatchNorm and
-    /// InstanceNorm run as one fused `medseg-ops` kernel with the activation
-    /// (LeakyReLU or none), otherwise as a composition of candle ops.
+    /// Normalisation followed by `act`; on f32 CPU tensors BatchNorm,
+    /// InstanceNorm and GroupNorm run as one fused `medseg-ops` kernel with
+    /// the activation (LeakyReLU or none), otherwise as a composition of
+    /// candle ops.
     pub fn forward_act(&self, x: &Tensor, train: bool, act: Option<&Act>) -> Result<Tensor> {
         let fused = match act {
             None => Some(medseg_ops::Activation::Identity),
@@ -903,7 +904,19 @@ impl Norm {
                     }
                 }
                 Norm::Instance { .. } => Some(medseg_ops::instance_norm(x, None, None, BN_EPS, f)?),
-                Norm::Group { .. } => None,
+                Norm::Group {
+                    groups,
+                    gamma,
+                    beta,
+                    ..
+                } => Some(medseg_ops::group_norm(
+                    x,
+                    *groups,
+                    Some(gamma),
+                    Some(beta),
+                    BN_EPS,
+                    f,
+                )?),
             };
             if let Some(y) = y {
                 let (name, kind, params) = self.kind_name();
@@ -970,17 +983,15 @@ impl Norm {
                 beta,
                 name,
             } => {
-                let dims = x.dims().to_vec();
-                let n = dims[0];
-                let g = x.reshape((n, *groups, ()))?;
-                let mean = g.mean_keepdim(2)?;
-                let xc = g.broadcast_sub(&mean)?;
-                let var = xc.sqr()?.mean_keepdim(2)?;
-                let y = xc
-                    .broadcast_div(&(var + BN_EPS)?.sqrt()?)?
-                    .reshape(dims)?
-                    .broadcast_mul(&per_channel(gamma, nd)?)?
-                    .broadcast_add(&per_channel(beta, nd)?)?;
+                // medseg-ops composes it from candle ops off the fast path
+                let y = medseg_ops::group_norm(
+                    x,
+                    *groups,
+                    Some(gamma),
+                    Some(beta),
+                    BN_EPS,
+                    medseg_ops::Activation::Identity,
+                )?;
                 (y, name, "GroupNorm", 2 * gamma.elem_count())
             }
         };

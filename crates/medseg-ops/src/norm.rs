@@ -1,5 +1,5 @@
-//! Batch normalisation (training and inference) and instance normalisation,
-//! fused with an [`Activation`], forward and backward.
+//! Batch normalisation (training and inference), instance normalisation and
+//! group normalisation, fused with an [`Activation`], forward and backward.
 //!
 //! Inputs are `[N, C, ...spatial]`; `gamma`, `beta`, the running statistics
 //! and the returned batch statistics are `[C]`. Normalisation uses the biased
@@ -7,8 +7,8 @@
 //! batch variance, which is what PyTorch folds into `running_var`.
 //!
 //! On CPU f32 the forward is one statistics pass (per `(n, c)` plane, combined
-//! per channel with Chan's formula) and one fused normalise-scale-shift-activate
-//! pass; the backward is one reduction pass and one pass that writes the input
+//! per channel with Chan's formula; per `(n, group)` block for group norm) and
+//! one fused normalise-scale-shift-activate pass; the backward is one reduction pass and one pass that writes the input
 //! gradient. Other devices/dtypes are composed from candle ops.
 
 use crate::activation::{activate, cpu_slice, from_vec, is_fast, par_fill, with_slice, Activation};
@@ -24,6 +24,9 @@ enum Mode {
     BatchEval,
     /// statistics per (n, c) plane; gradient flows through them
     Instance,
+    /// statistics per (n, group) over `C / groups` consecutive channels;
+    /// gradient flows through them
+    Group(usize),
 }
 
 /// Sum of a slice with 16 independent lanes (vectorises), in f32.
@@ -87,6 +90,7 @@ impl NormOp {
     fn stat(&self, plane: usize, c: usize) -> usize {
         match self.mode {
             Mode::Instance => plane,
+            Mode::Group(g) => (plane / c) * g + (plane % c) / (c / g),
             _ => plane % c,
         }
     }
@@ -102,6 +106,7 @@ impl CustomOp3 for NormOp {
             Mode::BatchTrain => "medseg-batch-norm-train",
             Mode::BatchEval => "medseg-batch-norm-eval",
             Mode::Instance => "medseg-instance-norm",
+            Mode::Group(_) => "medseg-group-norm",
         }
     }
 
@@ -209,6 +214,25 @@ impl CustomOp3 for NormOp {
                     dgamma[ch] = a as f32;
                     dbeta[ch] = b as f32;
                 }
+                // per-statistic means of gamma * dz and gamma * dz * xhat
+                // (instance and group modes: the statistics' own gradient)
+                let per_stat: Vec<(f32, f32)> = match self.mode {
+                    Mode::Instance | Mode::Group(_) => {
+                        let k_count = self.mean.len();
+                        let mut acc = vec![(0f64, 0f64); k_count];
+                        for (p, &(sdz, sdzx)) in sums.iter().enumerate() {
+                            let g = gv[p % c] as f64;
+                            let a = &mut acc[self.stat(p, c)];
+                            a.0 += g * sdz;
+                            a.1 += g * sdzx;
+                        }
+                        let cnt = (n * c * s / k_count) as f64;
+                        acc.iter()
+                            .map(|&(a, b)| ((a / cnt) as f32, (b / cnt) as f32))
+                            .collect()
+                    }
+                    _ => vec![],
+                };
                 // pass 2: input gradient
                 let mode = self.mode;
                 let dx = par_fill(x.len(), s, |p, dx| {
@@ -218,25 +242,25 @@ impl CustomOp3 for NormOp {
                     let (m, is) = (self.mean[k], self.invstd[k]);
                     let a = gv[ch] * is;
                     let b = bv[ch] - m * a;
-                    let (mdz, mdzx) = match mode {
+                    // dx = is * (gamma dz - mean(gamma dz) - xhat mean(gamma dz xhat)),
+                    // the means over the elements that share the statistic
+                    let (m1, m2) = match mode {
                         Mode::BatchEval => (0.0, 0.0),
                         Mode::BatchTrain => {
                             let cnt = (n * s) as f64;
                             (
-                                (dbeta[ch] as f64 / cnt) as f32,
-                                (dgamma[ch] as f64 / cnt) as f32,
+                                (gv[ch] as f64 * dbeta[ch] as f64 / cnt) as f32,
+                                (gv[ch] as f64 * dgamma[ch] as f64 / cnt) as f32,
                             )
                         }
-                        Mode::Instance => {
-                            let cnt = s as f64;
-                            ((sums[p].0 / cnt) as f32, (sums[p].1 / cnt) as f32)
-                        }
+                        Mode::Instance | Mode::Group(_) => per_stat[k],
                     };
+                    let (c1, c2) = (is * m1, is * m2);
                     for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
                         let z = a.mul_add(xv, b);
                         let dz = if z > 0.0 { g } else { g * slope };
                         let xh = (xv - m) * is;
-                        d.write(a * (dz - mdz - xh * mdzx));
+                        d.write(a * dz - c1 - xh * c2);
                     }
                 });
                 (dx, dgamma, dbeta)
@@ -467,6 +491,79 @@ pub fn instance_norm(
     let var = xc.sqr()?.mean_keepdim(2)?;
     let y = xc
         .broadcast_div(&(var + eps)?.sqrt()?)?
+        .broadcast_mul(&gamma.reshape((1, c, 1))?)?
+        .broadcast_add(&beta.reshape((1, c, 1))?)?
+        .reshape(x.shape())?;
+    activate(&y, act)
+}
+
+/// Group normalisation (PyTorch `nn.GroupNorm`): the `C` channels of `x =
+/// [N, C, ...]` split into `groups` runs of `C / groups` consecutive
+/// channels, each normalised per sample over its channels and spatial axes
+/// (biased variance), then scaled and shifted per channel by the optional
+/// affine `gamma`/`beta` (`[C]`; `None` means 1 and 0), fused with `act`.
+/// `groups == C` is instance normalisation, `groups == 1` layer
+/// normalisation over `[C, ...]`. The gradient flows to `x`, `gamma` and
+/// `beta`, through the statistics.
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    eps: f64,
+    act: Activation,
+) -> Result<Tensor> {
+    let c = check(x, &[], "group_norm")?;
+    if groups == 0 || c % groups != 0 {
+        candle_core::bail!("group_norm: {c} channels are not divisible into {groups} groups");
+    }
+    let ones;
+    let zeros;
+    let gamma = match gamma {
+        Some(g) => g,
+        None => {
+            ones = Tensor::ones(c, x.dtype(), x.device())?;
+            &ones
+        }
+    };
+    let beta = match beta {
+        Some(b) => b,
+        None => {
+            zeros = Tensor::zeros(c, x.dtype(), x.device())?;
+            &zeros
+        }
+    };
+    check(x, &[("gamma", gamma), ("beta", beta)], "group_norm")?;
+    let (n, _, s) = ncs(x.dims());
+    let block = c / groups * s;
+    if block == 0 {
+        candle_core::bail!("group_norm: empty spatial size {:?}", x.dims());
+    }
+    if fast3(&[x, gamma, beta]) {
+        let x = x.contiguous()?;
+        let (mean, invstd) = with_slice(&x, "group_norm", |xs| {
+            xs.par_chunks(block)
+                .map(|p| {
+                    let (m, q) = plane_moments(p);
+                    (m as f32, (1.0 / (q / block as f64 + eps).sqrt()) as f32)
+                })
+                .unzip::<f32, f32, Vec<f32>, Vec<f32>>()
+        })?;
+        let op = NormOp {
+            mode: Mode::Group(groups),
+            slope: act.neg_slope(),
+            mean: Arc::new(mean),
+            invstd: Arc::new(invstd),
+        };
+        return x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op);
+    }
+    let xf = x.reshape((n, groups, block))?;
+    let mean = xf.mean_keepdim(2)?;
+    let xc = xf.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(2)?;
+    let y = xc
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .reshape((n, c, s))?
         .broadcast_mul(&gamma.reshape((1, c, 1))?)?
         .broadcast_add(&beta.reshape((1, c, 1))?)?
         .reshape(x.shape())?;

@@ -394,7 +394,13 @@ fn norms() {
     compare(
         "instance_norm affine",
         |t| instance_norm(&t[0], Some(&t[1]), Some(&t[2]), 1e-5, act),
-        &[x.clone(), g, b],
+        &[x.clone(), g.clone(), b.clone()],
+        1e-4,
+    );
+    compare(
+        "group_norm",
+        |t| group_norm(&t[0], 2, Some(&t[1]), Some(&t[2]), 1e-5, act),
+        &[x.clone(), g.clone(), b.clone()],
         1e-4,
     );
     let x3 = rand_t(&mut rng(175), &[2, 3, 3, 4, 5]);

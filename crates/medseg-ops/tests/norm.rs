@@ -1,9 +1,11 @@
-//! Normalisation: against batch/instance norm composed from candle ops, the
+//! Normalisation: against batch/instance/group norm composed from candle ops, the
 //! returned statistics against direct sums, and central finite differences
 //! for x, gamma and beta in every mode.
 
 use candle_core::{DType, Device, Result, Tensor};
-use medseg_ops::{activate, batch_norm_eval, batch_norm_train, instance_norm, Activation};
+use medseg_ops::{
+    activate, batch_norm_eval, batch_norm_train, group_norm, instance_norm, Activation,
+};
 
 // shared test helpers: tests/helpers/mod.rs
 #[allow(dead_code)]
@@ -224,10 +226,108 @@ fn gradients_match_finite_differences() {
     let _ = activate(&x3, Activation::Relu).unwrap();
 }
 
+/// Group norm of `x [N, C, ...]`: batch norm (no affine) of each sample's
+/// `[1, G, C/G * S]` view, then the per-channel affine and `act`, composed
+/// from candle ops.
+fn reference_gn(
+    x: &Tensor,
+    groups: usize,
+    g: &Tensor,
+    b: &Tensor,
+    eps: f64,
+    act: Activation,
+) -> Result<Tensor> {
+    let (n, c) = (x.dim(0)?, x.dim(1)?);
+    let s = x.elem_count() / (n * c);
+    let ones = Tensor::ones(groups, DType::F32, &Device::Cpu)?;
+    let zeros = Tensor::zeros(groups, DType::F32, &Device::Cpu)?;
+    let mut rows = Vec::new();
+    for i in 0..n {
+        let xi = x.narrow(0, i, 1)?.reshape((1, groups, c / groups * s))?;
+        rows.push(reference_bn(&xi, &ones, &zeros, eps, Activation::Identity)?);
+    }
+    let y = Tensor::cat(&rows, 0)?
+        .reshape((n, c, s))?
+        .broadcast_mul(&g.reshape((1, c, 1))?)?
+        .broadcast_add(&b.reshape((1, c, 1))?)?
+        .reshape(x.shape())?;
+    match act {
+        Activation::Identity => Ok(y),
+        Activation::Relu => y.relu(),
+        Activation::LeakyRelu(s) => candle_nn::ops::leaky_relu(&y, s),
+    }
+}
+
+#[test]
+fn group_norm_matches_composition() {
+    let x = rand_t(&mut rng(20), &[3, 6, 5, 4]).affine(2.0, 1.0).unwrap();
+    let (g, b) = params(21, 6);
+    for groups in [1, 2, 3, 6] {
+        for act in [Activation::Identity, Activation::Relu] {
+            let y = group_norm(&x, groups, Some(&g), Some(&b), 1e-5, act).unwrap();
+            let r = reference_gn(&x, groups, &g, &b, 1e-5, act).unwrap();
+            assert_close(&y, &r, 2e-5, &format!("group_norm {groups} groups"));
+        }
+    }
+    // groups == C is instance norm; no affine means gamma 1, beta 0
+    let y = group_norm(&x, 6, None, None, 1e-5, Activation::Identity).unwrap();
+    let r = instance_norm(&x, None, None, 1e-5, Activation::Identity).unwrap();
+    assert_close(&y, &r, 1e-6, "group_norm with C groups");
+    // 3D input
+    let x3 = rand_t(&mut rng(22), &[2, 4, 3, 2, 5]);
+    let (g3, b3) = params(23, 4);
+    let y = group_norm(&x3, 2, Some(&g3), Some(&b3), 1e-6, Activation::LeakyRelu(0.1)).unwrap();
+    let r = reference_gn(&x3, 2, &g3, &b3, 1e-6, Activation::LeakyRelu(0.1)).unwrap();
+    assert_close(&y, &r, 2e-5, "group_norm 3D");
+    // f64 takes the composition
+    let f64t = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+    let y = group_norm(&x, 3, Some(&g), Some(&b), 1e-5, Activation::Relu).unwrap();
+    let y2 = group_norm(&f64t(&x), 3, Some(&f64t(&g)), Some(&f64t(&b)), 1e-5, Activation::Relu)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    assert_close(&y2, &y, 1e-5, "group_norm f64 fallback");
+}
+
+#[test]
+fn group_norm_gradients_match_finite_differences() {
+    // gamma varies within each group, so the statistics' gradient must
+    // weight dz by the channel's own gamma
+    let x = rand_t(&mut rng(24), &[2, 4, 3, 5]);
+    let (g, b) = params(25, 4);
+    let inputs = [x, g, b];
+    for (k, (groups, act)) in [
+        (2, Activation::Identity),
+        (1, Activation::LeakyRelu(0.2)),
+        (4, Activation::Identity),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let eps = if act == Activation::Identity {
+            1e-2
+        } else {
+            1e-3
+        };
+        check_grads(
+            |t| group_norm(&t[0], groups, Some(&t[1]), Some(&t[2]), 1e-5, act),
+            &inputs,
+            26 + k as u64,
+            eps,
+            1e-2,
+            40,
+        );
+    }
+}
+
 #[test]
 fn wrong_parameter_shapes_are_errors() {
     let x = rand_t(&mut rng(1), &[2, 3, 4]);
     let (g, b) = params(2, 4);
     assert!(batch_norm_train(&x, &g, &b, 1e-5, Activation::Relu).is_err());
     assert!(instance_norm(&x, Some(&g), None, 1e-5, Activation::Relu).is_err());
+    assert!(group_norm(&x, 3, Some(&g), None, 1e-5, Activation::Relu).is_err());
+    let e = group_norm(&x, 2, None, None, 1e-5, Activation::Relu).unwrap_err();
+    assert!(e.to_string().contains("3 channels are not divisible into 2 groups"), "{e}");
+    assert!(group_norm(&x, 0, None, None, 1e-5, Activation::Relu).is_err());
 }

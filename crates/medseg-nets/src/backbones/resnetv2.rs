@@ -86,8 +86,9 @@ impl StdConv2d {
 }
 
 /// Group normalisation with its own epsilon (PyTorch
-/// `nn.GroupNorm(groups, c, eps)`), parameters `weight` and `bias`;
-/// composed of differentiable candle ops, no running statistics.
+/// `nn.GroupNorm(groups, c, eps)`), parameters `weight` and `bias`, no
+/// running statistics; `medseg_ops::group_norm` (fused kernel on f32 CPU,
+/// candle ops elsewhere).
 pub struct GroupNorm {
     groups: usize,
     eps: f64,
@@ -114,19 +115,15 @@ impl GroupNorm {
     /// Normalises `[N, C, ...]` over each group's channels and positions
     /// (biased variance), then scales and shifts per channel.
     pub fn forward(&self, x: &Tensor) -> CandleResult<Tensor> {
-        let dims = x.dims().to_vec();
-        let (n, c) = (dims[0], dims[1]);
-        let g = x.reshape((n, self.groups, ()))?;
-        let mean = g.mean_keepdim(2)?;
-        let xc = g.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(2)?;
-        let mut shape = vec![1, c];
-        shape.extend(std::iter::repeat_n(1, dims.len() - 2));
-        let y = xc
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .reshape(dims)?
-            .broadcast_mul(&self.gamma.reshape(shape.clone())?)?
-            .broadcast_add(&self.beta.reshape(shape)?)?;
+        let c = x.dim(1)?;
+        let y = medseg_ops::group_norm(
+            x,
+            self.groups,
+            Some(&self.gamma),
+            Some(&self.beta),
+            self.eps,
+            medseg_ops::Activation::Identity,
+        )?;
         record(&self.name, "GroupNorm", &y, 2 * c, 0);
         Ok(y)
     }
