@@ -63,6 +63,11 @@ def main():
     rm, rv = torch.randn(16) * 0.1, torch.rand(16) + 0.5
     up_in = torch.randn(4, 16, 128, 128)
     psp = torch.randn(4, 64, 64, 64)
+    g64 = torch.rand(64) + 0.5
+    b64 = torch.randn(64)
+    tok = torch.randn(4, 576, 768)
+    g768 = torch.rand(768) + 0.5
+    b768 = torch.randn(768)
     v3 = torch.randn(2, 16, 32, 64, 64)
     k3 = torch.randn(16, 16, 3, 3, 3) * 0.05
     v3s = torch.randn(2, 16, 16, 32, 32)
@@ -86,6 +91,8 @@ def main():
         emit("max_pool3d 2 2x16x32x64x64", lambda: F.max_pool3d(v3, 2))
         emit("bilinear x2 4x16x128x128", lambda: F.interpolate(up_in, scale_factor=2, mode="bilinear", align_corners=False))
         emit("adaptive_avg_pool2d 4x64x64x64->6x6", lambda: F.adaptive_avg_pool2d(psp, 6))
+        emit("group_norm 8 groups 4x64x64x64", lambda: F.group_norm(psp, 8, g64, b64, eps=1e-5))
+        emit("layer_norm 4x576x768", lambda: F.layer_norm(tok, (768,), g768, b768, eps=1e-6))
         emit("trilinear x2 2x16x16x32x32", lambda: F.interpolate(v3s, scale_factor=2, mode="trilinear", align_corners=False))
         emit("log_softmax dim1 4x4x256x256", lambda: F.log_softmax(logits, 1))
         emit("softmax dim1 4x4x256x256", lambda: F.softmax(logits, 1))
@@ -94,6 +101,8 @@ def main():
     emit("fwd+bwd max_pool2d 2 4x16x256x256", fwd_bwd(lambda t: F.max_pool2d(t, 2), big))
     emit("fwd+bwd bilinear x2 4x16x128x128", fwd_bwd(lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False), up_in))
     emit("fwd+bwd adaptive_avg_pool2d 4x64x64x64->6x6", fwd_bwd(lambda t: F.adaptive_avg_pool2d(t, 6), psp))
+    emit("fwd+bwd group_norm 8 groups 4x64x64x64", fwd_bwd(lambda t, g, b: F.group_norm(t, 8, g, b, eps=1e-5), psp, g64, b64))
+    emit("fwd+bwd layer_norm 4x576x768", fwd_bwd(lambda t, g, b: F.layer_norm(t, (768,), g, b, eps=1e-6), tok, g768, b768))
     emit("fwd+bwd log_softmax dim1 4x4x256x256", fwd_bwd(lambda t: F.log_softmax(t, 1), logits))
 
 

@@ -276,6 +276,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let up_in = det_tensor(&[4, 16, 128, 128], 12, 1.0)?;
     // a PSPNet-like pyramid input (bins 1, 2, 3, 6 of a 64-channel map)
     let psp = det_tensor(&[4, 64, 64, 64], 13, 1.0)?;
+    let g64 = (det_tensor(&[64], 14, 0.5)? + 1.0)?;
+    let b64 = det_tensor(&[64], 15, 0.5)?;
+    // ViT-B tokens: 4 x 576 tokens (a 384x384 image in 16x16 patches) of 768
+    let tok = det_tensor(&[4, 576, 768], 16, 1.0)?;
+    let g768 = (det_tensor(&[768], 17, 0.5)? + 1.0)?;
+    let b768 = det_tensor(&[768], 18, 0.5)?;
     let v3 = det_tensor(&[2, 16, 32, 64, 64], 13, 1.0)?;
     let k3 = det_tensor(&[16, 16, 3, 3, 3], 14, 0.05)?;
     let v3s = det_tensor(&[2, 16, 16, 32, 32], 15, 1.0)?;
@@ -395,6 +401,20 @@ pub fn run(args: &[String]) -> Result<()> {
         })?))?)
     );
     row!(
+        "group_norm 8 groups 4x64x64x64",
+        || Ok(ops::group_norm(&psp, 8, Some(&g64), Some(&b64), 1e-5, ops::Activation::Identity)?),
+        Some(median_ms(w, it, || Ok(ops::with_candle_ops(|| {
+            ops::group_norm(&psp, 8, Some(&g64), Some(&b64), 1e-5, ops::Activation::Identity)
+        })?))?)
+    );
+    row!(
+        "layer_norm 4x576x768",
+        || Ok(ops::layer_norm(&tok, &g768, &b768, 1e-6)?),
+        Some(median_ms(w, it, || Ok(ops::with_candle_ops(|| {
+            ops::layer_norm(&tok, &g768, &b768, 1e-6)
+        })?))?)
+    );
+    row!(
         "trilinear x2 2x16x16x32x32",
         || Ok(ops::upsample_trilinear3d(&v3s, [32, 64, 64], false)?),
         None
@@ -471,6 +491,30 @@ pub fn run(args: &[String]) -> Result<()> {
             fwd_bwd(std::slice::from_ref(&psp), |t| ops::with_candle_ops(|| {
                 ops::adaptive_avg_pool2d(&t[0], [6, 6])
             }))?
+        )?)
+    );
+    let gn_in = [psp.clone(), g64.clone(), b64.clone()];
+    let gn = |t: &[Tensor]| {
+        ops::group_norm(&t[0], 8, Some(&t[1]), Some(&t[2]), 1e-5, ops::Activation::Identity)
+    };
+    row!(
+        "fwd+bwd group_norm 8 groups 4x64x64x64",
+        fwd_bwd(&gn_in, gn)?,
+        Some(median_ms(
+            w,
+            it,
+            fwd_bwd(&gn_in, |t| ops::with_candle_ops(|| gn(t)))?
+        )?)
+    );
+    let ln_in = [tok.clone(), g768.clone(), b768.clone()];
+    let ln = |t: &[Tensor]| ops::layer_norm(&t[0], &t[1], &t[2], 1e-6);
+    row!(
+        "fwd+bwd layer_norm 4x576x768",
+        fwd_bwd(&ln_in, ln)?,
+        Some(median_ms(
+            w,
+            it,
+            fwd_bwd(&ln_in, |t| ops::with_candle_ops(|| ln(t)))?
         )?)
     );
     row!(

@@ -1,7 +1,8 @@
 //! # medseg-ops
 //!
 //! Fast CPU candle custom ops for convolutional networks: conv2d/conv3d,
-//! transposed convolution, pooling, up-sampling, fused norms with activation,
+//! transposed convolution, pooling, up-sampling, fused norms with activation
+//! (batch, instance, group) and layer norm,
 //! softmax over channels, and affine grids with bilinear/trilinear grid
 //! sampling (a spatial transformer's resampler). Every op has forward and
 //! backward; tensors are channel-first (`[N, C, H, W]` or
@@ -22,6 +23,7 @@ mod conv_kernels;
 pub mod conv_transpose;
 pub mod device;
 pub mod grid_sample;
+pub mod layer_norm;
 pub mod norm;
 pub mod pool;
 pub mod softmax;
@@ -33,6 +35,7 @@ pub use conv::*;
 pub use conv_transpose::*;
 pub use device::{fast_path, with_candle_ops};
 pub use grid_sample::{affine_grid, grid_sample};
+pub use layer_norm::layer_norm;
 pub use norm::*;
 pub use pool::*;
 pub use softmax::*;

@@ -45,7 +45,7 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 
 /// (mean, sum of squared deviations) of one plane, accumulated in f64 over
 /// blocks of f32 lane sums.
-fn plane_moments(x: &[f32]) -> (f64, f64) {
+pub(crate) fn plane_moments(x: &[f32]) -> (f64, f64) {
     if x.is_empty() {
         return (0.0, 0.0);
     }

@@ -403,6 +403,17 @@ fn norms() {
         &[x.clone(), g.clone(), b.clone()],
         1e-4,
     );
+    let tokens = rand_t(&mut rng(176), &[2, 9, 12]);
+    let (lg, lb) = (
+        (rand_t(&mut rng(177), &[12]) + 1.0).unwrap(),
+        rand_t(&mut rng(178), &[12]),
+    );
+    compare(
+        "layer_norm",
+        |t| layer_norm(&t[0], &t[1], &t[2], 1e-6),
+        &[tokens, lg, lb],
+        1e-4,
+    );
     let x3 = rand_t(&mut rng(175), &[2, 3, 3, 4, 5]);
     compare(
         "instance_norm 3D",
