@@ -260,11 +260,7 @@ impl BertLayerNorm {
     }
 
     fn forward(&self, x: &Tensor) -> CandleResult<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = xc.broadcast_div(&(var + SETR_LAYER_NORM_EPS)?.sqrt()?)?;
-        y.broadcast_mul(&self.gamma)?.broadcast_add(&self.beta)
+        medseg_ops::layer_norm(x, &self.gamma, &self.beta, SETR_LAYER_NORM_EPS)
     }
 }
 

@@ -1,14 +1,14 @@
 //! ViT encoder blocks after MONAI (`PatchEmbeddingBlock`, `MLPBlock`,
 //! `TransformerBlock`, `ViT`).
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 
 use crate::layers::{Conv, Ctx, ParamInit};
 use crate::transformer::attention::SelfAttention;
 
 /// Layer normalisation over the last axis with affine parameters
-/// (PyTorch `nn.LayerNorm(c)`, eps 1e-5), composed of differentiable
-/// candle ops.
+/// (PyTorch `nn.LayerNorm(c)`, eps 1e-5): `medseg_ops::layer_norm`
+/// (fused kernel on f32 CPU, candle ops elsewhere).
 pub struct LayerNorm {
     gamma: Tensor,
     beta: Tensor,
@@ -27,11 +27,7 @@ impl LayerNorm {
 
     /// Normalises `[..., c]` over its last axis (biased variance).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        y.broadcast_mul(&self.gamma)?.broadcast_add(&self.beta)
+        medseg_ops::layer_norm(x, &self.gamma, &self.beta, self.eps)
     }
 }
 

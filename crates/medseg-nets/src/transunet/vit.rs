@@ -99,13 +99,7 @@ impl LayerNorm {
 
     /// Normalises `[..., c]` over its last axis (biased variance).
     pub(crate) fn forward(&self, x: &Tensor) -> CandleResult<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = xc
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .broadcast_mul(&self.gamma)?
-            .broadcast_add(&self.beta)?;
+        let y = medseg_ops::layer_norm(x, &self.gamma, &self.beta, self.eps)?;
         record(&self.name, "LayerNorm", &y, 2 * self.gamma.elem_count(), 0);
         Ok(y)
     }
