@@ -106,15 +106,18 @@ impl CustomOp3 for LayerNormOp {
                     .into_iter()
                     // combined in task order, so that the sums do not depend
                     // on how the tasks were scheduled
-                    .fold((vec![0f32; e], vec![0f32; e]), |(mut ga, mut ba), (gb, bb)| {
-                        for (a, b) in ga.iter_mut().zip(&gb) {
-                            *a += b;
-                        }
-                        for (a, b) in ba.iter_mut().zip(&bb) {
-                            *a += b;
-                        }
-                        (ga, ba)
-                    });
+                    .fold(
+                        (vec![0f32; e], vec![0f32; e]),
+                        |(mut ga, mut ba), (gb, bb)| {
+                            for (a, b) in ga.iter_mut().zip(&gb) {
+                                *a += b;
+                            }
+                            for (a, b) in ba.iter_mut().zip(&bb) {
+                                *a += b;
+                            }
+                            (ga, ba)
+                        },
+                    );
                 (dx, dg, db)
             })
         })??;

@@ -6,10 +6,12 @@
 //! variance, as PyTorch does; [`batch_norm_train`] also returns the unbiased
 //! batch variance, which is what PyTorch folds into `running_var`.
 //!
-//! On CPU f32 the forward is one statistics pass (per `(n, c)` plane, combined
-//! per channel with Chan's formula; per `(n, group)` block for group norm) and
-//! one fused normalise-scale-shift-activate pass; the backward is one reduction pass and one pass that writes the input
-//! gradient. Other devices/dtypes are composed from candle ops.
+//! On CPU f32 the forward is one statistics pass (per `(n, c)` plane,
+//! combined per channel with Chan's formula for batch norm; per `(n, group)`
+//! block for group norm, of which instance norm is the case of `C` groups)
+//! and one fused normalise-scale-shift-activate pass; the backward is one
+//! reduction pass and one pass that writes the input gradient. Other
+//! devices/dtypes are composed from candle ops.
 
 use crate::activation::{activate, cpu_slice, from_vec, is_fast, par_fill, with_slice, Activation};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -22,8 +24,6 @@ enum Mode {
     BatchTrain,
     /// statistics per channel, given (running statistics); no gradient through them
     BatchEval,
-    /// statistics per (n, c) plane; gradient flows through them
-    Instance,
     /// statistics per (n, group) over `C / groups` consecutive channels;
     /// gradient flows through them
     Group(usize),
@@ -81,7 +81,7 @@ fn combine(parts: impl Iterator<Item = (f64, f64, f64)>) -> (f64, f64, f64) {
 struct NormOp {
     mode: Mode,
     slope: f32,
-    /// per channel (batch modes) or per plane (instance): mean and 1/sqrt(var+eps)
+    /// per channel (batch modes) or per (n, group): mean and 1/sqrt(var+eps)
     mean: Arc<Vec<f32>>,
     invstd: Arc<Vec<f32>>,
 }
@@ -89,7 +89,6 @@ struct NormOp {
 impl NormOp {
     fn stat(&self, plane: usize, c: usize) -> usize {
         match self.mode {
-            Mode::Instance => plane,
             Mode::Group(g) => (plane / c) * g + (plane % c) / (c / g),
             _ => plane % c,
         }
@@ -105,7 +104,6 @@ impl CustomOp3 for NormOp {
         match self.mode {
             Mode::BatchTrain => "medseg-batch-norm-train",
             Mode::BatchEval => "medseg-batch-norm-eval",
-            Mode::Instance => "medseg-instance-norm",
             Mode::Group(_) => "medseg-group-norm",
         }
     }
@@ -217,7 +215,7 @@ impl CustomOp3 for NormOp {
                 // per-statistic means of gamma * dz and gamma * dz * xhat
                 // (instance and group modes: the statistics' own gradient)
                 let per_stat: Vec<(f32, f32)> = match self.mode {
-                    Mode::Instance | Mode::Group(_) => {
+                    Mode::Group(_) => {
                         let k_count = self.mean.len();
                         let mut acc = vec![(0f64, 0f64); k_count];
                         for (p, &(sdz, sdzx)) in sums.iter().enumerate() {
@@ -253,7 +251,7 @@ impl CustomOp3 for NormOp {
                                 (gv[ch] as f64 * dgamma[ch] as f64 / cnt) as f32,
                             )
                         }
-                        Mode::Instance | Mode::Group(_) => per_stat[k],
+                        Mode::Group(_) => per_stat[k],
                     };
                     let (c1, c2) = (is * m1, is * m2);
                     for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
@@ -445,56 +443,7 @@ pub fn instance_norm(
     act: Activation,
 ) -> Result<Tensor> {
     let c = check(x, &[], "instance_norm")?;
-    let ones;
-    let zeros;
-    let gamma = match gamma {
-        Some(g) => g,
-        None => {
-            ones = Tensor::ones(c, x.dtype(), x.device())?;
-            &ones
-        }
-    };
-    let beta = match beta {
-        Some(b) => b,
-        None => {
-            zeros = Tensor::zeros(c, x.dtype(), x.device())?;
-            &zeros
-        }
-    };
-    check(x, &[("gamma", gamma), ("beta", beta)], "instance_norm")?;
-    let (_, _, s) = ncs(x.dims());
-    if s == 0 {
-        candle_core::bail!("instance_norm: empty spatial size {:?}", x.dims());
-    }
-    if fast3(&[x, gamma, beta]) {
-        let x = x.contiguous()?;
-        let (mean, invstd) = with_slice(&x, "instance_norm", |xs| {
-            xs.par_chunks(s)
-                .map(|p| {
-                    let (m, q) = plane_moments(p);
-                    (m as f32, (1.0 / (q / s as f64 + eps).sqrt()) as f32)
-                })
-                .unzip::<f32, f32, Vec<f32>, Vec<f32>>()
-        })?;
-        let op = NormOp {
-            mode: Mode::Instance,
-            slope: act.neg_slope(),
-            mean: Arc::new(mean),
-            invstd: Arc::new(invstd),
-        };
-        return x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op);
-    }
-    let (n, _, _) = ncs(x.dims());
-    let xf = x.reshape((n, c, s))?;
-    let mean = xf.mean_keepdim(2)?;
-    let xc = xf.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(2)?;
-    let y = xc
-        .broadcast_div(&(var + eps)?.sqrt()?)?
-        .broadcast_mul(&gamma.reshape((1, c, 1))?)?
-        .broadcast_add(&beta.reshape((1, c, 1))?)?
-        .reshape(x.shape())?;
-    activate(&y, act)
+    grouped_norm(x, c, gamma, beta, eps, act, "instance_norm")
 }
 
 /// Group normalisation (PyTorch `nn.GroupNorm`): the `C` channels of `x =
@@ -513,9 +462,23 @@ pub fn group_norm(
     eps: f64,
     act: Activation,
 ) -> Result<Tensor> {
-    let c = check(x, &[], "group_norm")?;
+    grouped_norm(x, groups, gamma, beta, eps, act, "group_norm")
+}
+
+/// Group normalisation for [`group_norm`] and [`instance_norm`] (`groups ==
+/// C`); `op` names the caller in errors.
+fn grouped_norm(
+    x: &Tensor,
+    groups: usize,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+    eps: f64,
+    act: Activation,
+    op: &str,
+) -> Result<Tensor> {
+    let c = check(x, &[], op)?;
     if groups == 0 || c % groups != 0 {
-        candle_core::bail!("group_norm: {c} channels are not divisible into {groups} groups");
+        candle_core::bail!("{op}: {c} channels are not divisible into {groups} groups");
     }
     let ones;
     let zeros;
@@ -533,15 +496,15 @@ pub fn group_norm(
             &zeros
         }
     };
-    check(x, &[("gamma", gamma), ("beta", beta)], "group_norm")?;
+    check(x, &[("gamma", gamma), ("beta", beta)], op)?;
     let (n, _, s) = ncs(x.dims());
     let block = c / groups * s;
     if block == 0 {
-        candle_core::bail!("group_norm: empty spatial size {:?}", x.dims());
+        candle_core::bail!("{op}: empty spatial size {:?}", x.dims());
     }
     if fast3(&[x, gamma, beta]) {
         let x = x.contiguous()?;
-        let (mean, invstd) = with_slice(&x, "group_norm", |xs| {
+        let (mean, invstd) = with_slice(&x, op, |xs| {
             xs.par_chunks(block)
                 .map(|p| {
                     let (m, q) = plane_moments(p);
@@ -549,13 +512,13 @@ pub fn group_norm(
                 })
                 .unzip::<f32, f32, Vec<f32>, Vec<f32>>()
         })?;
-        let op = NormOp {
+        let kernel = NormOp {
             mode: Mode::Group(groups),
             slope: act.neg_slope(),
             mean: Arc::new(mean),
             invstd: Arc::new(invstd),
         };
-        return x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op);
+        return x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, kernel);
     }
     let xf = x.reshape((n, groups, block))?;
     let mean = xf.mean_keepdim(2)?;

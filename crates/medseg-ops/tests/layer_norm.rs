@@ -32,8 +32,16 @@ fn value_and_grads(
     inputs: &[Tensor; 3],
     w: &Tensor,
 ) -> (Tensor, Vec<Tensor>) {
-    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
-    let y = f(vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor()).unwrap();
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let y = f(
+        vars[0].as_tensor(),
+        vars[1].as_tensor(),
+        vars[2].as_tensor(),
+    )
+    .unwrap();
     let loss = (y.to_dtype(DType::F64).unwrap() * w.to_dtype(DType::F64).unwrap())
         .unwrap()
         .sum_all()
@@ -48,9 +56,14 @@ fn value_and_grads(
 
 #[test]
 fn matches_the_formula_values_and_gradients() {
-    for (i, shape) in [vec![3usize, 5, 8], vec![2, 70, 33], vec![4, 96], vec![1, 1, 7]]
-        .into_iter()
-        .enumerate()
+    for (i, shape) in [
+        vec![3usize, 5, 8],
+        vec![2, 70, 33],
+        vec![4, 96],
+        vec![1, 1, 7],
+    ]
+    .into_iter()
+    .enumerate()
     {
         let seed = 40 + 4 * i as u64;
         let e = *shape.last().unwrap();
@@ -60,13 +73,16 @@ fn matches_the_formula_values_and_gradients() {
         let w = rand_t(&mut rng(seed + 3), &shape);
         let inputs = [x, g, b];
         let (y, gs) = value_and_grads(|x, g, b| layer_norm(x, g, b, 1e-5), &inputs, &w);
-        let inputs64: [Tensor; 3] = inputs
-            .clone()
-            .map(|t| t.to_dtype(DType::F64).unwrap());
+        let inputs64: [Tensor; 3] = inputs.clone().map(|t| t.to_dtype(DType::F64).unwrap());
         let (r, rs) = value_and_grads(|x, g, b| reference(x, g, b, 1e-5), &inputs64, &w);
         assert_close(&y, &r, 2e-5, &format!("layer_norm {shape:?}"));
         for (k, (a, b)) in gs.iter().zip(&rs).enumerate() {
-            assert_close(a, b, 2e-4, &format!("layer_norm {shape:?}: gradient of input {k}"));
+            assert_close(
+                a,
+                b,
+                2e-4,
+                &format!("layer_norm {shape:?}: gradient of input {k}"),
+            );
         }
         // the f64 path (candle ops) agrees too
         let y64 = layer_norm(&inputs64[0], &inputs64[1], &inputs64[2], 1e-5)

@@ -260,7 +260,9 @@ fn reference_gn(
 
 #[test]
 fn group_norm_matches_composition() {
-    let x = rand_t(&mut rng(20), &[3, 6, 5, 4]).affine(2.0, 1.0).unwrap();
+    let x = rand_t(&mut rng(20), &[3, 6, 5, 4])
+        .affine(2.0, 1.0)
+        .unwrap();
     let (g, b) = params(21, 6);
     for groups in [1, 2, 3, 6] {
         for act in [Activation::Identity, Activation::Relu] {
@@ -276,16 +278,31 @@ fn group_norm_matches_composition() {
     // 3D input
     let x3 = rand_t(&mut rng(22), &[2, 4, 3, 2, 5]);
     let (g3, b3) = params(23, 4);
-    let y = group_norm(&x3, 2, Some(&g3), Some(&b3), 1e-6, Activation::LeakyRelu(0.1)).unwrap();
+    let y = group_norm(
+        &x3,
+        2,
+        Some(&g3),
+        Some(&b3),
+        1e-6,
+        Activation::LeakyRelu(0.1),
+    )
+    .unwrap();
     let r = reference_gn(&x3, 2, &g3, &b3, 1e-6, Activation::LeakyRelu(0.1)).unwrap();
     assert_close(&y, &r, 2e-5, "group_norm 3D");
     // f64 takes the composition
     let f64t = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
     let y = group_norm(&x, 3, Some(&g), Some(&b), 1e-5, Activation::Relu).unwrap();
-    let y2 = group_norm(&f64t(&x), 3, Some(&f64t(&g)), Some(&f64t(&b)), 1e-5, Activation::Relu)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap();
+    let y2 = group_norm(
+        &f64t(&x),
+        3,
+        Some(&f64t(&g)),
+        Some(&f64t(&b)),
+        1e-5,
+        Activation::Relu,
+    )
+    .unwrap()
+    .to_dtype(DType::F32)
+    .unwrap();
     assert_close(&y2, &y, 1e-5, "group_norm f64 fallback");
 }
 
@@ -328,6 +345,10 @@ fn wrong_parameter_shapes_are_errors() {
     assert!(instance_norm(&x, Some(&g), None, 1e-5, Activation::Relu).is_err());
     assert!(group_norm(&x, 3, Some(&g), None, 1e-5, Activation::Relu).is_err());
     let e = group_norm(&x, 2, None, None, 1e-5, Activation::Relu).unwrap_err();
-    assert!(e.to_string().contains("3 channels are not divisible into 2 groups"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("3 channels are not divisible into 2 groups"),
+        "{e}"
+    );
     assert!(group_norm(&x, 0, None, None, 1e-5, Activation::Relu).is_err());
 }
