@@ -402,9 +402,23 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     row!(
         "group_norm 8 groups 4x64x64x64",
-        || Ok(ops::group_norm(&psp, 8, Some(&g64), Some(&b64), 1e-5, ops::Activation::Identity)?),
+        || Ok(ops::group_norm(
+            &psp,
+            8,
+            Some(&g64),
+            Some(&b64),
+            1e-5,
+            ops::Activation::Identity
+        )?),
         Some(median_ms(w, it, || Ok(ops::with_candle_ops(|| {
-            ops::group_norm(&psp, 8, Some(&g64), Some(&b64), 1e-5, ops::Activation::Identity)
+            ops::group_norm(
+                &psp,
+                8,
+                Some(&g64),
+                Some(&b64),
+                1e-5,
+                ops::Activation::Identity,
+            )
         })?))?)
     );
     row!(
@@ -495,7 +509,14 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     let gn_in = [psp.clone(), g64.clone(), b64.clone()];
     let gn = |t: &[Tensor]| {
-        ops::group_norm(&t[0], 8, Some(&t[1]), Some(&t[2]), 1e-5, ops::Activation::Identity)
+        ops::group_norm(
+            &t[0],
+            8,
+            Some(&t[1]),
+            Some(&t[2]),
+            1e-5,
+            ops::Activation::Identity,
+        )
     };
     row!(
         "fwd+bwd group_norm 8 groups 4x64x64x64",
