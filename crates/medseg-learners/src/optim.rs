@@ -1,6 +1,12 @@
 //! Optimisers with PyTorch's update rules: SGD (momentum, Nesterov, L2),
 //! Adam (L2 added to the gradient) and AdamW (decoupled decay), plus global
 //! gradient-norm clipping.
+//!
+//! Adam and AdamW on f32 CPU parameters take `medseg_ops::adam_step`, one
+//! fused in-place pass per parameter with the moments kept as plain vectors;
+//! every other case (SGD, other dtypes, CUDA) composes the update from candle
+//! ops. Both follow the same formula; checkpoints hold the moments as
+//! tensors either way.
 
 use candle_core::{backprop::GradStore, DType, Result, Tensor, Var};
 use medseg_config::{OptimizerKind, TrainingConfig};
@@ -47,6 +53,8 @@ pub struct Optimizer {
     m: Vec<Option<Tensor>>,
     /// second moment per parameter (Adam)
     v: Vec<Option<Tensor>>,
+    /// Adam moments `(m, v)` of the fused CPU path, in place of `m` and `v`
+    host: Vec<Option<(Vec<f32>, Vec<f32>)>>,
 }
 
 impl Optimizer {
@@ -60,6 +68,7 @@ impl Optimizer {
             step: 0,
             m: vec![None; n],
             v: vec![None; n],
+            host: vec![None; n],
         }
     }
 
@@ -86,6 +95,34 @@ impl Optimizer {
             // state built from them must not keep it (or every step's graph)
             // alive.
             let g = &g.detach();
+            let fused = matches!(s.kind, OptimizerKind::Adam | OptimizerKind::Adamw)
+                && medseg_ops::adam_applies(var.as_tensor(), g);
+            if fused {
+                let n = var.elem_count();
+                let (mut hm, mut hv) = match self.host[i].take() {
+                    Some(mv) => mv,
+                    None => (
+                        host_moment(self.m[i].take(), n)?,
+                        host_moment(self.v[i].take(), n)?,
+                    ),
+                };
+                let h = medseg_ops::AdamHyper {
+                    lr,
+                    beta1: s.betas[0],
+                    beta2: s.betas[1],
+                    eps: s.eps,
+                    weight_decay: s.weight_decay,
+                    decoupled: s.kind == OptimizerKind::Adamw,
+                    step: t,
+                };
+                medseg_ops::adam_step(var.as_tensor(), g, &mut hm, &mut hv, &h)?;
+                self.host[i] = Some((hm, hv));
+                continue;
+            }
+            if let Some((hm, hv)) = self.host[i].take() {
+                self.m[i] = Some(Tensor::from_vec(hm, var.shape(), var.device())?);
+                self.v[i] = Some(Tensor::from_vec(hv, var.shape(), var.device())?);
+            }
             let p = &var.as_tensor().detach();
             match s.kind {
                 OptimizerKind::Sgd => {
@@ -142,7 +179,13 @@ impl Optimizer {
     /// Exports the optimiser state as named tensors (for a checkpoint).
     pub fn state(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
-        for (i, (name, _)) in self.params.iter().enumerate() {
+        for (i, (name, var)) in self.params.iter().enumerate() {
+            if let Some((m, v)) = &self.host[i] {
+                let t = |x: &[f32]| Tensor::from_slice(x, var.shape(), var.device());
+                out.insert(format!("optim.m.{name}"), t(m)?);
+                out.insert(format!("optim.v.{name}"), t(v)?);
+                continue;
+            }
             if let Some(m) = &self.m[i] {
                 out.insert(format!("optim.m.{name}"), m.clone());
             }
@@ -166,6 +209,7 @@ impl Optimizer {
         for (i, (name, var)) in self.params.iter().enumerate() {
             let dev = var.device();
             let dt = var.dtype();
+            self.host[i] = None;
             self.m[i] = match state.get(&format!("optim.m.{name}")) {
                 Some(t) => Some(t.to_device(dev)?.to_dtype(dt)?),
                 None => None,
@@ -176,6 +220,14 @@ impl Optimizer {
             };
         }
         Ok(())
+    }
+}
+
+/// A moment as a vector for the fused path: zeros when there is none yet.
+fn host_moment(t: Option<Tensor>, n: usize) -> Result<Vec<f32>> {
+    match t {
+        None => Ok(vec![0.0; n]),
+        Some(t) => t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>(),
     }
 }
 

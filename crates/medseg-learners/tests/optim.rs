@@ -140,6 +140,119 @@ fn optimiser_state_round_trip_resumes_identically() {
     }
 }
 
+/// `vecf` as f32 values.
+fn vec32(v: &Value) -> Vec<f32> {
+    vecf(v).into_iter().map(|x| x as f32).collect()
+}
+
+/// Runs `steps` Adam steps on an f32 parameter, on the fused CPU path or
+/// (with `candle`) on the candle composition; returns the trajectory.
+fn run_f32(
+    f: &Value,
+    opt: &mut Optimizer,
+    p: &Var,
+    steps: usize,
+    lr: f64,
+    candle: bool,
+) -> Vec<Vec<f32>> {
+    let dev = Device::Cpu;
+    let a = Tensor::new(vec32(&f["a"]).as_slice(), &dev).unwrap();
+    let b = Tensor::new(vec32(&f["b"]).as_slice(), &dev).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let grads = loss(p.as_tensor(), &a, &b).backward().unwrap();
+        if candle {
+            medseg_ops::with_candle_ops(|| opt.step(&grads, lr)).unwrap();
+        } else {
+            opt.step(&grads, lr).unwrap();
+        }
+        out.push(p.as_tensor().to_vec1::<f32>().unwrap());
+    }
+    out
+}
+
+#[test]
+fn fused_adam_follows_pytorch_in_f32() {
+    let f = fixture();
+    let dev = Device::Cpu;
+    for (name, s) in [
+        (
+            "adam",
+            settings(OptimizerKind::Adam, 0.0, false, 0.0, [0.9, 0.999], 1e-8),
+        ),
+        (
+            "adam_wd",
+            settings(OptimizerKind::Adam, 0.0, false, 0.05, [0.8, 0.99], 1e-6),
+        ),
+        (
+            "adamw",
+            settings(OptimizerKind::Adamw, 0.0, false, 0.05, [0.9, 0.999], 1e-8),
+        ),
+    ] {
+        let expected = f["optimizers"][name].as_array().unwrap();
+        let mut paths = Vec::new();
+        for candle in [false, true] {
+            let p =
+                Var::from_tensor(&Tensor::new(vec32(&f["p0"]).as_slice(), &dev).unwrap()).unwrap();
+            let mut opt = Optimizer::new(vec![("p".into(), p.clone())], s);
+            let got = run_f32(&f, &mut opt, &p, expected.len(), 0.1, candle);
+            for (step, (g, e)) in got.iter().zip(expected).enumerate() {
+                for (g, e) in g.iter().zip(vecf(e)) {
+                    assert!(
+                        (*g as f64 - e).abs() < 1e-5 * (1.0 + e.abs()),
+                        "{name} (candle path: {candle}) step {step}: {g} vs {e}"
+                    );
+                }
+            }
+            paths.push(got);
+        }
+        // the fused update and the candle composition agree to f32 rounding
+        for (a, b) in paths[0].iter().flatten().zip(paths[1].iter().flatten()) {
+            assert!(
+                (a - b).abs() <= 1e-6 * (1.0 + a.abs()),
+                "{name}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn adam_state_moves_between_fused_and_candle_paths() {
+    let f = fixture();
+    let dev = Device::Cpu;
+    let s = settings(OptimizerKind::Adam, 0.0, false, 0.05, [0.8, 0.99], 1e-6);
+    let start =
+        || Var::from_tensor(&Tensor::new(vec32(&f["p0"]).as_slice(), &dev).unwrap()).unwrap();
+    // reference: eight fused steps
+    let p = start();
+    let mut opt = Optimizer::new(vec![("p".into(), p.clone())], s);
+    let all = run_f32(&f, &mut opt, &p, 8, 0.1, false);
+    for first_candle in [false, true] {
+        let p = start();
+        let mut opt = Optimizer::new(vec![("p".into(), p.clone())], s);
+        run_f32(&f, &mut opt, &p, 4, 0.1, first_candle);
+        // through a checkpoint's state into a fresh optimiser, then the other path
+        let state = opt.state().unwrap();
+        assert!(state.contains_key("optim.m.p") && state.contains_key("optim.v.p"));
+        let mut opt2 = Optimizer::new(vec![("p".into(), p.clone())], s);
+        opt2.load_state(&state).unwrap();
+        let rest = run_f32(&f, &mut opt2, &p, 2, 0.1, !first_candle);
+        // and on the same optimiser, switching path mid-run
+        let rest2 = run_f32(&f, &mut opt2, &p, 2, 0.1, first_candle);
+        for (a, b) in rest
+            .iter()
+            .chain(&rest2)
+            .flatten()
+            .zip(all[4..].iter().flatten())
+        {
+            assert!(
+                (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+                "first path candle {first_candle}: {a} vs {b}"
+            );
+        }
+    }
+}
+
 #[test]
 fn clipping_scales_to_max_norm() {
     let dev = Device::Cpu;

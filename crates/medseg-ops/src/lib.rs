@@ -2,7 +2,7 @@
 //!
 //! Fast CPU candle custom ops for convolutional networks: conv2d/conv3d,
 //! transposed convolution, pooling, up-sampling, fused norms with activation
-//! (batch, instance, group) and layer norm,
+//! (batch, instance, group) and layer norm, a fused in-place Adam step,
 //! softmax over channels, and affine grids with bilinear/trilinear grid
 //! sampling (a spatial transformer's resampler). Every op has forward and
 //! backward; tensors are channel-first (`[N, C, H, W]` or
@@ -25,6 +25,7 @@ pub mod device;
 pub mod grid_sample;
 pub mod layer_norm;
 pub mod norm;
+pub mod optim;
 pub mod pool;
 pub mod softmax;
 pub mod upsample;
@@ -37,6 +38,7 @@ pub use device::{fast_path, with_candle_ops};
 pub use grid_sample::{affine_grid, grid_sample};
 pub use layer_norm::layer_norm;
 pub use norm::*;
+pub use optim::{adam_applies, adam_step, AdamHyper};
 pub use pool::*;
 pub use softmax::*;
 pub use upsample::*;
