@@ -104,6 +104,11 @@ def main():
     emit("fwd+bwd group_norm 8 groups 4x64x64x64", fwd_bwd(lambda t, g, b: F.group_norm(t, 8, g, b, eps=1e-5), psp, g64, b64))
     emit("fwd+bwd layer_norm 4x576x768", fwd_bwd(lambda t, g, b: F.layer_norm(t, (768,), g, b, eps=1e-6), tok, g768, b768))
     emit("fwd+bwd log_softmax dim1 4x4x256x256", fwd_bwd(lambda t: F.log_softmax(t, 1), logits))
+    adam_params = [torch.nn.Parameter(torch.randn(1024, 4096) * 0.1) for _ in range(4)]
+    for p in adam_params:
+        p.grad = 2 * p.detach().clone()
+    adam = torch.optim.Adam(adam_params, lr=1e-4, weight_decay=1e-5)
+    emit("adam step 4x1024x4096", adam.step)
 
 
 if __name__ == "__main__":

@@ -553,6 +553,41 @@ pub fn run(args: &[String]) -> Result<()> {
         )?)
     );
 
+    // The optimiser step users run (medseg-learners' `Optimizer`, Adam with
+    // the quickstart's weight decay) on 16M parameters in four tensors; the
+    // candle column is the same optimiser on candle's composed ops.
+    let adam_params: Vec<(String, Var)> = (0..4)
+        .map(|i| {
+            Ok((
+                format!("w{i}"),
+                Var::randn(0f32, 0.1, (1024, 4096), &Device::Cpu)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let adam_loss = adam_params
+        .iter()
+        .map(|(_, v)| v.as_tensor().sqr()?.sum_all())
+        .reduce(|a, b| a? + b?)
+        .context("no parameters")??;
+    let adam_grads = adam_loss.backward()?;
+    let adam_settings = medseg_learners::OptimizerSettings {
+        kind: medseg_config::OptimizerKind::Adam,
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 1e-5,
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+    };
+    let mut fused = medseg_learners::Optimizer::new(adam_params.clone(), adam_settings);
+    let mut composed = medseg_learners::Optimizer::new(adam_params.clone(), adam_settings);
+    row!(
+        "adam step 4x1024x4096",
+        || Ok(fused.step(&adam_grads, 1e-4)?),
+        Some(median_ms(w, it, || Ok(ops::with_candle_ops(|| {
+            composed.step(&adam_grads, 1e-4)
+        })?))?)
+    );
+
     let torch = if o.python {
         run_python(
             "tools/torch_ops_bench.py",

@@ -177,9 +177,18 @@ struct RunScores {
     iterations: usize,
     /// Mean Dice over the foreground classes, per test subject.
     dice: Vec<f64>,
-    /// Mean HD95 (mm) over the foreground classes, per test subject.
+    /// Mean HD95 (mm) over the foreground classes, per test subject; NaN
+    /// (written as `null`) where the network predicted none of a structure.
+    #[serde(deserialize_with = "nan_from_null")]
     hd95: Vec<f64>,
     train_s: f64,
+}
+
+/// Reads a list of numbers in which `null` stands for NaN (serde_json writes
+/// a NaN as `null`), so that a cached run with an undefined HD95 reads back.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let v: Vec<Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 /// Size and speed of one network.
@@ -480,7 +489,7 @@ fn report(
             opt(p.medseg_infer_ms, 1),
             opt(p.torch_infer_ms, 1),
             ratio(p.medseg_infer_ms, p.torch_infer_ms),
-            if n == 0 {
+            if n == 0 || !hm.is_finite() {
                 "-".into()
             } else {
                 format!("{hm:.1}")
@@ -570,4 +579,32 @@ fn report(
     medseg_core::write_atomic(&md, text.as_bytes())?;
     println!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_without_any_hd95_reads_back_from_the_cache() {
+        let dir = std::env::temp_dir().join(format!("zoo-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("seed1.json");
+        let run = RunScores {
+            stem: "setr".into(),
+            network: "SETR".into(),
+            seed: 1,
+            iterations: 300,
+            dice: vec![0.06, 0.05],
+            hd95: vec![f64::NAN, 4.5],
+            train_s: 735.0,
+        };
+        write_json(&path, &run).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("null"));
+        let back: RunScores = read_json(&path).expect("the cached run reads back");
+        assert!(back.hd95[0].is_nan());
+        assert_eq!(back.hd95[1], 4.5);
+        assert_eq!(back.dice, run.dice);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
