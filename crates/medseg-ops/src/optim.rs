@@ -128,11 +128,8 @@ impl InplaceOp2 for AdamOp<'_> {
         let step = (h.lr / bc1) as f32;
         let wd = h.weight_decay as f32;
         let shrink = (1.0 - h.lr * h.weight_decay) as f32;
-        let (l2, decay) = match (h.weight_decay != 0.0, h.decoupled) {
-            (false, _) => (false, false),
-            (true, false) => (true, false),
-            (true, true) => (false, true),
-        };
+        let decay = h.weight_decay != 0.0 && h.decoupled;
+        let l2 = h.weight_decay != 0.0 && !h.decoupled;
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))
