@@ -13,7 +13,9 @@
 //! reduction pass and one pass that writes the input gradient. Other
 //! devices/dtypes are composed from candle ops.
 
-use crate::activation::{activate, cpu_slice, from_vec, is_fast, par_fill, with_slice, Activation};
+use crate::activation::{
+    activate, cpu_slice, from_vec, is_fast, leaky1, par_fill, with_slice, Activation,
+};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -129,9 +131,10 @@ impl CustomOp3 for NormOp {
                 let k = self.stat(p, c);
                 let a = gamma[ch] * self.invstd[k];
                 let b = beta[ch] - self.mean[k] * a;
+                let slope = slope; // a register, not a load per element
                 for (y, &x) in y.iter_mut().zip(x) {
                     let z = a.mul_add(x, b);
-                    y.write(if z > 0.0 { z } else { z * slope });
+                    y.write(leaky1(z, slope));
                 }
             })
         } else {
@@ -191,7 +194,7 @@ impl CustomOp3 for NormOp {
                             }
                             for (i, (&xv, &gv)) in xr.iter().zip(gr).enumerate() {
                                 let z = a.mul_add(xv, b);
-                                let dz = if z > 0.0 { gv } else { gv * slope };
+                                let dz = gv * if z > 0.0 { 1.0 } else { slope };
                                 acc[i] += dz;
                                 accx[i] += dz * (xv - m);
                             }
@@ -254,9 +257,10 @@ impl CustomOp3 for NormOp {
                         Mode::Group(_) => per_stat[k],
                     };
                     let (c1, c2) = (is * m1, is * m2);
+                    let slope = slope; // a register, not a load per element
                     for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
                         let z = a.mul_add(xv, b);
-                        let dz = if z > 0.0 { g } else { g * slope };
+                        let dz = g * if z > 0.0 { 1.0 } else { slope };
                         let xh = (xv - m) * is;
                         d.write(a * dz - c1 - xh * c2);
                     }
