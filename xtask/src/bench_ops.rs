@@ -199,8 +199,40 @@ impl candle_core::CustomOp1 for WeightedSum {
             (candle_core::CpuStorage::F32(v), Some((a, b))) => &v[a..b],
             _ => candle_core::bail!("bench-weighted-sum: contiguous f32 only"),
         };
-        let w = self.0.flatten_all()?.to_vec1::<f32>()?;
-        let d: f64 = y.iter().zip(&w).map(|(a, b)| (a * b) as f64).sum();
+        // w is read in place (no copy) and summed in 16 f32 lanes per block
+        // of 4096, then f64: this harness op should cost about one pass
+        let (ws, wl) = self.0.storage_and_layout();
+        let w = match (&*ws, wl.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => &v[a..b],
+            _ => candle_core::bail!("bench-weighted-sum: contiguous f32 weights only"),
+        };
+        if w.len() != y.len() {
+            candle_core::bail!(
+                "bench-weighted-sum: {} weights for {} values",
+                w.len(),
+                y.len()
+            );
+        }
+        let d: f64 = y
+            .chunks(4096)
+            .zip(w.chunks(4096))
+            .map(|(yc, wc)| {
+                let mut acc = [0f32; 16];
+                let (ys, ws) = (yc.chunks_exact(16), wc.chunks_exact(16));
+                let tail: f32 = ys
+                    .remainder()
+                    .iter()
+                    .zip(ws.remainder())
+                    .map(|(a, b)| a * b)
+                    .sum();
+                for (a, b) in ys.zip(ws) {
+                    for i in 0..16 {
+                        acc[i] = a[i].mul_add(b[i], acc[i]);
+                    }
+                }
+                (acc.iter().sum::<f32>() + tail) as f64
+            })
+            .sum();
         Ok((
             candle_core::CpuStorage::F32(vec![d as f32]),
             candle_core::Shape::from(()),

@@ -171,10 +171,12 @@ impl CustomOp3 for NormOp {
                         let (m, is) = (self.mean[k], self.invstd[k]);
                         let a = gv[ch] * is;
                         let b = bv[ch] - m * a;
+                        let slope = slope; // a register, not a load per element
                         let mut sdz = 0f64;
                         let mut sdzx = 0f64;
-                        // 16 f32 lanes per step (one AVX-512 register), with a
-                        // branch-free slope select so that the loop vectorises;
+                        // 16 f32 lanes per step (one AVX-512 register, two AVX2
+                        // ones), with a branch-free slope select so that the
+                        // loop vectorises;
                         // f32 partial sums over 4096 values, then f64.
                         for (xc, gc) in x.chunks(4096).zip(dy.chunks(4096)) {
                             let mut acc = [0f32; 16];

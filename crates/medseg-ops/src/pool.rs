@@ -159,6 +159,33 @@ fn pool_plane_bwd(kind: Kind, g: &Geom, x: &[f32], dy: &[f32], dx: &mut [f32]) {
     let [od_n, oh_n, ow_n] = g.o;
     let [_, ih, iw] = g.i;
     let inv = 1.0 / (g.k.iter().product::<usize>() as f32);
+    // fast path: 2x2 (x1) windows with stride 2 in a 2D plane, the same
+    // choice as `window_argmax` (first maximum, first NaN) without its
+    // general index arithmetic
+    if kind == Kind::Max && g.k == [1, 2, 2] && g.s == [1, 2, 2] {
+        for oh in 0..oh_n {
+            let (r0, r1) = (2 * oh * iw, (2 * oh + 1) * iw);
+            for ow in 0..ow_n {
+                let cand = [r0 + 2 * ow, r0 + 2 * ow + 1, r1 + 2 * ow, r1 + 2 * ow + 1];
+                let mut arg = cand[0];
+                let mut best = x[arg];
+                if !best.is_nan() {
+                    for &j in &cand[1..] {
+                        let v = x[j];
+                        if v > best || v.is_nan() {
+                            best = v;
+                            arg = j;
+                            if v.is_nan() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                dx[arg] += dy[oh * ow_n + ow];
+            }
+        }
+        return;
+    }
     for od in 0..od_n {
         for oh in 0..oh_n {
             let base = (od * oh_n + oh) * ow_n;

@@ -101,6 +101,16 @@ fn pool_gradients_match_finite_differences() {
         2e-3,
         60,
     );
+    // 2x2 windows with stride 2 take a fast path of their own (odd sizes: the
+    // last row and column are not covered)
+    check_grads(
+        |t| max_pool2d(&t[0], [2, 2], [2, 2]),
+        std::slice::from_ref(&x2),
+        17,
+        1e-3,
+        2e-3,
+        60,
+    );
     check_grads(
         |t| avg_pool2d(&t[0], [2, 3], [1, 2]),
         &[x2],
@@ -166,4 +176,44 @@ fn bad_shapes_are_errors() {
     assert!(max_pool2d(&x, [4, 2], [1, 1]).is_err());
     assert!(max_pool2d(&x, [2, 2], [0, 1]).is_err());
     assert!(max_pool3d(&x, [2, 2, 2], [2, 2, 2]).is_err());
+}
+
+#[test]
+fn max_pool_gradient_goes_to_the_first_maximum_or_nan_of_a_window() {
+    // PyTorch's rule: the first maximum in row-major window order wins ties;
+    // a NaN wins over numbers (and the first NaN over later ones). Stride 2
+    // takes the 2x2 fast path, stride (2, 1) the general kernel.
+    let nan = f32::NAN;
+    #[rustfmt::skip]
+    let x = [
+        1.0, 1.0, 0.0, 2.0, 5.0, nan,
+        1.0, 1.0, 2.0, 2.0, nan, 9.0,
+    ];
+    let x = Tensor::from_vec(x.to_vec(), (1, 1, 2, 6), &Device::Cpu).unwrap();
+    #[rustfmt::skip]
+    let cases = [
+        ([2, 2], vec![10f32, 20.0, 30.0], [
+            10.0, 0.0, 0.0, 20.0, 0.0, 30.0,
+            0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ]),
+        ([2, 1], vec![10f32, 20.0, 30.0, 40.0, 50.0], [
+            10.0, 0.0, 0.0, 30.0, 0.0, 50.0,
+            0.0, 0.0, 20.0, 0.0, 40.0, 0.0,
+        ]),
+    ];
+    for (stride, dy, want) in cases {
+        let n = dy.len();
+        let dy = Tensor::from_vec(dy, (1, 1, 1, n), &Device::Cpu).unwrap();
+        let v = Var::from_tensor(&x).unwrap();
+        let y = max_pool2d(v.as_tensor(), [2, 2], stride).unwrap();
+        let g = (y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = g
+            .get(&v)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(g, want, "stride {stride:?}");
+    }
 }
