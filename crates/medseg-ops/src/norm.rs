@@ -131,10 +131,11 @@ impl CustomOp3 for NormOp {
                 let k = self.stat(p, c);
                 let a = gamma[ch] * self.invstd[k];
                 let b = beta[ch] - self.mean[k] * a;
-                let slope = slope; // a register, not a load per element
+                // a local copy: a register, not a load through the capture per element
+                let neg_slope = slope;
                 for (y, &x) in y.iter_mut().zip(x) {
                     let z = a.mul_add(x, b);
-                    y.write(leaky1(z, slope));
+                    y.write(leaky1(z, neg_slope));
                 }
             })
         } else {
@@ -171,7 +172,8 @@ impl CustomOp3 for NormOp {
                         let (m, is) = (self.mean[k], self.invstd[k]);
                         let a = gv[ch] * is;
                         let b = bv[ch] - m * a;
-                        let slope = slope; // a register, not a load per element
+                        // a local copy: a register, not a load through the capture per element
+                        let neg_slope = slope;
                         let mut sdz = 0f64;
                         let mut sdzx = 0f64;
                         // 16 f32 lanes per step (one AVX-512 register, two AVX2
@@ -188,7 +190,7 @@ impl CustomOp3 for NormOp {
                                 let gi: &[f32; 16] = gi.try_into().expect("16 lanes");
                                 for i in 0..16 {
                                     let z = a.mul_add(xi[i], b);
-                                    let f = if z > 0.0 { 1.0 } else { slope };
+                                    let f = if z > 0.0 { 1.0 } else { neg_slope };
                                     let dz = gi[i] * f;
                                     acc[i] += dz;
                                     accx[i] += dz * (xi[i] - m);
@@ -196,7 +198,7 @@ impl CustomOp3 for NormOp {
                             }
                             for (i, (&xv, &gv)) in xr.iter().zip(gr).enumerate() {
                                 let z = a.mul_add(xv, b);
-                                let dz = gv * if z > 0.0 { 1.0 } else { slope };
+                                let dz = gv * if z > 0.0 { 1.0 } else { neg_slope };
                                 acc[i] += dz;
                                 accx[i] += dz * (xv - m);
                             }
@@ -259,10 +261,11 @@ impl CustomOp3 for NormOp {
                         Mode::Group(_) => per_stat[k],
                     };
                     let (c1, c2) = (is * m1, is * m2);
-                    let slope = slope; // a register, not a load per element
+                    // a local copy: a register, not a load through the capture per element
+                    let neg_slope = slope;
                     for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
                         let z = a.mul_add(xv, b);
-                        let dz = g * if z > 0.0 { 1.0 } else { slope };
+                        let dz = g * if z > 0.0 { 1.0 } else { neg_slope };
                         let xh = (xv - m) * is;
                         d.write(a * dz - c1 - xh * c2);
                     }
