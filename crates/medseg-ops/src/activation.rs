@@ -140,12 +140,23 @@ struct ActOp {
     slope: f32,
 }
 
-/// `v` for `v > 0`, `slope * v` otherwise, written as a multiply by a
-/// selected factor so that loops over it compile to vector blends (a branch on
-/// the sign of random data mispredicts half the time and blocks vectorising).
+/// The leaky ReLU's derivative at `v`: 1 for `v > 0`, `slope` otherwise. A
+/// select between two values, so that loops over it compile to vector blends
+/// (a branch on the sign of random data mispredicts half the time and blocks
+/// vectorising).
+#[inline(always)]
+pub(crate) fn leaky_factor(v: f32, slope: f32) -> f32 {
+    if v > 0.0 {
+        1.0
+    } else {
+        slope
+    }
+}
+
+/// `v` for `v > 0`, `slope * v` otherwise, as `v` times [`leaky_factor`].
 #[inline(always)]
 pub(crate) fn leaky1(v: f32, slope: f32) -> f32 {
-    v * if v > 0.0 { 1.0 } else { slope }
+    v * leaky_factor(v, slope)
 }
 
 impl CustomOp1 for ActOp {
@@ -172,7 +183,7 @@ impl CustomOp1 for ActOp {
                 par_fill(x.len(), CHUNK, move |i, dx| {
                     let r = i * CHUNK..i * CHUNK + dx.len();
                     for ((dx, &x), &dy) in dx.iter_mut().zip(&x[r.clone()]).zip(&dy[r]) {
-                        dx.write(dy * if x > 0.0 { 1.0 } else { slope });
+                        dx.write(dy * leaky_factor(x, slope));
                     }
                 })
             })

@@ -14,7 +14,7 @@
 //! devices/dtypes are composed from candle ops.
 
 use crate::activation::{
-    activate, cpu_slice, from_vec, is_fast, leaky1, par_fill, with_slice, Activation,
+    activate, cpu_slice, from_vec, is_fast, leaky1, leaky_factor, par_fill, with_slice, Activation,
 };
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -190,7 +190,7 @@ impl CustomOp3 for NormOp {
                                 let gi: &[f32; 16] = gi.try_into().expect("16 lanes");
                                 for i in 0..16 {
                                     let z = a.mul_add(xi[i], b);
-                                    let f = if z > 0.0 { 1.0 } else { neg_slope };
+                                    let f = leaky_factor(z, neg_slope);
                                     let dz = gi[i] * f;
                                     acc[i] += dz;
                                     accx[i] += dz * (xi[i] - m);
@@ -198,7 +198,7 @@ impl CustomOp3 for NormOp {
                             }
                             for (i, (&xv, &gv)) in xr.iter().zip(gr).enumerate() {
                                 let z = a.mul_add(xv, b);
-                                let dz = gv * if z > 0.0 { 1.0 } else { neg_slope };
+                                let dz = gv * leaky_factor(z, neg_slope);
                                 acc[i] += dz;
                                 accx[i] += dz * (xv - m);
                             }
@@ -265,7 +265,7 @@ impl CustomOp3 for NormOp {
                     let neg_slope = slope;
                     for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
                         let z = a.mul_add(xv, b);
-                        let dz = g * if z > 0.0 { 1.0 } else { neg_slope };
+                        let dz = g * leaky_factor(z, neg_slope);
                         let xh = (xv - m) * is;
                         d.write(a * dz - c1 - xh * c2);
                     }

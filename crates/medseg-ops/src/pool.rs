@@ -76,6 +76,19 @@ struct PoolOp {
     s: Vec<usize>,
 }
 
+/// One step of PyTorch's max-pool choice over a window visited in row-major
+/// order: `v` (at index `j`) replaces the best so far when it is larger or
+/// NaN, or when it is the first value. Returns true once a NaN is chosen
+/// (nothing after it can win).
+#[inline(always)]
+fn argmax_step(best: &mut f32, arg: &mut usize, v: f32, j: usize) -> bool {
+    if v > *best || v.is_nan() || *arg == usize::MAX {
+        *best = v;
+        *arg = j;
+    }
+    v.is_nan()
+}
+
 /// Index (within the plane) of the first maximum of the window at output `(od, oh, ow)`.
 #[inline(always)]
 fn window_argmax(x: &[f32], g: &Geom, od: usize, oh: usize, ow: usize) -> (usize, f32) {
@@ -87,12 +100,8 @@ fn window_argmax(x: &[f32], g: &Geom, od: usize, oh: usize, ow: usize) -> (usize
             let row = ((od * g.s[0] + kd) * ih + oh * g.s[1] + kh) * iw + ow * g.s[2];
             for (kw, &v) in x[row..row + g.k[2]].iter().enumerate() {
                 // NaN propagates, as in PyTorch
-                if v > best || v.is_nan() || arg == usize::MAX {
-                    best = v;
-                    arg = row + kw;
-                    if v.is_nan() {
-                        return (arg, v);
-                    }
+                if argmax_step(&mut best, &mut arg, v, row + kw) {
+                    return (arg, v);
                 }
             }
         }
@@ -160,25 +169,16 @@ fn pool_plane_bwd(kind: Kind, g: &Geom, x: &[f32], dy: &[f32], dx: &mut [f32]) {
     let [_, ih, iw] = g.i;
     let inv = 1.0 / (g.k.iter().product::<usize>() as f32);
     // fast path: 2x2 (x1) windows with stride 2 in a 2D plane, the same
-    // choice as `window_argmax` (first maximum, first NaN) without its
-    // general index arithmetic
+    // choice as `window_argmax` (`argmax_step`) without its general index
+    // arithmetic
     if kind == Kind::Max && g.k == [1, 2, 2] && g.s == [1, 2, 2] {
         for oh in 0..oh_n {
             let (r0, r1) = (2 * oh * iw, (2 * oh + 1) * iw);
             for ow in 0..ow_n {
-                let cand = [r0 + 2 * ow, r0 + 2 * ow + 1, r1 + 2 * ow, r1 + 2 * ow + 1];
-                let mut arg = cand[0];
-                let mut best = x[arg];
-                if !best.is_nan() {
-                    for &j in &cand[1..] {
-                        let v = x[j];
-                        if v > best || v.is_nan() {
-                            best = v;
-                            arg = j;
-                            if v.is_nan() {
-                                break;
-                            }
-                        }
+                let (mut best, mut arg) = (f32::NEG_INFINITY, usize::MAX);
+                for j in [r0 + 2 * ow, r0 + 2 * ow + 1, r1 + 2 * ow, r1 + 2 * ow + 1] {
+                    if argmax_step(&mut best, &mut arg, x[j], j) {
+                        break;
                     }
                 }
                 dx[arg] += dy[oh * ow_n + ow];
