@@ -20,7 +20,9 @@ fn values(t: &Tensor) -> Vec<f32> {
 
 /// The gradient stored for `v`: present, contiguous, of `v`'s shape.
 fn grad_of(grads: &GradStore, v: &Var) -> Tensor {
-    let g = grads.get(v.as_tensor()).expect("no gradient for a parameter");
+    let g = grads
+        .get(v.as_tensor())
+        .expect("no gradient for a parameter");
     assert_eq!(g.dims(), v.dims(), "gradient shape");
     assert!(g.is_contiguous(), "parameter gradient is a strided view");
     g.clone()
