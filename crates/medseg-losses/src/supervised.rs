@@ -11,7 +11,8 @@ use candle_core::{Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::input::{
-    class_view, pixel_mean, reduce_axes, resolve, weighted_last_mean, Prediction, Resolved,
+    class_view, pixel_mean, reduce_axes, resolve, sum_axes, weighted_last_mean, Prediction,
+    Resolved,
 };
 use crate::{Loss, LossTarget};
 
@@ -95,11 +96,11 @@ pub(crate) fn region_stats(
         Some(w) => (p.broadcast_mul(w)?, y.broadcast_mul(w)?),
         None => (p.clone(), y.clone()),
     };
-    let tp = pw.mul(y)?.sum(axes)?;
+    let tp = sum_axes(&pw.mul(y)?, axes)?;
     let (sp, sy) = if squared {
-        (pw.mul(p)?.sum(axes)?, yw.mul(y)?.sum(axes)?)
+        (sum_axes(&pw.mul(p)?, axes)?, sum_axes(&yw.mul(y)?, axes)?)
     } else {
-        (pw.sum(axes)?, yw.sum(axes)?)
+        (sum_axes(&pw, axes)?, sum_axes(&yw, axes)?)
     };
     Ok(RegionStats { tp, sp, sy })
 }

@@ -172,13 +172,47 @@ unsafe fn sgemm(
     rhs_cs: usize,
     parallel: bool,
 ) {
+    sgemm_strided(
+        m,
+        n,
+        k,
+        (dst, dst_rs, 1),
+        accumulate,
+        (lhs, lhs_rs, lhs_cs),
+        (rhs, rhs_rs, rhs_cs),
+        parallel,
+    )
+}
+
+/// [`sgemm`] with any `dst` strides; each matrix is `(pointer, row stride,
+/// column stride)`. The gemm kernel reads its left operand fastest when that
+/// operand's row stride is 1 (it then packs by copying runs instead of
+/// gathering), and its right operand without packing when that operand's row
+/// stride is 1; a column-major `dst` keeps the problem the way round it is
+/// given.
+///
+/// # Safety
+/// As [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    (dst, dst_rs, dst_cs): (*mut f32, usize, usize),
+    accumulate: bool,
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
             for i in 0..m {
-                std::slice::from_raw_parts_mut(dst.add(i * dst_rs), n).fill(0.0);
+                for j in 0..n {
+                    *dst.add(i * dst_rs + j * dst_cs) = 0.0;
+                }
             }
         }
         return;
@@ -188,7 +222,7 @@ unsafe fn sgemm(
         n,
         k,
         dst,
-        1,
+        dst_cs as isize,
         dst_rs as isize,
         accumulate,
         lhs,
@@ -623,7 +657,33 @@ pub(crate) fn conv_bwd_data(g: &Geom, dy: &[f32], w: &[f32], bias: Option<&[f32]
     dx
 }
 
+/// `dy` of sample `ni`, group `grp`, positions `[p0, p0 + tw)`, transposed to
+/// `dyt[j * cout_g + co]` (position-major), the layout in which the gemm packs
+/// it by copying.
+fn transpose_dy(g: &Geom, dy: &[f32], ni: usize, grp: usize, p0: usize, dyt: &mut [f32]) {
+    let cout_g = g.cout_g();
+    let osp = g.out_sp();
+    let tw = dyt.len() / cout_g.max(1);
+    let src = &dy[(ni * g.cout + grp * cout_g) * osp + p0..];
+    // blocks of 16 positions: the block's cache lines of all `cout_g` rows
+    // stay in L1 while each output row `dyt[j]` is written in order
+    const BLOCK: usize = 16;
+    for j0 in (0..tw).step_by(BLOCK) {
+        for j in j0..(j0 + BLOCK).min(tw) {
+            let row = &mut dyt[j * cout_g..(j + 1) * cout_g];
+            for (co, d) in row.iter_mut().enumerate() {
+                *d = src[co * osp + j];
+            }
+        }
+    }
+}
+
 /// `dw = sum_n dy_n · im2col(x_n)^T`, shape `[Cout, Cin/g, k]`.
+///
+/// Each tile's product is accumulated column-major, `dwt[grp][(ci, k)][co]`,
+/// from `dy` transposed to position-major and the patch matrix as `im2col`
+/// writes it, so that neither operand is gathered element by element when
+/// the gemm packs it; the sum is transposed to the weight's layout once.
 pub(crate) fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (isp, osp) = (g.in_sp(), g.out_sp());
     let (cin_g, cout_g, kdim) = (g.cin_g(), g.cout_g(), g.kdim());
@@ -642,42 +702,30 @@ pub(crate) fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             let p1 = (p0 + t).min(osp);
             let tw = p1 - p0;
             let xn = &x[ni * g.cin * isp..(ni + 1) * g.cin * isp];
+            let cols = if pw { 0 } else { kdim * tw };
             for grp in 0..g.groups {
-                let dst = acc[grp * cout_g * kdim..].as_mut_ptr();
-                let lhs = dy[(ni * g.cout + grp * cout_g) * osp + p0..].as_ptr();
-                if pw {
-                    let rhs = xn[grp * cin_g * isp + p0..].as_ptr();
-                    unsafe {
-                        sgemm(
-                            cout_g, cin_g, tw, dst, kdim, true, lhs, osp, 1, rhs, 1, isp, par,
-                        )
-                    };
-                } else {
-                    with_scratch(kdim * tw, |col| {
+                // dst[co, r] = acc[grp block][r * cout_g + co]: column-major
+                let dst = (acc[grp * cout_g * kdim..].as_mut_ptr(), 1, cout_g);
+                with_scratch(cols + cout_g * tw, |buf| {
+                    let (col, dyt) = buf.split_at_mut(cols);
+                    transpose_dy(g, dy, ni, grp, p0, dyt);
+                    // lhs[co, j] = dyt[j * cout_g + co]
+                    let lhs = (dyt.as_ptr(), 1, cout_g);
+                    // rhs[j, r] = patch r at position j: x itself when pointwise
+                    let rhs = if pw {
+                        (xn[grp * cin_g * isp + p0..].as_ptr(), 1, isp)
+                    } else {
                         im2col(g, xn, grp, p0, p1, col);
-                        unsafe {
-                            sgemm(
-                                cout_g,
-                                kdim,
-                                tw,
-                                dst,
-                                kdim,
-                                true,
-                                lhs,
-                                osp,
-                                1,
-                                col.as_ptr(),
-                                1,
-                                tw,
-                                par,
-                            )
-                        };
-                    });
-                }
+                        (col.as_ptr(), 1, tw)
+                    };
+                    // SAFETY: acc is this caller's, the scratch is this thread's,
+                    // and the extents are those of the tile.
+                    unsafe { sgemm_strided(cout_g, kdim, tw, dst, true, lhs, rhs, par) };
+                });
             }
         }
     };
-    if outer_parallel(items) {
+    let acc = if outer_parallel(items) {
         let nt = rayon::current_num_threads();
         let chunk = items.div_ceil(nt);
         let parts: Vec<Vec<f32>> = (0..nt)
@@ -698,7 +746,18 @@ pub(crate) fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let mut acc = vec![0f32; wlen];
         run(0..items, rayon::current_num_threads() > 1, &mut acc);
         acc
+    };
+    // dwt[grp][r][co] -> dw[grp * cout_g + co][r]
+    let mut dw = vec![0f32; wlen];
+    for grp in 0..g.groups {
+        let blk = grp * cout_g * kdim;
+        for co in 0..cout_g {
+            for r in 0..kdim {
+                dw[blk + co * kdim + r] = acc[blk + r * cout_g + co];
+            }
+        }
     }
+    dw
 }
 
 /// Sum of `[N, C, S]` over `N` and `S` (bias gradient).
