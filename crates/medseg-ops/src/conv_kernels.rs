@@ -665,15 +665,28 @@ fn transpose_dy(g: &Geom, dy: &[f32], ni: usize, grp: usize, p0: usize, dyt: &mu
     let osp = g.out_sp();
     let tw = dyt.len() / cout_g.max(1);
     let src = &dy[(ni * g.cout + grp * cout_g) * osp + p0..];
-    // blocks of 16 positions: the block's cache lines of all `cout_g` rows
-    // stay in L1 while each output row `dyt[j]` is written in order
-    const BLOCK: usize = 16;
-    for j0 in (0..tw).step_by(BLOCK) {
-        for j in j0..(j0 + BLOCK).min(tw) {
-            let row = &mut dyt[j * cout_g..(j + 1) * cout_g];
-            for (co, d) in row.iter_mut().enumerate() {
-                *d = src[co * osp + j];
+    // 8x8 blocks: eight rows of eight positions read as runs, written as
+    // eight runs of eight channels; the edges element by element
+    const B: usize = 8;
+    let (jf, cf) = (tw / B * B, cout_g / B * B);
+    for j0 in (0..jf).step_by(B) {
+        for c0 in (0..cf).step_by(B) {
+            let mut blk = [[0f32; B]; B];
+            for (a, r) in blk.iter_mut().enumerate() {
+                r.copy_from_slice(&src[(c0 + a) * osp + j0..][..B]);
             }
+            for b in 0..B {
+                let d = &mut dyt[(j0 + b) * cout_g + c0..][..B];
+                for (a, v) in d.iter_mut().enumerate() {
+                    *v = blk[a][b];
+                }
+            }
+        }
+    }
+    for j in 0..tw {
+        let c_start = if j < jf { cf } else { 0 };
+        for co in c_start..cout_g {
+            dyt[j * cout_g + co] = src[co * osp + j];
         }
     }
 }
