@@ -212,8 +212,19 @@ pub(crate) fn run_cases(o: &Opts, cases: &[Case], mode: &str) -> Result<()> {
     let work = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
-        .join("bench-unet");
+        .join("bench-unet")
+        // one folder per invocation: two benches at once must not read each
+        // other's weights or specs
+        .join(std::process::id().to_string());
     std::fs::create_dir_all(&work)?;
+    let result = run_cases_in(o, cases, &modes, &work);
+    // best effort: the folder only holds this run's inputs
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn run_cases_in(o: &Opts, cases: &[Case], modes: &[&str], work: &Path) -> Result<()> {
+    let root = crate::python::workspace_root();
     let py = if o.python {
         crate::python::ensure_venv(&["torch", "safetensors"])?
     } else {
@@ -250,7 +261,7 @@ pub(crate) fn run_cases(o: &Opts, cases: &[Case], mode: &str) -> Result<()> {
                     rows.push((name.to_string(), r));
                 }
             };
-        for m in &modes {
+        for m in modes {
             let mut c = case.clone();
             c.mode = m.to_string();
             let spec = work.join(format!("case{ci}-{m}.json"));
