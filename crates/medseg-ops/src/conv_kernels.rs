@@ -453,7 +453,9 @@ fn gather_dy(g: &Geom, dyn_: &[f32], grp: usize, q0: usize, q1: usize, col: &mut
 pub(crate) fn conv_fwd(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (isp, osp) = (g.in_sp(), g.out_sp());
     let (cin_g, cout_g, kdim) = (g.cin_g(), g.cout_g(), g.kdim());
-    let mut y = vec![0f32; g.n * g.cout * osp];
+    let len = g.n * g.cout * osp;
+    // every element is written below (each tile by its gemm), so no zero fill
+    let mut y: Vec<f32> = Vec::with_capacity(len);
     if osp == 0 || g.n == 0 {
         return y;
     }
@@ -508,6 +510,9 @@ pub(crate) fn conv_fwd(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> 
             }
         }
     });
+    // SAFETY: the items cover every (sample, channel, position) of y and
+    // each gemm writes its whole tile (no accumulation into y).
+    unsafe { y.set_len(len) };
     y
 }
 
@@ -516,7 +521,10 @@ pub(crate) fn conv_fwd(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> 
 pub(crate) fn conv_bwd_data(g: &Geom, dy: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (isp, osp) = (g.in_sp(), g.out_sp());
     let (cin_g, cout_g, kdim, kvol) = (g.cin_g(), g.cout_g(), g.kdim(), g.kvol());
-    let mut dx = vec![0f32; g.n * g.cin * isp];
+    let len = g.n * g.cin * isp;
+    // every element is written below (gemm tiles, or exactly one scatter per
+    // element in the patchify case), so no zero fill
+    let mut dx: Vec<f32> = Vec::with_capacity(len);
     if isp == 0 || g.n == 0 {
         return dx;
     }
@@ -654,6 +662,8 @@ pub(crate) fn conv_bwd_data(g: &Geom, dy: &[f32], w: &[f32], bias: Option<&[f32]
             }
         });
     }
+    // SAFETY: as above, every element of dx has been written.
+    unsafe { dx.set_len(len) };
     dx
 }
 
