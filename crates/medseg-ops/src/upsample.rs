@@ -107,30 +107,39 @@ impl Plan {
         let [_, ih, iw] = self.i;
         let [_, oh, ow] = self.o;
         let tw = &self.taps[2];
-        for (od, td) in self.taps[0].iter().enumerate() {
-            for (ohh, th) in self.taps[1].iter().enumerate() {
-                let yr = &mut y[(od * oh + ohh) * ow..(od * oh + ohh + 1) * ow];
-                if self.nearest {
+        if self.nearest {
+            for (od, td) in self.taps[0].iter().enumerate() {
+                for (ohh, th) in self.taps[1].iter().enumerate() {
+                    let yr = &mut y[(od * oh + ohh) * ow..(od * oh + ohh + 1) * ow];
                     let r = &x[(td.i0 * ih + th.i0) * iw..(td.i0 * ih + th.i0 + 1) * iw];
                     for (yv, t) in yr.iter_mut().zip(tw) {
                         *yv = r[t.i0];
                     }
-                    continue;
                 }
-                let rows = [
-                    (td.i0, th.i0, td.w0 * th.w0),
-                    (td.i0, th.i1, td.w0 * th.w1),
-                    (td.i1, th.i0, td.w1 * th.w0),
-                    (td.i1, th.i1, td.w1 * th.w1),
-                ];
+            }
+            return;
+        }
+        // separable: every input row is interpolated along W once, then each
+        // output row blends the (up to four) rows it needs, a contiguous
+        // multiply-add; the same operations, in the same order, as
+        // interpolating along W inside each blend
+        let mut hx = vec![0f32; x.len() / iw * ow];
+        for (xr, hr) in x.chunks_exact(iw).zip(hx.chunks_exact_mut(ow)) {
+            for (v, t) in hr.iter_mut().zip(tw) {
+                *v = t.w0 * xr[t.i0] + t.w1 * xr[t.i1];
+            }
+        }
+        for (od, td) in self.taps[0].iter().enumerate() {
+            for (ohh, th) in self.taps[1].iter().enumerate() {
+                let yr = &mut y[(od * oh + ohh) * ow..(od * oh + ohh + 1) * ow];
                 yr.fill(0.0);
-                for &(d, h, c) in &rows {
+                for (d, h, c) in blend_rows(td, th) {
                     if c == 0.0 {
                         continue;
                     }
-                    let r = &x[(d * ih + h) * iw..(d * ih + h + 1) * iw];
-                    for (yv, t) in yr.iter_mut().zip(tw) {
-                        *yv += c * (t.w0 * r[t.i0] + t.w1 * r[t.i1]);
+                    let hr = &hx[(d * ih + h) * ow..][..ow];
+                    for (yv, &hv) in yr.iter_mut().zip(hr) {
+                        *yv += c * hv;
                     }
                 }
             }
@@ -141,38 +150,54 @@ impl Plan {
         let [_, ih, iw] = self.i;
         let [_, oh, ow] = self.o;
         let tw = &self.taps[2];
-        for (od, td) in self.taps[0].iter().enumerate() {
-            for (ohh, th) in self.taps[1].iter().enumerate() {
-                let gr = &dy[(od * oh + ohh) * ow..(od * oh + ohh + 1) * ow];
-                if self.nearest {
+        if self.nearest {
+            for (od, td) in self.taps[0].iter().enumerate() {
+                for (ohh, th) in self.taps[1].iter().enumerate() {
+                    let gr = &dy[(od * oh + ohh) * ow..(od * oh + ohh + 1) * ow];
                     let base = (td.i0 * ih + th.i0) * iw;
                     let r = &mut dx[base..base + iw];
                     for (&g, t) in gr.iter().zip(tw) {
                         r[t.i0] += g;
                     }
-                    continue;
                 }
-                let rows = [
-                    (td.i0, th.i0, td.w0 * th.w0),
-                    (td.i0, th.i1, td.w0 * th.w1),
-                    (td.i1, th.i0, td.w1 * th.w0),
-                    (td.i1, th.i1, td.w1 * th.w1),
-                ];
-                for &(d, h, c) in &rows {
+            }
+            return;
+        }
+        // the adjoint of the separable forward: output rows are gathered onto
+        // W-interpolated input rows (contiguous), then each of those is
+        // scattered along W once
+        let mut hg = vec![0f32; dx.len() / iw * ow];
+        for (od, td) in self.taps[0].iter().enumerate() {
+            for (ohh, th) in self.taps[1].iter().enumerate() {
+                let gr = &dy[(od * oh + ohh) * ow..(od * oh + ohh + 1) * ow];
+                for (d, h, c) in blend_rows(td, th) {
                     if c == 0.0 {
                         continue;
                     }
-                    let base = (d * ih + h) * iw;
-                    let r = &mut dx[base..base + iw];
-                    for (&g, t) in gr.iter().zip(tw) {
-                        let g = g * c;
-                        r[t.i0] += g * t.w0;
-                        r[t.i1] += g * t.w1;
+                    let hr = &mut hg[(d * ih + h) * ow..][..ow];
+                    for (a, &g) in hr.iter_mut().zip(gr) {
+                        *a += g * c;
                     }
                 }
             }
         }
+        for (hr, r) in hg.chunks_exact(ow).zip(dx.chunks_exact_mut(iw)) {
+            for (&g, t) in hr.iter().zip(tw) {
+                r[t.i0] += g * t.w0;
+                r[t.i1] += g * t.w1;
+            }
+        }
     }
+}
+
+/// The four (depth row, height row, weight) pairs an output row blends.
+fn blend_rows(td: &Tap, th: &Tap) -> [(usize, usize, f32); 4] {
+    [
+        (td.i0, th.i0, td.w0 * th.w0),
+        (td.i0, th.i1, td.w0 * th.w1),
+        (td.i1, th.i0, td.w1 * th.w0),
+        (td.i1, th.i1, td.w1 * th.w1),
+    ]
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
