@@ -5,7 +5,7 @@
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::input::{class_view, pixel_map, pixel_mean, reduce_axes, resolve, Prediction};
+use crate::input::{class_view, pixel_map, pixel_mean, reduce_axes, resolve, sum_axes, Prediction};
 use crate::supervised::check_nonneg;
 use crate::{Loss, LossTarget};
 
@@ -96,7 +96,7 @@ impl Loss for NoiseRobustDiceLoss {
             den = den.broadcast_mul(w)?;
         }
         let axes = reduce_axes(p.rank(), true);
-        let v = num.sum(axes.clone())?.div(&(den.sum(axes)? + 1e-5)?)?;
+        let v = sum_axes(&num, &axes)?.div(&(sum_axes(&den, &axes)? + 1e-5)?)?;
         v.mean_all()
     }
 }
