@@ -66,23 +66,9 @@ pub(crate) fn set_threads(threads: usize) -> Result<()> {
 /// the big activation buffers of a training step do not page-fault afresh
 /// every iteration. `false` leaves glibc's defaults.
 pub(crate) fn tune_malloc(on: bool) {
-    if !on {
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_TRIM_THRESHOLD: i32 = -1;
-        const M_MMAP_THRESHOLD: i32 = -3;
-        const M_ARENA_MAX: i32 = -8;
-        // SAFETY: mallopt only changes allocator parameters.
-        unsafe {
-            mallopt(M_MMAP_THRESHOLD, 1 << 30);
-            mallopt(M_TRIM_THRESHOLD, i32::MAX);
-            mallopt(M_ARENA_MAX, 4);
-        }
+    if on {
+        // the same call the medseg binaries make first thing in `main`
+        medseg_core::runtime::tune_allocator();
     }
 }
 

@@ -48,6 +48,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // large tensor buffers: keep freed memory in the heap (docs/performance.md)
+    medseg_core::runtime::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Info(a) => info::run(a),

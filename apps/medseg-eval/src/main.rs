@@ -178,6 +178,8 @@ fn parse_remap(s: &str) -> Result<Vec<u16>> {
 }
 
 fn main() -> Result<()> {
+    // large tensor buffers: keep freed memory in the heap (docs/performance.md)
+    medseg_core::runtime::tune_allocator();
     let args = Args::parse();
     for m in &args.metrics {
         if !METRIC_NAMES.contains(&m.as_str()) {

@@ -147,6 +147,8 @@ fn build_node(
 }
 
 fn main() -> Result<()> {
+    // large tensor buffers: keep freed memory in the heap (docs/performance.md)
+    medseg_core::runtime::tune_allocator();
     match Cli::parse().command {
         Command::Simulate {
             config,

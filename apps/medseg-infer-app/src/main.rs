@@ -61,6 +61,8 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
+    // large tensor buffers: keep freed memory in the heap (docs/performance.md)
+    medseg_core::runtime::tune_allocator();
     let cli = Cli::parse();
     let cfg = match &cli.config {
         Some(p) => Some(load_config(p, &cli.set)?),

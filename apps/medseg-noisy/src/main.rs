@@ -21,5 +21,7 @@ the CorruptLabels transform (first in dataset.train_transforms). Predict and
 evaluate with medseg-infer and medseg-eval.";
 
 fn main() -> anyhow::Result<()> {
+    // large tensor buffers: keep freed memory in the heap (docs/performance.md)
+    medseg_core::runtime::tune_allocator();
     medseg_cli::train_main("medseg-noisy", ABOUT, medseg_cli::Regime::Noisy)
 }

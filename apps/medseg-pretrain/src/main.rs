@@ -37,6 +37,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // large tensor buffers: keep freed memory in the heap (docs/performance.md)
+    medseg_core::runtime::tune_allocator();
     match Cli::parse().command {
         Command::Train(args) => medseg_cli::pretrain(&args).map(|_| ()),
         Command::Sas(args) => medseg_cli::sas(&args),

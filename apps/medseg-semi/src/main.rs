@@ -14,5 +14,7 @@ dataset.train_unlabelled_csv in batches of dataset.train_batch_size_unlab. CCT,
 URPC and MCNet need the networks CCTNet, URPC and MCNet.";
 
 fn main() -> anyhow::Result<()> {
+    // large tensor buffers: keep freed memory in the heap (docs/performance.md)
+    medseg_core::runtime::tune_allocator();
     medseg_cli::train_main("medseg-semi", ABOUT, medseg_cli::Regime::Semi)
 }

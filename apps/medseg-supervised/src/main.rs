@@ -38,6 +38,8 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // large tensor buffers: keep freed memory in the heap (docs/performance.md)
+    medseg_core::runtime::tune_allocator();
     match Cli::parse().command {
         Command::Train(args) => train(&args, Regime::Supervised),
         Command::Summary { config, input, set } => {

@@ -18,5 +18,7 @@ the teacher's EMA decay (ema_decay, USTM) and method parameters (params). DMPLS
 needs DualDecoderUNet. Predict and evaluate with medseg-infer and medseg-eval.";
 
 fn main() -> anyhow::Result<()> {
+    // large tensor buffers: keep freed memory in the heap (docs/performance.md)
+    medseg_core::runtime::tune_allocator();
     medseg_cli::train_main("medseg-weak", ABOUT, medseg_cli::Regime::Weak)
 }

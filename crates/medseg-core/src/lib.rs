@@ -22,6 +22,7 @@ mod fs;
 mod geometry;
 mod image;
 mod lock;
+pub mod runtime;
 mod sample;
 
 pub use error::{Error, Result};
