@@ -53,6 +53,22 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 /// `training.lr`. Sections and keys are separated by a double underscore.
 pub const ENV_PREFIX: &str = "MEDSEG";
 
+/// Environment variables that share the prefix but are process settings,
+/// not config keys, and are therefore not read as overrides:
+/// `MEDSEG_MALLOC=default` (leave glibc's allocator untuned, see
+/// `medseg_core::runtime`) and `MEDSEG_WINOGRAD=0` (medseg-ops computes 3x3
+/// convolutions through im2col only).
+pub const RUNTIME_ENV: &[&str] = &["MEDSEG_MALLOC", "MEDSEG_WINOGRAD"];
+
+/// The process environment less [`RUNTIME_ENV`] and variables that are not
+/// valid Unicode (which cannot be config overrides).
+fn override_env() -> config::Map<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| !RUNTIME_ENV.contains(&k.as_str()))
+        .collect()
+}
+
 /// Parses one `--set` value as TOML (so `3`, `0.1`, `true`, `[96, 96]` and
 /// `"adam"` keep their types); a bare word that is not valid TOML becomes a string.
 fn parse_override_value(raw: &str) -> config::Value {
@@ -104,7 +120,8 @@ impl ExperimentConfig {
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(Some(override_env())),
             );
         for o in overrides {
             let (k, v) = o

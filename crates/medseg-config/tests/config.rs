@@ -114,10 +114,18 @@ fn environment_overrides() {
     // The only test that touches MEDSEG_ variables.
     std::env::set_var("MEDSEG_TRAINING__LR", "0.125");
     std::env::set_var("MEDSEG_DATASET__TRAIN_BATCH_SIZE", "2");
+    // process settings with the same prefix are not read as config keys
+    // (as overrides they would be unknown top-level keys, an error)
+    for k in medseg_config::RUNTIME_ENV {
+        std::env::set_var(k, "0");
+    }
     let c = ExperimentConfig::load(&p, &[]);
     let c2 = ExperimentConfig::load(&p, &["training.lr=0.5".into()]);
     std::env::remove_var("MEDSEG_TRAINING__LR");
     std::env::remove_var("MEDSEG_DATASET__TRAIN_BATCH_SIZE");
+    for k in medseg_config::RUNTIME_ENV {
+        std::env::remove_var(k);
+    }
     let c = c.unwrap();
     assert_eq!(c.training.lr, 0.125);
     assert_eq!(c.dataset.train_batch_size, 2);

@@ -129,7 +129,7 @@ thread_local! {
 /// Runs `f` on a reusable thread-local buffer of `len` floats (contents
 /// unspecified) that starts on a 64-byte boundary, so that the gemm
 /// microkernel's 16-float loads of a patch matrix each touch one cache line.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     const PAD: usize = 16; // floats in a cache line
     fn aligned(v: &mut [f32], len: usize) -> &mut [f32] {
         let off = v.as_ptr().align_offset(64).min(PAD);
@@ -148,12 +148,12 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 }
 
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
     /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn get(&self) -> *mut f32 {
+    pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
 }
@@ -164,7 +164,7 @@ impl SendPtr {
 /// # Safety
 /// All pointers must be valid for the given extents and `dst` must not alias the inputs.
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm(
+pub(crate) unsafe fn sgemm(
     m: usize,
     n: usize,
     k: usize,
@@ -271,7 +271,7 @@ fn outer_parallel(items: usize) -> bool {
     nt > 1 && items >= 2 * nt
 }
 
-fn run_items(items: usize, f: impl Fn(usize, bool) + Sync) {
+pub(crate) fn run_items(items: usize, f: impl Fn(usize, bool) + Sync) {
     if outer_parallel(items) {
         (0..items).into_par_iter().for_each(|i| f(i, false));
     } else {
@@ -457,7 +457,17 @@ fn gather_dy(g: &Geom, dyn_: &[f32], grp: usize, q0: usize, q1: usize, col: &mut
 // the three primitives
 
 /// `y = conv(x, w) + bias`; `x [N,Cin,in]`, `w [Cout,Cin/g,k]`, `y [N,Cout,out]`.
+/// 3x3 stride-1 convolutions in the plane go through Winograd F(2x2, 3x3)
+/// ([`crate::conv_winograd`]), everything else through im2col and gemm.
 pub(crate) fn conv_fwd(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    if crate::conv_winograd::applies(g) {
+        return crate::conv_winograd::forward(g, x, w, bias);
+    }
+    conv_fwd_im2col(g, x, w, bias)
+}
+
+/// [`conv_fwd`] through im2col tiles and gemm, for any geometry.
+pub(crate) fn conv_fwd_im2col(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (isp, osp) = (g.in_sp(), g.out_sp());
     let (cin_g, cout_g, kdim) = (g.cin_g(), g.cout_g(), g.kdim());
     let len = g.n * g.cout * osp;
@@ -525,7 +535,22 @@ pub(crate) fn conv_fwd(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> 
 
 /// `dx = conv^T(dy, w) + bias[Cin]`: the input gradient of [`conv_fwd`], also the
 /// forward pass of a transposed convolution.
+/// Winograd for the same geometries as [`conv_fwd`].
 pub(crate) fn conv_bwd_data(g: &Geom, dy: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    if crate::conv_winograd::applies(g) {
+        return crate::conv_winograd::backward_data(g, dy, w, bias);
+    }
+    conv_bwd_data_im2col(g, dy, w, bias)
+}
+
+/// [`conv_bwd_data`] through gathered `dy` patches (or one gemm and a
+/// scatter when kernel equals stride), for any geometry.
+pub(crate) fn conv_bwd_data_im2col(
+    g: &Geom,
+    dy: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let (isp, osp) = (g.in_sp(), g.out_sp());
     let (cin_g, cout_g, kdim, kvol) = (g.cin_g(), g.cout_g(), g.kdim(), g.kvol());
     let len = g.n * g.cin * isp;

@@ -21,6 +21,7 @@ pub mod conv;
 mod conv_fallback;
 mod conv_kernels;
 pub mod conv_transpose;
+mod conv_winograd;
 pub mod device;
 pub mod grid_sample;
 pub mod layer_norm;

@@ -1,0 +1,470 @@
+//! Winograd F(2x2, 3x3) for 3x3, stride-1 convolutions in the plane (private).
+//!
+//! Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks" (2016):
+//! each 2x2 block of outputs is computed from a 4x4 block of inputs as
+//! `Y = Aᵀ [ Σ_ci (G g Gᵀ) ⊙ (Bᵀ d B) ] A`. The sum over input channels
+//! is, for each of the 16 transformed positions, one matrix product
+//! `M[ξ] (Cout x tiles) = U[ξ] (Cout x Cin) · V[ξ] (Cin x tiles)`, so the
+//! multiply-adds of the products drop from 9 to 4 per output and channel
+//! pair (2.25x); the transforms are additions only.
+//!
+//! It serves [`super::conv_kernels::conv_fwd`] and, with the kernel flipped
+//! and transposed and the padding mirrored (`2 - p`), the input gradient
+//! [`super::conv_kernels::conv_bwd_data`] of the same convolutions. Work is
+//! split into (sample, depth slice, band of tile rows) items, each with its
+//! transformed inputs and products in a scratch buffer sized to stay in L2.
+//!
+//! The transforms use the points 0, 1, -1, whose constants (1 and 1/2) are
+//! exact in f32; results differ from the direct sum by rounding only
+//! (`tests` below compare with the im2col path).
+
+use crate::conv_kernels::{run_items, sgemm, with_scratch, Geom, SendPtr};
+use std::sync::OnceLock;
+
+/// Environment variable that, set to `0`, turns the Winograd path off (for
+/// comparisons; the im2col path computes the same convolutions).
+pub(crate) const WINOGRAD_ENV: &str = "MEDSEG_WINOGRAD";
+
+fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var(WINOGRAD_ENV).map_or(true, |v| v != "0"))
+}
+
+/// Whether `g` is a convolution this path computes: a 3x3 kernel in H and W
+/// (depth 1), stride 1, no dilation, padding at most 2, one group, and at
+/// least 8 channels each side (below that the transforms cost more than
+/// they save).
+pub(crate) fn applies(g: &Geom) -> bool {
+    enabled() && geometry_fits(g)
+}
+
+fn geometry_fits(g: &Geom) -> bool {
+    g.groups == 1
+        && g.k == [1, 3, 3]
+        && g.s == [1; 3]
+        && g.d[1] == 1
+        && g.d[2] == 1
+        && g.p[0] == 0
+        && g.p[1] <= 2
+        && g.p[2] <= 2
+        && g.cin >= 8
+        && g.cout >= 8
+        && g.out[0] == g.inp[0]
+        && g.out[1] > 0
+        && g.out[2] > 0
+}
+
+/// `U[ξ][a][b] = (G g Gᵀ)[ξ]` for the 3x3 kernels `g` of `w [Cout, Cin, 3, 3]`.
+/// Forward: `a = co`, `b = ci`. `transposed`: `a = ci`, `b = co` and the
+/// kernel rotated by 180 degrees (the input gradient's convolution).
+fn weights(w: &[f32], cout: usize, cin: usize, transposed: bool) -> Vec<f32> {
+    let (na, nb) = if transposed { (cin, cout) } else { (cout, cin) };
+    let mut u = vec![0f32; 16 * na * nb];
+    // (a, b) in the order of u's rows, so that each ξ is written contiguously
+    for a in 0..na {
+        for b in 0..nb {
+            let (co, ci) = if transposed { (b, a) } else { (a, b) };
+            let k: &[f32; 9] = w[(co * cin + ci) * 9..][..9].try_into().expect("9 taps");
+            let kk = |r: usize, c: usize| {
+                if transposed {
+                    k[(2 - r) * 3 + (2 - c)]
+                } else {
+                    k[r * 3 + c]
+                }
+            };
+            // t = G g (4x3), then U = t Gᵀ (4x4)
+            let mut t = [[0f32; 3]; 4];
+            for c in 0..3 {
+                let (g0, g1, g2) = (kk(0, c), kk(1, c), kk(2, c));
+                t[0][c] = g0;
+                t[1][c] = 0.5 * (g0 + g1 + g2);
+                t[2][c] = 0.5 * (g0 - g1 + g2);
+                t[3][c] = g2;
+            }
+            for (i, r) in t.iter().enumerate() {
+                let row = [
+                    r[0],
+                    0.5 * (r[0] + r[1] + r[2]),
+                    0.5 * (r[0] - r[1] + r[2]),
+                    r[2],
+                ];
+                for (j, v) in row.into_iter().enumerate() {
+                    u[((i * 4 + j) * na + a) * nb + b] = v;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `y = conv(x, w) + bias` for a geometry where [`applies`] holds.
+pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let u = weights(w, g.cout, g.cin, false);
+    let plane = Plane {
+        n: g.n,
+        cin: g.cin,
+        cout: g.cout,
+        depth: g.inp[0],
+        inp: [g.inp[1], g.inp[2]],
+        out: [g.out[1], g.out[2]],
+        pad: [g.p[1], g.p[2]],
+    };
+    conv3x3(&plane, x, &u, bias)
+}
+
+/// `dx = conv^T(dy, w) + bias[Cin]` for a geometry where [`applies`] holds:
+/// the convolution of `dy` with the rotated, transposed kernel and padding `2 - p`.
+pub(crate) fn backward_data(g: &Geom, dy: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let u = weights(w, g.cout, g.cin, true);
+    let plane = Plane {
+        n: g.n,
+        cin: g.cout,
+        cout: g.cin,
+        depth: g.inp[0],
+        inp: [g.out[1], g.out[2]],
+        out: [g.inp[1], g.inp[2]],
+        pad: [2 - g.p[1], 2 - g.p[2]],
+    };
+    conv3x3(&plane, dy, &u, bias)
+}
+
+/// A 3x3, stride-1 convolution of `[N, Cin, D, H, W]` planes.
+struct Plane {
+    n: usize,
+    cin: usize,
+    cout: usize,
+    depth: usize,
+    inp: [usize; 2],
+    out: [usize; 2],
+    pad: [usize; 2],
+}
+
+/// Scratch floats per item (transformed inputs and products), ~512 KiB.
+const BUDGET: usize = 128 * 1024;
+
+fn conv3x3(p: &Plane, x: &[f32], u: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let [ih, iw] = p.inp;
+    let [oh, ow] = p.out;
+    let (th_n, tw_n) = (oh.div_ceil(2), ow.div_ceil(2));
+    let (isp, osp) = (ih * iw, oh * ow);
+    let len = p.n * p.cout * p.depth * osp;
+    let mut y: Vec<f32> = Vec::with_capacity(len);
+    if len == 0 {
+        return y;
+    }
+    // bands of tile rows: at least 64 tiles for the products, within BUDGET
+    let per_row = 16 * (p.cin + p.cout) * tw_n;
+    let rows = (BUDGET / per_row)
+        .max(64usize.div_ceil(tw_n))
+        .clamp(1, th_n);
+    // enough items for the threads when there are few planes
+    let planes = p.n * p.depth;
+    let want = 2 * rayon::current_num_threads();
+    let rows = if planes * th_n.div_ceil(rows) < want {
+        th_n.div_ceil(want.div_ceil(planes)).max(1)
+    } else {
+        rows
+    };
+    let bands = th_n.div_ceil(rows);
+    // padded input rows hold every input column: 2 * tw_n + 2 >= iw + 2 * pad
+    let pw = 2 * tw_n + 2;
+    let yp = SendPtr(y.as_mut_ptr());
+    run_items(planes * bands, |it, par| {
+        let (pl, band) = (it / bands, it % bands);
+        let (ni, di) = (pl / p.depth, pl % p.depth);
+        let (r0, r1) = (band * rows, ((band + 1) * rows).min(th_n));
+        let tc = (r1 - r0) * tw_n;
+        let (vlen, mlen) = (16 * p.cin * tc, 16 * p.cout * tc);
+        with_scratch(vlen + mlen + iw + 4 * pw + 4 * tw_n, |buf| {
+            let (v, rest) = buf.split_at_mut(vlen);
+            let (m, rest) = rest.split_at_mut(mlen);
+            let (zero, rest) = rest.split_at_mut(iw);
+            let (wv, out2) = rest.split_at_mut(4 * pw);
+            // rows above and below the input read as zeros; so do the padding
+            // columns of the transformed rows, which nothing below writes
+            zero.fill(0.0);
+            wv.fill(0.0);
+            let (w0, rest) = wv.split_at_mut(pw);
+            let (w1, rest) = rest.split_at_mut(pw);
+            let (w2, w3) = rest.split_at_mut(pw);
+            // V[ξ][ci][tile] = (Bᵀ d B)[ξ]
+            for ci in 0..p.cin {
+                let src = &x[((ni * p.cin + ci) * p.depth + di) * isp..][..isp];
+                for th in r0..r1 {
+                    let row = |i: usize| {
+                        let r = (2 * th + i) as isize - p.pad[0] as isize;
+                        if r >= 0 && (r as usize) < ih {
+                            &src[r as usize * iw..][..iw]
+                        } else {
+                            &zero[..iw]
+                        }
+                    };
+                    // rows: Bᵀ d, straight from the input rows into the
+                    // inner columns of the padded rows
+                    let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
+                    let pc = p.pad[1];
+                    let (m0, m1) = (&mut w0[pc..pc + iw], &mut w1[pc..pc + iw]);
+                    let (m2, m3) = (&mut w2[pc..pc + iw], &mut w3[pc..pc + iw]);
+                    for c in 0..iw {
+                        let (a, b, cc, dd) = (d0[c], d1[c], d2[c], d3[c]);
+                        m0[c] = a - cc;
+                        m1[c] = b + cc;
+                        m2[c] = cc - b;
+                        m3[c] = b - dd;
+                    }
+                    // columns: (Bᵀ d) B, tile t reads columns 2t .. 2t+3
+                    let base = (th - r0) * tw_n;
+                    for (i, wr) in [&*w0, &*w1, &*w2, &*w3].into_iter().enumerate() {
+                        let at = |j: usize| ((i * 4 + j) * p.cin + ci) * tc + base;
+                        // SAFETY: the four runs of tw_n floats are disjoint (distinct ξ)
+                        // and inside v.
+                        let vp = v.as_mut_ptr();
+                        let out = unsafe {
+                            [at(0), at(1), at(2), at(3)]
+                                .map(|o| std::slice::from_raw_parts_mut(vp.add(o), tw_n))
+                        };
+                        columns_in(wr, out);
+                    }
+                }
+            }
+            // M[ξ] = U[ξ] · V[ξ]
+            for xi in 0..16 {
+                // SAFETY: the three matrices lie inside u, v and m with the
+                // extents given, and m is this item's scratch.
+                unsafe {
+                    sgemm(
+                        p.cout,
+                        tc,
+                        p.cin,
+                        m[xi * p.cout * tc..].as_mut_ptr(),
+                        tc,
+                        false,
+                        u[xi * p.cout * p.cin..].as_ptr(),
+                        p.cin,
+                        1,
+                        v[xi * p.cin * tc..].as_ptr(),
+                        tc,
+                        1,
+                        par,
+                    );
+                }
+            }
+            // Y = Aᵀ M A, two output rows per tile row
+            let (top, bot) = out2.split_at_mut(2 * tw_n);
+            for co in 0..p.cout {
+                let bv = bias.map_or(0.0, |b| b[co]);
+                let ybase = ((ni * p.cout + co) * p.depth + di) * osp;
+                for th in r0..r1 {
+                    let base = co * tc + (th - r0) * tw_n;
+                    let mm = |xi: usize| &m[xi * p.cout * tc + base..][..tw_n];
+                    columns_out(std::array::from_fn(mm), bv, top, bot);
+                    for (k, row) in [&*top, &*bot].into_iter().enumerate() {
+                        let oy = 2 * th + k;
+                        if oy < oh {
+                            // SAFETY: output row oy of plane (ni, co, di) belongs to
+                            // this item's band of tile rows only.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    row.as_ptr(),
+                                    yp.get().add(ybase + oy * ow),
+                                    ow,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    });
+    // SAFETY: the bands cover every output row of every plane and channel.
+    unsafe { y.set_len(len) };
+    y
+}
+
+/// The column half of the input transform for one row `wr` of `Bᵀ d`:
+/// `out[j][t] = (wr[2t..2t+4] · B)[j]` for the `out[0].len()` tiles of the row.
+fn columns_in(wr: &[f32], out: [&mut [f32]; 4]) {
+    let [o0, o1, o2, o3] = out;
+    let n = o0.len();
+    assert!(wr.len() >= 2 * n + 2 && o1.len() == n && o2.len() == n && o3.len() == n);
+    let mut t = 0;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    // SAFETY: AVX2 is enabled at compile time; for t + 8 <= n the loads read
+    // wr[2t .. 2t + 18] (within 2n + 2) and the stores o[t .. t + 8].
+    unsafe {
+        use std::arch::x86_64::*;
+        // (evens, odds) of wr[at .. at + 16]
+        let split = |at: usize| {
+            let lo = _mm256_loadu_ps(wr.as_ptr().add(at));
+            let hi = _mm256_loadu_ps(wr.as_ptr().add(at + 8));
+            let fix =
+                |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)));
+            (
+                fix(_mm256_shuffle_ps::<0x88>(lo, hi)),
+                fix(_mm256_shuffle_ps::<0xDD>(lo, hi)),
+            )
+        };
+        while t + 8 <= n && 2 * t + 18 <= wr.len() {
+            // wr[2t + 2k], wr[2t + 2k + 1], wr[2t + 2k + 2], wr[2t + 2k + 3]
+            let (a, b) = split(2 * t);
+            let (c, d) = split(2 * t + 2);
+            _mm256_storeu_ps(o0.as_mut_ptr().add(t), _mm256_sub_ps(a, c));
+            _mm256_storeu_ps(o1.as_mut_ptr().add(t), _mm256_add_ps(b, c));
+            _mm256_storeu_ps(o2.as_mut_ptr().add(t), _mm256_sub_ps(c, b));
+            _mm256_storeu_ps(o3.as_mut_ptr().add(t), _mm256_sub_ps(b, d));
+            t += 8;
+        }
+    }
+    for t in t..n {
+        let c = 2 * t;
+        let (a, b, cc, dd) = (wr[c], wr[c + 1], wr[c + 2], wr[c + 3]);
+        o0[t] = a - cc;
+        o1[t] = b + cc;
+        o2[t] = cc - b;
+        o3[t] = b - dd;
+    }
+}
+
+/// The output transform `Aᵀ m A + bias` of one row of tiles: `ms[ξ][t]` are
+/// the products of tile `t`; outputs `(2t, 2t+1)` go to `top` and `bot`.
+fn columns_out(ms: [&[f32]; 16], bias: f32, top: &mut [f32], bot: &mut [f32]) {
+    let n = ms[0].len();
+    assert!(ms.iter().all(|r| r.len() == n) && top.len() >= 2 * n && bot.len() >= 2 * n);
+    let mut t = 0;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    // SAFETY: AVX is enabled at compile time; for t + 8 <= n the loads read
+    // ms[ξ][t .. t + 8] and the stores write top/bot[2t .. 2t + 16].
+    unsafe {
+        use std::arch::x86_64::*;
+        let bv = _mm256_set1_ps(bias);
+        // (a0, b0, a1, b1, ...) of two vectors, in order
+        let store2 = |dst: *mut f32, a: __m256, b: __m256| {
+            let lo = _mm256_unpacklo_ps(a, b);
+            let hi = _mm256_unpackhi_ps(a, b);
+            _mm256_storeu_ps(dst, _mm256_permute2f128_ps::<0x20>(lo, hi));
+            _mm256_storeu_ps(dst.add(8), _mm256_permute2f128_ps::<0x31>(lo, hi));
+        };
+        while t + 8 <= n {
+            let e: [__m256; 16] = std::array::from_fn(|x| _mm256_loadu_ps(ms[x].as_ptr().add(t)));
+            let a: [__m256; 4] =
+                std::array::from_fn(|j| _mm256_add_ps(_mm256_add_ps(e[j], e[4 + j]), e[8 + j]));
+            let b: [__m256; 4] = std::array::from_fn(|j| {
+                _mm256_sub_ps(_mm256_sub_ps(e[4 + j], e[8 + j]), e[12 + j])
+            });
+            let y00 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), a[2]), bv);
+            let y01 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a[1], a[2]), a[3]), bv);
+            let y10 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(b[0], b[1]), b[2]), bv);
+            let y11 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(b[1], b[2]), b[3]), bv);
+            store2(top.as_mut_ptr().add(2 * t), y00, y01);
+            store2(bot.as_mut_ptr().add(2 * t), y10, y11);
+            t += 8;
+        }
+    }
+    for t in t..n {
+        let e = |i: usize, j: usize| ms[i * 4 + j][t];
+        let a: [f32; 4] = std::array::from_fn(|j| e(0, j) + e(1, j) + e(2, j));
+        let b: [f32; 4] = std::array::from_fn(|j| e(1, j) - e(2, j) - e(3, j));
+        top[2 * t] = a[0] + a[1] + a[2] + bias;
+        top[2 * t + 1] = a[1] - a[2] - a[3] + bias;
+        bot[2 * t] = b[0] + b[1] + b[2] + bias;
+        bot[2 * t + 1] = b[1] - b[2] - b[3] + bias;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv_kernels::{conv_bwd_data_im2col, conv_fwd_im2col};
+
+    fn det(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn geom(n: usize, cin: usize, cout: usize, inp: [usize; 3], pad: usize) -> Geom {
+        let out = [inp[0], inp[1] + 2 * pad - 2, inp[2] + 2 * pad - 2];
+        Geom {
+            n,
+            cin,
+            cout,
+            groups: 1,
+            inp,
+            out,
+            k: [1, 3, 3],
+            s: [1; 3],
+            p: [0, pad, pad],
+            d: [1; 3],
+            planar: inp[0] == 1,
+        }
+    }
+
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 2e-6 * scale.max(1.0),
+                "{what}: element {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn forward_and_input_gradient_match_im2col() {
+        // odd and even sizes (cropped last tile), padding 0, 1 and 2, a
+        // depth axis, several bands per plane
+        for (n, cin, cout, inp, pad) in [
+            (2, 8, 12, [1, 9, 11], 1),
+            (1, 16, 8, [1, 10, 10], 1),
+            (1, 9, 10, [1, 7, 6], 0),
+            (2, 8, 8, [1, 5, 9], 2),
+            (1, 8, 16, [3, 6, 5], 1),
+            (1, 24, 32, [1, 70, 66], 1),
+            // exactly one and just under one vector of 8 tiles per row
+            (1, 8, 8, [1, 6, 16], 1),
+            (2, 8, 8, [1, 5, 17], 0),
+        ] {
+            let g = geom(n, cin, cout, inp, pad);
+            assert!(geometry_fits(&g), "{g:?}");
+            let x = det(n * cin * inp.iter().product::<usize>(), 1);
+            let w = det(cout * cin * 9, 2);
+            let b = det(cout.max(cin), 3);
+            let what = format!("{n}x{cin}->{cout} {inp:?} pad {pad}");
+            let want = conv_fwd_im2col(&g, &x, &w, Some(&b[..cout]));
+            let got = forward(&g, &x, &w, Some(&b[..cout]));
+            close(&got, &want, &format!("forward {what}"));
+            let dy = det(n * cout * g.out.iter().product::<usize>(), 4);
+            let want = conv_bwd_data_im2col(&g, &dy, &w, Some(&b[..cin]));
+            let got = backward_data(&g, &dy, &w, Some(&b[..cin]));
+            close(&got, &want, &format!("input gradient {what}"));
+        }
+    }
+
+    #[test]
+    fn only_3x3_stride_1_single_group_geometries_qualify() {
+        let base = geom(1, 8, 8, [1, 8, 8], 1);
+        assert!(geometry_fits(&base));
+        let mut g = base;
+        g.s = [1, 2, 2];
+        assert!(!geometry_fits(&g));
+        let mut g = base;
+        g.groups = 2;
+        assert!(!geometry_fits(&g));
+        let mut g = base;
+        g.cin = 4;
+        assert!(!geometry_fits(&g));
+        let mut g = base;
+        g.d = [1, 2, 2];
+        assert!(!geometry_fits(&g));
+        let mut g = base;
+        g.k = [3, 3, 3];
+        assert!(!geometry_fits(&g));
+    }
+}
