@@ -201,7 +201,7 @@ pub(crate) unsafe fn sgemm(
 /// # Safety
 /// As [`sgemm`].
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm_strided(
+pub(crate) unsafe fn sgemm_strided(
     m: usize,
     n: usize,
     k: usize,
@@ -266,7 +266,7 @@ fn tile_len(rows: usize, positions: usize, n: usize, min_tile: usize) -> usize {
 }
 
 /// Whether `items` work items should run in parallel (each with a serial gemm).
-fn outer_parallel(items: usize) -> bool {
+pub(crate) fn outer_parallel(items: usize) -> bool {
     let nt = rayon::current_num_threads();
     nt > 1 && items >= 2 * nt
 }
@@ -735,7 +735,7 @@ fn transpose_dy(g: &Geom, dy: &[f32], ni: usize, grp: usize, p0: usize, dyt: &mu
 /// loads, the usual unpack/shuffle/permute network and eight vector stores;
 /// otherwise it goes through a small array.
 #[inline]
-fn transpose8x8(src: &[f32], src_rs: usize, dst: &mut [f32], dst_rs: usize) {
+pub(crate) fn transpose8x8(src: &[f32], src_rs: usize, dst: &mut [f32], dst_rs: usize) {
     assert!(src.len() >= 7 * src_rs + 8 && dst.len() >= 7 * dst_rs + 8);
     #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
     // SAFETY: AVX is enabled at compile time, and the assertion above keeps
@@ -795,7 +795,18 @@ fn transpose8x8(src: &[f32], src_rs: usize, dst: &mut [f32], dst_rs: usize) {
 /// from `dy` transposed to position-major and the patch matrix as `im2col`
 /// writes it, so that neither operand is gathered element by element when
 /// the gemm packs it; the sum is transposed to the weight's layout once.
+///
+/// 3x3 stride-1 convolutions in the plane go through Winograd F(2x2, 3x3)
+/// ([`crate::conv_winograd`]) instead.
 pub(crate) fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if crate::conv_winograd::applies(g) {
+        return crate::conv_winograd::backward_weight(g, x, dy);
+    }
+    conv_bwd_weight_im2col(g, x, dy)
+}
+
+/// [`conv_bwd_weight`] through im2col tiles and gemm, for any geometry.
+pub(crate) fn conv_bwd_weight_im2col(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (isp, osp) = (g.in_sp(), g.out_sp());
     let (cin_g, cout_g, kdim) = (g.cin_g(), g.cout_g(), g.kdim());
     let wlen = g.cout * kdim;

@@ -18,7 +18,10 @@
 //! exact in f32; results differ from the direct sum by rounding only
 //! (`tests` below compare with the im2col path).
 
-use crate::conv_kernels::{run_items, sgemm, with_scratch, Geom, SendPtr};
+use crate::conv_kernels::{
+    outer_parallel, run_items, sgemm, sgemm_strided, transpose8x8, with_scratch, Geom, SendPtr,
+};
+use rayon::prelude::*;
 use std::sync::OnceLock;
 
 /// Environment variable that, set to `0`, turns the Winograd path off (for
@@ -128,6 +131,253 @@ pub(crate) fn backward_data(g: &Geom, dy: &[f32], w: &[f32], bias: Option<&[f32]
     conv3x3(&plane, dy, &u, bias)
 }
 
+/// `dw = ∂L/∂w [Cout, Cin, 3, 3]` for a geometry where [`applies`] holds:
+/// with `M = Σ_ci U ⊙ V` and `Y = Aᵀ M A` per tile, `∂L/∂M = A dY Aᵀ`,
+/// `∂L/∂U[co, ci] = Σ_tiles ∂L/∂M[co] ⊙ V[ci]` (16 products over the
+/// tiles) and `∂L/∂g = Gᵀ (∂L/∂U) G`.
+pub(crate) fn backward_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let p = Plane {
+        n: g.n,
+        cin: g.cin,
+        cout: g.cout,
+        depth: g.inp[0],
+        inp: [g.inp[1], g.inp[2]],
+        out: [g.out[1], g.out[2]],
+        pad: [g.p[1], g.p[2]],
+    };
+    let (cin, cout) = (p.cin, p.cout);
+    let [oh, ow] = p.out;
+    let (th_n, tw_n) = p.tiles();
+    let osp = oh * ow;
+    let ulen = 16 * cin * cout;
+    let rows = p.band_rows();
+    let bands = th_n.div_ceil(rows);
+    let items = p.n * p.depth * bands;
+    // acc[ξ][ci][co] += Σ_tiles dM[ξ][co][tile] V[ξ][ci][tile]
+    let run = |range: std::ops::Range<usize>, par: bool, acc: &mut [f32]| {
+        for it in range {
+            let (pl, band) = (it / bands, it % bands);
+            let (ni, di) = (pl / p.depth, pl % p.depth);
+            let (r0, r1) = (band * rows, ((band + 1) * rows).min(th_n));
+            let tc = (r1 - r0) * tw_n;
+            let (vlen, mlen, tlen) = (16 * cin * tc, 16 * cout * tc, 2 * tw_n * cout);
+            with_scratch(vlen + mlen + p.input_work() + 2 * tlen, |buf| {
+                let (v, rest) = buf.split_at_mut(vlen);
+                let (dm, rest) = rest.split_at_mut(mlen);
+                let (work, rest) = rest.split_at_mut(p.input_work());
+                let (top, bot) = rest.split_at_mut(tlen);
+                p.input_tiles(x, ni, di, r0, r1, v, work);
+                // dm[ξ][tile][co] = (A dY Aᵀ)[ξ], from dY rows transposed to
+                // [position][co] (zero beyond the output)
+                let plane = |co: usize| ((ni * cout + co) * p.depth + di) * osp;
+                for th in r0..r1 {
+                    for (k, trow) in [&mut *top, &mut *bot].into_iter().enumerate() {
+                        let oy = 2 * th + k;
+                        trow.fill(0.0);
+                        if oy < oh {
+                            transpose_row(dy, plane(0) + oy * ow, p.depth * osp, ow, cout, trow);
+                        }
+                    }
+                    let base = (th - r0) * tw_n;
+                    let run = tw_n * cout;
+                    let at = |xi: usize| (xi * tc + base) * cout;
+                    assert!(at(15) + run <= dm.len());
+                    let dp = dm.as_mut_ptr();
+                    // SAFETY: sixteen disjoint runs (distinct ξ) inside dm (asserted).
+                    let out: [&mut [f32]; 16] = std::array::from_fn(|xi| unsafe {
+                        std::slice::from_raw_parts_mut(dp.add(at(xi)), run)
+                    });
+                    row_grad(top, bot, cout, out);
+                }
+                for xi in 0..16 {
+                    // dst[co, ci] = acc[xi][ci][co] (column-major), lhs[co, t] =
+                    // dm[xi][t][co], rhs[t, ci] = v[xi][ci][t]
+                    // SAFETY: the extents lie inside acc, dm and v.
+                    unsafe {
+                        sgemm_strided(
+                            cout,
+                            cin,
+                            tc,
+                            (acc[xi * cin * cout..].as_mut_ptr(), 1, cout),
+                            true,
+                            (dm[xi * tc * cout..].as_ptr(), 1, cout),
+                            (v[xi * cin * tc..].as_ptr(), 1, tc),
+                            par,
+                        );
+                    }
+                }
+            });
+        }
+    };
+    let acc = if outer_parallel(items) {
+        let nt = rayon::current_num_threads();
+        let chunk = items.div_ceil(nt);
+        let parts: Vec<Vec<f32>> = (0..nt)
+            .into_par_iter()
+            .map(|c| {
+                let mut acc = vec![0f32; ulen];
+                run(c * chunk..((c + 1) * chunk).min(items), false, &mut acc);
+                acc
+            })
+            .collect();
+        let mut it = parts.into_iter();
+        let mut acc = it.next().unwrap_or_else(|| vec![0f32; ulen]);
+        for q in it {
+            acc.iter_mut().zip(q.iter()).for_each(|(a, b)| *a += b);
+        }
+        acc
+    } else {
+        let mut acc = vec![0f32; ulen];
+        run(0..items, rayon::current_num_threads() > 1, &mut acc);
+        acc
+    };
+    // dw[co][ci] = Gᵀ dU G
+    let mut dw = vec![0f32; cout * cin * 9];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let du = |i: usize, j: usize| acc[((i * 4 + j) * cin + ci) * cout + co];
+            let r: [[f32; 4]; 3] = [
+                std::array::from_fn(|j| du(0, j) + 0.5 * (du(1, j) + du(2, j))),
+                std::array::from_fn(|j| 0.5 * (du(1, j) - du(2, j))),
+                std::array::from_fn(|j| 0.5 * (du(1, j) + du(2, j)) + du(3, j)),
+            ];
+            let k = &mut dw[(co * cin + ci) * 9..][..9];
+            for (i, [a, b, c, d]) in r.into_iter().enumerate() {
+                k[i * 3] = a + 0.5 * (b + c);
+                k[i * 3 + 1] = 0.5 * (b - c);
+                k[i * 3 + 2] = 0.5 * (b + c) + d;
+            }
+        }
+    }
+    dw
+}
+
+/// `dst[pos * c + ch] = src[start + ch * ch_stride + pos]` for `pos < len`,
+/// `ch < c`: one row of `c` channel planes, transposed to position-major.
+fn transpose_row(
+    src: &[f32],
+    start: usize,
+    ch_stride: usize,
+    len: usize,
+    c: usize,
+    dst: &mut [f32],
+) {
+    let (pf, cf) = (len / 8 * 8, c / 8 * 8);
+    for p0 in (0..pf).step_by(8) {
+        for c0 in (0..cf).step_by(8) {
+            transpose8x8(
+                &src[start + c0 * ch_stride + p0..],
+                ch_stride,
+                &mut dst[p0 * c + c0..],
+                c,
+            );
+        }
+    }
+    for pos in 0..len {
+        let c_start = if pos < pf { cf } else { 0 };
+        for ch in c_start..c {
+            dst[pos * c + ch] = src[start + ch * ch_stride + pos];
+        }
+    }
+}
+
+/// `A dY Aᵀ` for a row of tiles: `top` and `bot` are the two output rows as
+/// `[position][channel]` (`c` channels), `out[ξ][tile * c + ch]`.
+fn row_grad(top: &[f32], bot: &[f32], c: usize, out: [&mut [f32]; 16]) {
+    let n = out[0].len();
+    assert!(n % c.max(1) == 0 && top.len() >= 2 * n && bot.len() >= 2 * n);
+    let [o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14, o15] =
+        out.map(|o| &mut o[..n]);
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    if c % 8 == 0 {
+        // SAFETY: AVX is enabled at compile time; every load reads
+        // top/bot[.. 2n] and every store out[ξ][.. n] (asserted above).
+        unsafe {
+            use std::arch::x86_64::*;
+            let outs = [
+                o0, o1, o2, o3, o4, o5, o6, o7, o8, o9, o10, o11, o12, o13, o14, o15,
+            ]
+            .map(|o| o.as_mut_ptr());
+            let zero = _mm256_setzero_ps();
+            for t in 0..n / c {
+                for k in (0..c).step_by(8) {
+                    let ld =
+                        |row: &[f32], pos: usize| _mm256_loadu_ps(row.as_ptr().add(pos * c + k));
+                    let (p, q) = (ld(top, 2 * t), ld(top, 2 * t + 1));
+                    let (r, s) = (ld(bot, 2 * t), ld(bot, 2 * t + 1));
+                    let rows = [
+                        (p, q),
+                        (_mm256_add_ps(p, r), _mm256_add_ps(q, s)),
+                        (_mm256_sub_ps(p, r), _mm256_sub_ps(q, s)),
+                        (_mm256_sub_ps(zero, r), _mm256_sub_ps(zero, s)),
+                    ];
+                    let o = t * c + k;
+                    for (i, (x, y)) in rows.into_iter().enumerate() {
+                        _mm256_storeu_ps(outs[4 * i].add(o), x);
+                        _mm256_storeu_ps(outs[4 * i + 1].add(o), _mm256_add_ps(x, y));
+                        _mm256_storeu_ps(outs[4 * i + 2].add(o), _mm256_sub_ps(x, y));
+                        _mm256_storeu_ps(outs[4 * i + 3].add(o), _mm256_sub_ps(zero, y));
+                    }
+                }
+            }
+        }
+        return;
+    }
+    for t in 0..n / c.max(1) {
+        let (p, q) = top[2 * t * c..(2 * t + 2) * c].split_at(c);
+        let (r, s) = bot[2 * t * c..(2 * t + 2) * c].split_at(c);
+        let o = t * c;
+        let (o0, o1, o2, o3) = (
+            &mut o0[o..o + c],
+            &mut o1[o..o + c],
+            &mut o2[o..o + c],
+            &mut o3[o..o + c],
+        );
+        let (o4, o5, o6, o7) = (
+            &mut o4[o..o + c],
+            &mut o5[o..o + c],
+            &mut o6[o..o + c],
+            &mut o7[o..o + c],
+        );
+        let (o8, o9, o10, o11) = (
+            &mut o8[o..o + c],
+            &mut o9[o..o + c],
+            &mut o10[o..o + c],
+            &mut o11[o..o + c],
+        );
+        let (o12, o13, o14, o15) = (
+            &mut o12[o..o + c],
+            &mut o13[o..o + c],
+            &mut o14[o..o + c],
+            &mut o15[o..o + c],
+        );
+        for k in 0..c {
+            // rows of A dY: [p, q], [p + r, q + s], [p - r, q - s], [-r, -s];
+            // each row [x, y] times Aᵀ: [x, x + y, x - y, -y]
+            let (x0, y0) = (p[k], q[k]);
+            let (x1, y1) = (p[k] + r[k], q[k] + s[k]);
+            let (x2, y2) = (p[k] - r[k], q[k] - s[k]);
+            let (x3, y3) = (-r[k], -s[k]);
+            o0[k] = x0;
+            o1[k] = x0 + y0;
+            o2[k] = x0 - y0;
+            o3[k] = -y0;
+            o4[k] = x1;
+            o5[k] = x1 + y1;
+            o6[k] = x1 - y1;
+            o7[k] = -y1;
+            o8[k] = x2;
+            o9[k] = x2 + y2;
+            o10[k] = x2 - y2;
+            o11[k] = -y2;
+            o12[k] = x3;
+            o13[k] = x3 + y3;
+            o14[k] = x3 - y3;
+            o15[k] = -y3;
+        }
+    }
+}
+
 /// A 3x3, stride-1 convolution of `[N, Cin, D, H, W]` planes.
 struct Plane {
     n: usize,
@@ -142,91 +392,130 @@ struct Plane {
 /// Scratch floats per item (transformed inputs and products), ~512 KiB.
 const BUDGET: usize = 128 * 1024;
 
+impl Plane {
+    /// Tile rows and columns of the output.
+    fn tiles(&self) -> (usize, usize) {
+        (self.out[0].div_ceil(2), self.out[1].div_ceil(2))
+    }
+
+    /// Tile rows per band: at least 64 tiles for the products, within
+    /// BUDGET, and enough items for the threads when there are few planes.
+    fn band_rows(&self) -> usize {
+        let (th_n, tw_n) = self.tiles();
+        let per_row = 16 * (self.cin + self.cout) * tw_n;
+        let rows = (BUDGET / per_row)
+            .max(64usize.div_ceil(tw_n))
+            .clamp(1, th_n);
+        let planes = self.n * self.depth;
+        let want = 2 * rayon::current_num_threads();
+        if planes * th_n.div_ceil(rows) < want {
+            th_n.div_ceil(want.div_ceil(planes)).max(1)
+        } else {
+            rows
+        }
+    }
+
+    /// Padded row length: holds every input column, `2 * tw + 2 >= iw + 2 * pad`.
+    fn padded(&self) -> usize {
+        2 * self.tiles().1 + 2
+    }
+
+    /// Scratch floats [`Plane::input_tiles`] needs besides `v`.
+    fn input_work(&self) -> usize {
+        self.inp[1] + 4 * self.padded()
+    }
+
+    /// `v[ξ][ci][tile] = (Bᵀ d B)[ξ]` for the tiles of tile rows `[r0, r1)`
+    /// of plane `(ni, di)` of `x`; `tc = (r1 - r0) * tw` tiles.
+    fn input_tiles(
+        &self,
+        x: &[f32],
+        ni: usize,
+        di: usize,
+        r0: usize,
+        r1: usize,
+        v: &mut [f32],
+        work: &mut [f32],
+    ) {
+        let [ih, iw] = self.inp;
+        let tw_n = self.tiles().1;
+        let tc = (r1 - r0) * tw_n;
+        let pw = self.padded();
+        let isp = ih * iw;
+        let (zero, wv) = work.split_at_mut(iw);
+        // rows above and below the input read as zeros; so do the padding
+        // columns of the transformed rows, which nothing below writes
+        zero.fill(0.0);
+        wv.fill(0.0);
+        let (w0, rest) = wv.split_at_mut(pw);
+        let (w1, rest) = rest.split_at_mut(pw);
+        let (w2, w3) = rest.split_at_mut(pw);
+        for ci in 0..self.cin {
+            let src = &x[((ni * self.cin + ci) * self.depth + di) * isp..][..isp];
+            for th in r0..r1 {
+                let row = |i: usize| {
+                    let r = (2 * th + i) as isize - self.pad[0] as isize;
+                    if r >= 0 && (r as usize) < ih {
+                        &src[r as usize * iw..][..iw]
+                    } else {
+                        &zero[..iw]
+                    }
+                };
+                // rows: Bᵀ d, straight from the input rows into the
+                // inner columns of the padded rows
+                let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
+                let pc = self.pad[1];
+                let (m0, m1) = (&mut w0[pc..pc + iw], &mut w1[pc..pc + iw]);
+                let (m2, m3) = (&mut w2[pc..pc + iw], &mut w3[pc..pc + iw]);
+                for c in 0..iw {
+                    let (a, b, cc, dd) = (d0[c], d1[c], d2[c], d3[c]);
+                    m0[c] = a - cc;
+                    m1[c] = b + cc;
+                    m2[c] = cc - b;
+                    m3[c] = b - dd;
+                }
+                // columns: (Bᵀ d) B, tile t reads columns 2t .. 2t+3
+                let base = (th - r0) * tw_n;
+                for (i, wr) in [&*w0, &*w1, &*w2, &*w3].into_iter().enumerate() {
+                    let at = |j: usize| ((i * 4 + j) * self.cin + ci) * tc + base;
+                    assert!(at(3) + tw_n <= v.len());
+                    // SAFETY: the four runs of tw_n floats are disjoint
+                    // (distinct ξ) and inside v (asserted).
+                    let vp = v.as_mut_ptr();
+                    let out = unsafe {
+                        [at(0), at(1), at(2), at(3)]
+                            .map(|o| std::slice::from_raw_parts_mut(vp.add(o), tw_n))
+                    };
+                    columns_in(wr, out);
+                }
+            }
+        }
+    }
+}
+
 fn conv3x3(p: &Plane, x: &[f32], u: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    let [ih, iw] = p.inp;
     let [oh, ow] = p.out;
-    let (th_n, tw_n) = (oh.div_ceil(2), ow.div_ceil(2));
-    let (isp, osp) = (ih * iw, oh * ow);
+    let (th_n, tw_n) = p.tiles();
+    let osp = oh * ow;
     let len = p.n * p.cout * p.depth * osp;
     let mut y: Vec<f32> = Vec::with_capacity(len);
     if len == 0 {
         return y;
     }
-    // bands of tile rows: at least 64 tiles for the products, within BUDGET
-    let per_row = 16 * (p.cin + p.cout) * tw_n;
-    let rows = (BUDGET / per_row)
-        .max(64usize.div_ceil(tw_n))
-        .clamp(1, th_n);
-    // enough items for the threads when there are few planes
-    let planes = p.n * p.depth;
-    let want = 2 * rayon::current_num_threads();
-    let rows = if planes * th_n.div_ceil(rows) < want {
-        th_n.div_ceil(want.div_ceil(planes)).max(1)
-    } else {
-        rows
-    };
+    let rows = p.band_rows();
     let bands = th_n.div_ceil(rows);
-    // padded input rows hold every input column: 2 * tw_n + 2 >= iw + 2 * pad
-    let pw = 2 * tw_n + 2;
     let yp = SendPtr(y.as_mut_ptr());
-    run_items(planes * bands, |it, par| {
+    run_items(p.n * p.depth * bands, |it, par| {
         let (pl, band) = (it / bands, it % bands);
         let (ni, di) = (pl / p.depth, pl % p.depth);
         let (r0, r1) = (band * rows, ((band + 1) * rows).min(th_n));
         let tc = (r1 - r0) * tw_n;
         let (vlen, mlen) = (16 * p.cin * tc, 16 * p.cout * tc);
-        with_scratch(vlen + mlen + iw + 4 * pw + 4 * tw_n, |buf| {
+        with_scratch(vlen + mlen + p.input_work() + 4 * tw_n, |buf| {
             let (v, rest) = buf.split_at_mut(vlen);
             let (m, rest) = rest.split_at_mut(mlen);
-            let (zero, rest) = rest.split_at_mut(iw);
-            let (wv, out2) = rest.split_at_mut(4 * pw);
-            // rows above and below the input read as zeros; so do the padding
-            // columns of the transformed rows, which nothing below writes
-            zero.fill(0.0);
-            wv.fill(0.0);
-            let (w0, rest) = wv.split_at_mut(pw);
-            let (w1, rest) = rest.split_at_mut(pw);
-            let (w2, w3) = rest.split_at_mut(pw);
-            // V[ξ][ci][tile] = (Bᵀ d B)[ξ]
-            for ci in 0..p.cin {
-                let src = &x[((ni * p.cin + ci) * p.depth + di) * isp..][..isp];
-                for th in r0..r1 {
-                    let row = |i: usize| {
-                        let r = (2 * th + i) as isize - p.pad[0] as isize;
-                        if r >= 0 && (r as usize) < ih {
-                            &src[r as usize * iw..][..iw]
-                        } else {
-                            &zero[..iw]
-                        }
-                    };
-                    // rows: Bᵀ d, straight from the input rows into the
-                    // inner columns of the padded rows
-                    let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
-                    let pc = p.pad[1];
-                    let (m0, m1) = (&mut w0[pc..pc + iw], &mut w1[pc..pc + iw]);
-                    let (m2, m3) = (&mut w2[pc..pc + iw], &mut w3[pc..pc + iw]);
-                    for c in 0..iw {
-                        let (a, b, cc, dd) = (d0[c], d1[c], d2[c], d3[c]);
-                        m0[c] = a - cc;
-                        m1[c] = b + cc;
-                        m2[c] = cc - b;
-                        m3[c] = b - dd;
-                    }
-                    // columns: (Bᵀ d) B, tile t reads columns 2t .. 2t+3
-                    let base = (th - r0) * tw_n;
-                    for (i, wr) in [&*w0, &*w1, &*w2, &*w3].into_iter().enumerate() {
-                        let at = |j: usize| ((i * 4 + j) * p.cin + ci) * tc + base;
-                        // SAFETY: the four runs of tw_n floats are disjoint (distinct ξ)
-                        // and inside v.
-                        let vp = v.as_mut_ptr();
-                        let out = unsafe {
-                            [at(0), at(1), at(2), at(3)]
-                                .map(|o| std::slice::from_raw_parts_mut(vp.add(o), tw_n))
-                        };
-                        columns_in(wr, out);
-                    }
-                }
-            }
+            let (work, out2) = rest.split_at_mut(p.input_work());
+            p.input_tiles(x, ni, di, r0, r1, v, work);
             // M[ξ] = U[ξ] · V[ξ]
             for xi in 0..16 {
                 // SAFETY: the three matrices lie inside u, v and m with the
@@ -374,7 +663,7 @@ fn columns_out(ms: [&[f32]; 16], bias: f32, top: &mut [f32], bot: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv_kernels::{conv_bwd_data_im2col, conv_fwd_im2col};
+    use crate::conv_kernels::{conv_bwd_data_im2col, conv_bwd_weight_im2col, conv_fwd_im2col};
 
     fn det(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
@@ -444,6 +733,9 @@ mod tests {
             let want = conv_bwd_data_im2col(&g, &dy, &w, Some(&b[..cin]));
             let got = backward_data(&g, &dy, &w, Some(&b[..cin]));
             close(&got, &want, &format!("input gradient {what}"));
+            let want = conv_bwd_weight_im2col(&g, &x, &dy);
+            let got = backward_weight(&g, &x, &dy);
+            close(&got, &want, &format!("weight gradient {what}"));
         }
     }
 
