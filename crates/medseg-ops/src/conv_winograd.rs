@@ -76,14 +76,14 @@ fn weights(w: &[f32], cout: usize, cin: usize, transposed: bool) -> Vec<f32> {
                 }
             };
             // t = G g (4x3), then U = t Gᵀ (4x4)
-            let mut t = [[0f32; 3]; 4];
-            for c in 0..3 {
-                let (g0, g1, g2) = (kk(0, c), kk(1, c), kk(2, c));
-                t[0][c] = g0;
-                t[1][c] = 0.5 * (g0 + g1 + g2);
-                t[2][c] = 0.5 * (g0 - g1 + g2);
-                t[3][c] = g2;
-            }
+            let row = |r: usize| [kk(r, 0), kk(r, 1), kk(r, 2)];
+            let (g0, g1, g2) = (row(0), row(1), row(2));
+            let t: [[f32; 3]; 4] = [
+                g0,
+                std::array::from_fn(|c| 0.5 * (g0[c] + g1[c] + g2[c])),
+                std::array::from_fn(|c| 0.5 * (g0[c] - g1[c] + g2[c])),
+                g2,
+            ];
             for (i, r) in t.iter().enumerate() {
                 let row = [
                     r[0],
@@ -166,7 +166,7 @@ pub(crate) fn backward_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 let (dm, rest) = rest.split_at_mut(mlen);
                 let (work, rest) = rest.split_at_mut(p.input_work());
                 let (top, bot) = rest.split_at_mut(tlen);
-                p.input_tiles(x, ni, di, r0, r1, v, work);
+                p.input_tiles(x, (ni, di), (r0, r1), v, work);
                 // dm[ξ][tile][co] = (A dY Aᵀ)[ξ], from dY rows transposed to
                 // [position][co] (zero beyond the output)
                 let plane = |co: usize| ((ni * cout + co) * p.depth + di) * osp;
@@ -430,10 +430,8 @@ impl Plane {
     fn input_tiles(
         &self,
         x: &[f32],
-        ni: usize,
-        di: usize,
-        r0: usize,
-        r1: usize,
+        (ni, di): (usize, usize),
+        (r0, r1): (usize, usize),
         v: &mut [f32],
         work: &mut [f32],
     ) {
@@ -515,7 +513,7 @@ fn conv3x3(p: &Plane, x: &[f32], u: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
             let (v, rest) = buf.split_at_mut(vlen);
             let (m, rest) = rest.split_at_mut(mlen);
             let (work, out2) = rest.split_at_mut(p.input_work());
-            p.input_tiles(x, ni, di, r0, r1, v, work);
+            p.input_tiles(x, (ni, di), (r0, r1), v, work);
             // M[ξ] = U[ξ] · V[ξ]
             for xi in 0..16 {
                 // SAFETY: the three matrices lie inside u, v and m with the
