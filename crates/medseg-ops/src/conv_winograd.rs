@@ -60,42 +60,69 @@ fn geometry_fits(g: &Geom) -> bool {
 /// `U[ξ][a][b] = (G g Gᵀ)[ξ]` for the 3x3 kernels `g` of `w [Cout, Cin, 3, 3]`.
 /// Forward: `a = co`, `b = ci`. `transposed`: `a = ci`, `b = co` and the
 /// kernel rotated by 180 degrees (the input gradient's convolution).
+///
+/// Per `a` (in parallel), the taps of the `nb` kernels are gathered
+/// tap-major and both halves of the transform run along `b`, so every
+/// output row `U[ξ][a][..]` is written contiguously by vector code.
 fn weights(w: &[f32], cout: usize, cin: usize, transposed: bool) -> Vec<f32> {
     let (na, nb) = if transposed { (cin, cout) } else { (cout, cin) };
     let mut u = vec![0f32; 16 * na * nb];
-    // (a, b) in the order of u's rows, so that each ξ is written contiguously
-    for a in 0..na {
+    let up = SendPtr(u.as_mut_ptr());
+    let row = |a: usize, (g, t): &mut (Vec<f32>, Vec<f32>)| {
+        // g[tap][b]: tap r * 3 + c of kernel (a, b), rotated if transposed
         for b in 0..nb {
             let (co, ci) = if transposed { (b, a) } else { (a, b) };
-            let k: &[f32; 9] = w[(co * cin + ci) * 9..][..9].try_into().expect("9 taps");
-            let kk = |r: usize, c: usize| {
-                if transposed {
-                    k[(2 - r) * 3 + (2 - c)]
-                } else {
-                    k[r * 3 + c]
-                }
-            };
-            // t = G g (4x3), then U = t Gᵀ (4x4)
-            let row = |r: usize| [kk(r, 0), kk(r, 1), kk(r, 2)];
-            let (g0, g1, g2) = (row(0), row(1), row(2));
-            let t: [[f32; 3]; 4] = [
-                g0,
-                std::array::from_fn(|c| 0.5 * (g0[c] + g1[c] + g2[c])),
-                std::array::from_fn(|c| 0.5 * (g0[c] - g1[c] + g2[c])),
-                g2,
-            ];
-            for (i, r) in t.iter().enumerate() {
-                let row = [
-                    r[0],
-                    0.5 * (r[0] + r[1] + r[2]),
-                    0.5 * (r[0] - r[1] + r[2]),
-                    r[2],
-                ];
-                for (j, v) in row.into_iter().enumerate() {
-                    u[((i * 4 + j) * na + a) * nb + b] = v;
-                }
+            let k = &w[(co * cin + ci) * 9..][..9];
+            for tap in 0..9 {
+                g[tap * nb + b] = if transposed { k[8 - tap] } else { k[tap] };
             }
         }
+        // t = G g: t[i][c][b] from the three rows r of column c
+        for c in 0..3 {
+            let (g0, g1, g2) = (
+                &g[c * nb..][..nb],
+                &g[(3 + c) * nb..][..nb],
+                &g[(6 + c) * nb..][..nb],
+            );
+            let (t0, rest) = t.split_at_mut(3 * nb);
+            let (t1, rest) = rest.split_at_mut(3 * nb);
+            let (t2, t3) = rest.split_at_mut(3 * nb);
+            let (t0, t1) = (&mut t0[c * nb..][..nb], &mut t1[c * nb..][..nb]);
+            let (t2, t3) = (&mut t2[c * nb..][..nb], &mut t3[c * nb..][..nb]);
+            for b in 0..nb {
+                let (x0, x1, x2) = (g0[b], g1[b], g2[b]);
+                t0[b] = x0;
+                t1[b] = 0.5 * (x0 + x1 + x2);
+                t2[b] = 0.5 * (x0 - x1 + x2);
+                t3[b] = x2;
+            }
+        }
+        // U = t Gᵀ: row i of t gives U[4i .. 4i + 4]
+        for i in 0..4 {
+            let r = |c: usize| &t[(i * 3 + c) * nb..][..nb];
+            let (r0, r1, r2) = (r(0), r(1), r(2));
+            // SAFETY: rows (ξ, a) of u are disjoint for distinct (ξ, a) and
+            // each is written by the one call for its a.
+            let [u0, u1, u2, u3] = std::array::from_fn(|j| unsafe {
+                std::slice::from_raw_parts_mut(up.get().add(((i * 4 + j) * na + a) * nb), nb)
+            });
+            for b in 0..nb {
+                let (x0, x1, x2) = (r0[b], r1[b], r2[b]);
+                u0[b] = x0;
+                u1[b] = 0.5 * (x0 + x1 + x2);
+                u2[b] = 0.5 * (x0 - x1 + x2);
+                u3[b] = x2;
+            }
+        }
+    };
+    let bufs = || (vec![0f32; 9 * nb], vec![0f32; 12 * nb]);
+    if na * nb >= 4096 && rayon::current_num_threads() > 1 {
+        (0..na)
+            .into_par_iter()
+            .for_each_init(bufs, |buf, a| row(a, buf));
+    } else {
+        let mut buf = bufs();
+        (0..na).for_each(|a| row(a, &mut buf));
     }
     u
 }
@@ -231,23 +258,44 @@ pub(crate) fn backward_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         run(0..items, rayon::current_num_threads() > 1, &mut acc);
         acc
     };
-    // dw[co][ci] = Gᵀ dU G
+    // dw[co][ci] = Gᵀ dU G, per ci (in parallel) along co, where acc's
+    // rows acc[ξ][ci][..] are contiguous
     let mut dw = vec![0f32; cout * cin * 9];
-    for co in 0..cout {
-        for ci in 0..cin {
-            let du = |i: usize, j: usize| acc[((i * 4 + j) * cin + ci) * cout + co];
+    let dwp = SendPtr(dw.as_mut_ptr());
+    let column = |ci: usize, k: &mut Vec<f32>| {
+        let rows: [&[f32]; 16] = std::array::from_fn(|xi| &acc[(xi * cin + ci) * cout..][..cout]);
+        // kr[tap][co]
+        let kr = &mut k[..9 * cout];
+        for co in 0..cout {
+            let du = |i: usize, j: usize| rows[i * 4 + j][co];
             let r: [[f32; 4]; 3] = [
                 std::array::from_fn(|j| du(0, j) + 0.5 * (du(1, j) + du(2, j))),
                 std::array::from_fn(|j| 0.5 * (du(1, j) - du(2, j))),
                 std::array::from_fn(|j| 0.5 * (du(1, j) + du(2, j)) + du(3, j)),
             ];
-            let k = &mut dw[(co * cin + ci) * 9..][..9];
             for (i, [a, b, c, d]) in r.into_iter().enumerate() {
-                k[i * 3] = a + 0.5 * (b + c);
-                k[i * 3 + 1] = 0.5 * (b - c);
-                k[i * 3 + 2] = 0.5 * (b + c) + d;
+                kr[(i * 3) * cout + co] = a + 0.5 * (b + c);
+                kr[(i * 3 + 1) * cout + co] = 0.5 * (b - c);
+                kr[(i * 3 + 2) * cout + co] = 0.5 * (b + c) + d;
             }
         }
+        for co in 0..cout {
+            // SAFETY: the nine taps of kernel (co, ci) are written by the one
+            // call for this ci only, inside dw.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(dwp.get().add((co * cin + ci) * 9), 9) };
+            for (tap, v) in dst.iter_mut().enumerate() {
+                *v = kr[tap * cout + co];
+            }
+        }
+    };
+    if cin * cout >= 4096 && rayon::current_num_threads() > 1 {
+        (0..cin)
+            .into_par_iter()
+            .for_each_init(|| vec![0f32; 9 * cout], |k, ci| column(ci, k));
+    } else {
+        let mut k = vec![0f32; 9 * cout];
+        (0..cin).for_each(|ci| column(ci, &mut k));
     }
     dw
 }
