@@ -154,7 +154,9 @@ pub fn child(args: &[String]) -> Result<()> {
     set_threads(c.threads)?;
     tune_malloc(c.malloc_tuned);
     let dev = medseg_learners::parse_device(&c.device)?;
-    let (_vm, net) = build_net(&c.network, &dev)?;
+    let (vm, net) = build_net(&c.network, &dev)?;
+    // as medseg-infer loads it: weights as plain tensors, no autograd graph
+    let net = medseg_nets::inference_copy(net.as_ref(), &vm, &dev)?;
     let (x, _) = inputs(&c.shape, &candle_core::Device::Cpu)?;
     // [1, 1, D, H, W] -> [C, D, H, W]
     let img = x.squeeze(0)?;

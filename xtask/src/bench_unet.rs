@@ -398,6 +398,8 @@ pub fn child(args: &[String]) -> Result<()> {
         }
         println!("TIME train: full step {:.3}", median(&mut tt));
     } else {
+        // as medseg-infer runs it: weights as plain tensors, no autograd graph
+        let net = medseg_nets::inference_copy(net.as_ref(), &vm, &dev)?;
         let out = net.forward_t(&x, false)?;
         let l = supervised_loss(loss_fn.as_ref(), &out, &target)?.to_scalar::<f32>()?;
         println!("LOSS_EVAL {l:.6}");

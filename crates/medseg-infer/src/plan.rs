@@ -368,7 +368,9 @@ impl InferencePlan {
 
     /// Loads every checkpoint's network on `device`: medseg checkpoints
     /// build the network they store; PyTorch checkpoints (`.pt`, `.pth`)
-    /// the one of [`InferencePlan::network`].
+    /// the one of [`InferencePlan::network`]. The networks read the weights
+    /// as plain tensors ([`medseg_nets::inference_copy`]), so a forward
+    /// keeps no activations for a backward pass.
     ///
     /// # Errors
     /// [`InferError::Network`] naming the checkpoint that failed.
@@ -383,6 +385,13 @@ impl InferencePlan {
                             error,
                         },
                     )?;
+                // a forward without autograd graph: activations are freed
+                // layer by layer
+                let network = medseg_nets::inference_copy(network.as_ref(), &varmap, device)
+                    .map_err(|error| InferError::Network {
+                        path: c.clone(),
+                        error,
+                    })?;
                 Ok(LoadedNetwork { varmap, network })
             })
             .collect()

@@ -262,6 +262,31 @@ pub fn load_network_with(
     Ok((varmap, net))
 }
 
+/// A copy of `network` for inference whose weights are `varmap`'s values as
+/// plain tensors (detached: the same storage, no copy). Its forward records
+/// no autograd graph, so every intermediate activation is freed as soon as
+/// the next layer has read it, as under PyTorch's `no_grad`; a forward
+/// through the variables themselves keeps every activation alive, linked
+/// from the output, until the output is dropped. The copy is built from
+/// `network.config()` through the built-in registry, like [`load_network`].
+pub fn inference_copy(
+    network: &dyn SegNetwork,
+    varmap: &VarMap,
+    device: &Device,
+) -> Result<Box<dyn SegNetwork>> {
+    let tensors: HashMap<String, Tensor> = {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| NetError::Config("variable map poisoned".into()))?;
+        data.iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect()
+    };
+    let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
+    build_network(&network.config(), vb)
+}
+
 /// Builds the network stored in a checkpoint and loads its weights.
 pub fn load_network(path: &Path, device: &Device) -> Result<(VarMap, Box<dyn SegNetwork>)> {
     let bytes = read_bytes(path)?;

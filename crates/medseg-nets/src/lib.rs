@@ -63,8 +63,8 @@ pub use backbones::{
 };
 pub use cenet::{CENet, CENetConfig};
 pub use checkpoint::{
-    count_parameters, import_pytorch, load_checkpoint, load_network, load_network_with,
-    read_checkpoint_config, save_checkpoint, trainable_vars,
+    count_parameters, import_pytorch, inference_copy, load_checkpoint, load_network,
+    load_network_with, read_checkpoint_config, save_checkpoint, trainable_vars,
 };
 pub use config::{AuxDecoderType, NormType, UNetConfig, UpMode};
 pub use coplenet::COPLENet;
