@@ -4,21 +4,9 @@
 mod common;
 
 use candle_core::{Device, Tensor, Var};
-use common::build;
+use common::{build, max_abs_diff, pattern};
 use medseg_nets::inference_copy;
 use serde_json::json;
-
-fn input(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    Tensor::arange(0f32, n as f32, &Device::Cpu)
-        .unwrap()
-        .reshape(shape)
-        .unwrap()
-        .affine(1.0 / 37.0, 0.3)
-        .unwrap()
-        .sin()
-        .unwrap()
-}
 
 #[test]
 fn copy_matches_the_network_and_records_no_graph() {
@@ -40,7 +28,7 @@ fn copy_matches_the_network_and_records_no_graph() {
         ),
     ] {
         let (vm, net) = build(&cfg);
-        let x = input(&shape);
+        let x = pattern(&shape);
         // train passes move the running statistics, and every weight is
         // changed after building: the copy must read the current values
         net.forward_t(&x, true).unwrap();
@@ -53,14 +41,7 @@ fn copy_matches_the_network_and_records_no_graph() {
         let copy = inference_copy(net.as_ref(), &vm, &Device::Cpu).unwrap();
         let want = net.forward(&x).unwrap();
         let got = copy.forward(&x).unwrap();
-        let diff = (&want - &got)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&want, &got);
         assert_eq!(diff, 0.0, "{cfg}: eval outputs differ by {diff}");
 
         // the network's own output leads back to its weights, the copy's

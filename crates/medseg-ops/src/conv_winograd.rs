@@ -79,40 +79,22 @@ fn weights(w: &[f32], cout: usize, cin: usize, transposed: bool) -> Vec<f32> {
         }
         // t = G g: t[i][c][b] from the three rows r of column c
         for c in 0..3 {
-            let (g0, g1, g2) = (
-                &g[c * nb..][..nb],
-                &g[(3 + c) * nb..][..nb],
-                &g[(6 + c) * nb..][..nb],
-            );
-            let (t0, rest) = t.split_at_mut(3 * nb);
-            let (t1, rest) = rest.split_at_mut(3 * nb);
-            let (t2, t3) = rest.split_at_mut(3 * nb);
-            let (t0, t1) = (&mut t0[c * nb..][..nb], &mut t1[c * nb..][..nb]);
-            let (t2, t3) = (&mut t2[c * nb..][..nb], &mut t3[c * nb..][..nb]);
-            for b in 0..nb {
-                let (x0, x1, x2) = (g0[b], g1[b], g2[b]);
-                t0[b] = x0;
-                t1[b] = 0.5 * (x0 + x1 + x2);
-                t2[b] = 0.5 * (x0 - x1 + x2);
-                t3[b] = x2;
-            }
+            let g = |r: usize| &g[(3 * r + c) * nb..][..nb];
+            let out: [&mut [f32]; 4] = {
+                let mut rows = t.chunks_exact_mut(3 * nb).map(|ti| &mut ti[c * nb..][..nb]);
+                std::array::from_fn(|_| rows.next().expect("4 rows"))
+            };
+            g_along_rows([g(0), g(1), g(2)], out);
         }
         // U = t Gᵀ: row i of t gives U[4i .. 4i + 4]
         for i in 0..4 {
             let r = |c: usize| &t[(i * 3 + c) * nb..][..nb];
-            let (r0, r1, r2) = (r(0), r(1), r(2));
             // SAFETY: rows (ξ, a) of u are disjoint for distinct (ξ, a) and
             // each is written by the one call for its a.
-            let [u0, u1, u2, u3] = std::array::from_fn(|j| unsafe {
+            let out = std::array::from_fn(|j| unsafe {
                 std::slice::from_raw_parts_mut(up.get().add(((i * 4 + j) * na + a) * nb), nb)
             });
-            for b in 0..nb {
-                let (x0, x1, x2) = (r0[b], r1[b], r2[b]);
-                u0[b] = x0;
-                u1[b] = 0.5 * (x0 + x1 + x2);
-                u2[b] = 0.5 * (x0 - x1 + x2);
-                u3[b] = x2;
-            }
+            g_along_rows([r(0), r(1), r(2)], out);
         }
     };
     let bufs = || (vec![0f32; 9 * nb], vec![0f32; 12 * nb]);
@@ -125,6 +107,19 @@ fn weights(w: &[f32], cout: usize, cin: usize, transposed: bool) -> Vec<f32> {
         (0..na).for_each(|a| row(a, &mut buf));
     }
     u
+}
+
+/// One application of `G` (4x3) along rows: `out = G [x0; x1; x2]`
+/// element-wise, i.e. `x0`, `(x0 + x1 + x2) / 2`, `(x0 - x1 + x2) / 2`, `x2`.
+fn g_along_rows([x0, x1, x2]: [&[f32]; 3], out: [&mut [f32]; 4]) {
+    let [o0, o1, o2, o3] = out;
+    for b in 0..o0.len() {
+        let (a, m, c) = (x0[b], x1[b], x2[b]);
+        o0[b] = a;
+        o1[b] = 0.5 * (a + m + c);
+        o2[b] = 0.5 * (a - m + c);
+        o3[b] = c;
+    }
 }
 
 /// `y = conv(x, w) + bias` for a geometry where [`applies`] holds.
